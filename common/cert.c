@@ -1,0 +1,1 @@
+/* cert: placeholder, being written. */

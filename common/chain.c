@@ -1,0 +1,1 @@
+/* chain: placeholder, being written. */

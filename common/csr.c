@@ -1,0 +1,1 @@
+/* csr: placeholder, being written. */

@@ -1,0 +1,1 @@
+/* keys: placeholder, being written. */

@@ -1,0 +1,322 @@
+/*
+ * log: categories and levels for every process of a node; see log.h.
+ *
+ * A line looks like
+ *   2026-11-28T07:54:11.123Z psn1 est[4242] est INFO enrolled serial 5f...
+ * and is written with a single write(2) on an O_APPEND descriptor, which
+ * POSIX makes atomic with respect to other appenders for regular files, so
+ * the CA service and the EST server can share one file.
+ */
+#include "log.h"
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+
+/* Longest line we write; longer messages are cut with "..." at the end. */
+#define LOG_LINE_MAX 4096
+
+static const char *const category_names[LOG_CATEGORY_COUNT] = {
+	[LOG_MAIN] = "main",
+	[LOG_EST] = "est",
+	[LOG_PROVISIONING] = "provisioning",
+	[LOG_CA_SERVICE] = "ca-service",
+	[LOG_CA_SERVICE_CERT] = "ca-service-cert",
+	[LOG_MESSAGING] = "messaging",
+	[LOG_OCSP] = "ocsp",
+};
+
+static const char *const level_names[LOG_LEVEL_COUNT] = {
+	[LOG_LEVEL_ERROR] = "error",
+	[LOG_LEVEL_WARN] = "warn",
+	[LOG_LEVEL_INFO] = "info",
+	[LOG_LEVEL_DEBUG] = "debug",
+};
+
+static const char *const level_tags[LOG_LEVEL_COUNT] = {
+	[LOG_LEVEL_ERROR] = "ERROR",
+	[LOG_LEVEL_WARN] = "WARN",
+	[LOG_LEVEL_INFO] = "INFO",
+	[LOG_LEVEL_DEBUG] = "DEBUG",
+};
+
+static struct {
+	char node[64];		/* node name, e.g. psn1 */
+	char process[32];	/* process role, e.g. est */
+	char path[PATH_MAX];	/* log file, "" when stderr only */
+	int fd;			/* log file descriptor, -1 when none */
+	bool to_stderr;		/* copy lines to stderr */
+	enum log_level level[LOG_CATEGORY_COUNT];
+	bool levels_set;	/* level[] initialised */
+} logger = { .node = "-", .process = "-", .fd = -1, .to_stderr = true };
+
+static void
+levels_default(void)
+{
+	int i;
+
+	if (logger.levels_set)
+		return;
+	for (i = 0; i < LOG_CATEGORY_COUNT; i++)
+		logger.level[i] = LOG_LEVEL_INFO;
+	logger.levels_set = true;
+}
+
+int
+log_open(const char *node, const char *process, const char *dir,
+    bool foreground, struct error *err)
+{
+	char path[PATH_MAX];
+	int fd = -1;
+
+	levels_default();
+	if (dir != NULL) {
+		if (snprintf(path, sizeof(path), "%s/%s.log", dir, node) >=
+		    (int)sizeof(path)) {
+			error_set(err, "log file path in %s too long", dir);
+			return -1;
+		}
+		fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC,
+		    0640);
+		if (fd == -1) {
+			error_set(err, "cannot open log file %s: %s", path,
+			    strerror(errno));
+			return -1;
+		}
+	}
+	if (logger.fd != -1)
+		close(logger.fd);
+	logger.fd = fd;
+	snprintf(logger.path, sizeof(logger.path), "%s",
+	    dir != NULL ? path : "");
+	snprintf(logger.node, sizeof(logger.node), "%s", node);
+	snprintf(logger.process, sizeof(logger.process), "%s", process);
+	logger.to_stderr = foreground || dir == NULL;
+	return 0;
+}
+
+void
+log_close(void)
+{
+	if (logger.fd != -1)
+		close(logger.fd);
+	logger.fd = -1;
+	logger.path[0] = '\0';
+	logger.to_stderr = true;
+}
+
+const char *
+log_path(void)
+{
+	return logger.path[0] != '\0' ? logger.path : NULL;
+}
+
+void
+log_set_level(enum log_category cat, enum log_level level)
+{
+	levels_default();
+	if ((unsigned)cat < LOG_CATEGORY_COUNT &&
+	    (unsigned)level < LOG_LEVEL_COUNT)
+		logger.level[cat] = level;
+}
+
+enum log_level
+log_get_level(enum log_category cat)
+{
+	levels_default();
+	if ((unsigned)cat >= LOG_CATEGORY_COUNT)
+		return LOG_LEVEL_INFO;
+	return logger.level[cat];
+}
+
+const char *
+log_category_name(enum log_category cat)
+{
+	if ((unsigned)cat >= LOG_CATEGORY_COUNT)
+		return "?";
+	return category_names[cat];
+}
+
+const char *
+log_level_name(enum log_level level)
+{
+	if ((unsigned)level >= LOG_LEVEL_COUNT)
+		return "?";
+	return level_names[level];
+}
+
+int
+log_category_from_name(const char *name)
+{
+	int i;
+
+	for (i = 0; i < LOG_CATEGORY_COUNT; i++)
+		if (strcasecmp(name, category_names[i]) == 0)
+			return i;
+	return -1;
+}
+
+int
+log_level_from_name(const char *name)
+{
+	int i;
+
+	for (i = 0; i < LOG_LEVEL_COUNT; i++)
+		if (strcasecmp(name, level_names[i]) == 0)
+			return i;
+	/* The product and syslog both say "warning". */
+	if (strcasecmp(name, "warning") == 0)
+		return LOG_LEVEL_WARN;
+	return -1;
+}
+
+int
+log_set_level_by_name(const char *cat, const char *level, struct error *err)
+{
+	int c, l, i;
+
+	if ((l = log_level_from_name(level)) < 0) {
+		error_set(err, "unknown log level '%s' (error, warn, info, "
+		    "debug)", level);
+		return -1;
+	}
+	if (strcasecmp(cat, "all") == 0) {
+		for (i = 0; i < LOG_CATEGORY_COUNT; i++)
+			log_set_level(i, l);
+		return 0;
+	}
+	if ((c = log_category_from_name(cat)) < 0) {
+		error_set(err, "unknown log category '%s' (main, est, "
+		    "provisioning, ca-service, ca-service-cert, messaging, "
+		    "ocsp, all)", cat);
+		return -1;
+	}
+	log_set_level(c, l);
+	return 0;
+}
+
+bool
+log_enabled(enum log_category cat, enum log_level level)
+{
+	return level <= log_get_level(cat);
+}
+
+static void
+write_all(int fd, const char *buf, size_t len)
+{
+	ssize_t n;
+
+	while (len > 0) {
+		n = write(fd, buf, len);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return; /* nowhere left to report a logging failure */
+		buf += n;
+		len -= (size_t)n;
+	}
+}
+
+void
+log_vwrite(enum log_category cat, enum log_level level, const char *fmt,
+    va_list ap)
+{
+	char line[LOG_LINE_MAX];
+	struct timespec ts;
+	struct tm tm;
+	int saved_errno = errno;
+	size_t n;
+	int k;
+
+	if (!log_enabled(cat, level))
+		return;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	n = strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%S", &tm);
+	k = snprintf(line + n, sizeof(line) - n, ".%03ldZ %s %s[%ld] %s %s ",
+	    ts.tv_nsec / 1000000, logger.node, logger.process,
+	    (long)getpid(), log_category_name(cat),
+	    level_tags[(unsigned)level < LOG_LEVEL_COUNT ? level : 0]);
+	if (k > 0)
+		n += (size_t)k;
+	if (n < sizeof(line)) {
+		k = vsnprintf(line + n, sizeof(line) - n, fmt, ap);
+		if (k > 0)
+			n += (size_t)k;
+	}
+	if (n >= sizeof(line) - 1) {
+		n = sizeof(line) - 1;
+		memcpy(line + n - 4, "...", 3);
+		n--;
+	}
+	/* One line per entry: a newline in a message would forge a line. */
+	for (size_t i = 0; i < n; i++)
+		if (line[i] == '\n' || line[i] == '\r')
+			line[i] = ' ';
+	line[n++] = '\n';
+	if (logger.fd != -1)
+		write_all(logger.fd, line, n);
+	if (logger.to_stderr)
+		write_all(STDERR_FILENO, line, n);
+	errno = saved_errno;
+}
+
+void
+log_write(enum log_category cat, enum log_level level, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_vwrite(cat, level, fmt, ap);
+	va_end(ap);
+}
+
+void
+log_crypto(enum log_category cat, struct error *err, const char *call,
+    const char *object)
+{
+	char msg[ERROR_MAX * 2];
+	char one[256];
+	const char *data, *func;
+	unsigned long e;
+	size_t n;
+	int flags, count = 0;
+
+	if (object != NULL)
+		n = (size_t)snprintf(msg, sizeof(msg), "%s(%s) failed", call,
+		    object);
+	else
+		n = (size_t)snprintf(msg, sizeof(msg), "%s failed", call);
+	if (n >= sizeof(msg))
+		n = sizeof(msg) - 1;
+	while ((e = ERR_get_error_all(NULL, NULL, &func, &data, &flags)) !=
+	    0) {
+		ERR_error_string_n(e, one, sizeof(one));
+		if (n < sizeof(msg) - 1) {
+			int k = snprintf(msg + n, sizeof(msg) - n, "%s%s%s%s",
+			    count == 0 ? ": " : "; ", one,
+			    (flags & ERR_TXT_STRING) && data && *data ? ": "
+								       : "",
+			    (flags & ERR_TXT_STRING) && data ? data : "");
+			if (k > 0)
+				n += (size_t)k;
+			if (n >= sizeof(msg))
+				n = sizeof(msg) - 1;
+		}
+		count++;
+	}
+	if (count == 0 && n < sizeof(msg) - 1)
+		snprintf(msg + n, sizeof(msg) - n, ": no OpenSSL error queued");
+	log_error(cat, "%s", msg);
+	error_set(err, "%s", msg);
+}
