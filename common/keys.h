@@ -46,6 +46,13 @@ int key_check_strength(const EVP_PKEY *key, struct error *err);
 void key_describe(const EVP_PKEY *key, char *buf, size_t len);
 
 /*
+ * The digest to sign with this key: SHA-384 for P-384, SHA-512 for P-521,
+ * SHA-256 otherwise (RFC 5480 section 4 pairs hash and curve strength).
+ * Used for CSRs and certificates alike.
+ */
+const EVP_MD *key_signature_md(const EVP_PKEY *key);
+
+/*
  * Save as encrypted PKCS#8 PEM, mode 0600, atomically (util.h
  * file_write_atomic).  Loading with a wrong passphrase is an error that says
  * so ("wrong passphrase or corrupt key file"), never a garbage key.
