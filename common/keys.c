@@ -532,8 +532,13 @@ key_load(const char *path, const char *passphrase, size_t passlen,
 		          path);
 		goto out;
 	}
-	/* A weak key on disk was not made by us: say so, do not use it. */
-	if (key_check_strength(key, &kerr) == -1) {
+	/*
+	 * A weak key on disk was not made by us: say so, do not use it.  The
+	 * X25519 CURVE key of the messaging layer (curve.h) is no
+	 * certificate key and has no strength to check.
+	 */
+	if (EVP_PKEY_get_base_id(key) != EVP_PKEY_X25519 &&
+	    key_check_strength(key, &kerr) == -1) {
 		error_set(&lerr, "%s: %s", path, kerr.msg);
 		EVP_PKEY_free(key);
 		key = NULL;
