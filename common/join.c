@@ -1,0 +1,1 @@
+/* join: placeholder, being written. */

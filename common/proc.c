@@ -1,0 +1,1 @@
+/* proc: placeholder, being written. */

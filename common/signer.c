@@ -1,0 +1,1 @@
+/* signer: placeholder, being written. */
