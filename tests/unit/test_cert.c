@@ -28,35 +28,11 @@
 #include "chain.h"
 #include "keys.h"
 #include "util.h"
+#include "tmpdir.h"
 
 #define PAN "pan1"
 #define PSN "psn1"
 
-static char tmpdir[64];
-
-static int
-rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
-static int
-setup(void **state)
-{
-	(void)state;
-	snprintf(tmpdir, sizeof(tmpdir), "/tmp/test_cert.XXXXXX");
-	return mkdtemp(tmpdir) == NULL ? -1 : 0;
-}
-
-static int
-teardown(void **state)
-{
-	(void)state;
-	return nftw(tmpdir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
-}
 
 static time_t
 asn1_time(const ASN1_TIME *t)
@@ -1069,5 +1045,5 @@ main(void)
 	    cmocka_unit_test(test_helpers),
 	};
 
-	return cmocka_run_group_tests(tests, setup, teardown);
+	return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

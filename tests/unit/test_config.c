@@ -23,6 +23,7 @@
 
 #include "config.h"
 #include "util.h"
+#include "tmpdir.h"
 
 static const char *const hierarchies[] = {"rfc6960", "legacy", NULL};
 
@@ -51,31 +52,6 @@ static const struct config_key keys[] = {
      0},
 };
 
-static char tmpdir[64];
-
-static int
-rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
-static int
-setup(void **state)
-{
-	(void)state;
-	snprintf(tmpdir, sizeof(tmpdir), "/tmp/test_config.XXXXXX");
-	return mkdtemp(tmpdir) == NULL ? -1 : 0;
-}
-
-static int
-teardown(void **state)
-{
-	(void)state;
-	return nftw(tmpdir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
-}
 
 static struct config *
 new_config(void)
@@ -1161,5 +1137,5 @@ main(void)
 	    cmocka_unit_test(test_programming_errors_abort),
 	};
 
-	return cmocka_run_group_tests(tests, setup, teardown);
+	return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

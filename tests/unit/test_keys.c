@@ -30,35 +30,11 @@
 
 #include "keys.h"
 #include "util.h"
+#include "tmpdir.h"
 
 #define PASS    "correct-horse"
 #define PASSLEN (sizeof(PASS) - 1)
 
-static char tmpdir[64];
-
-static int
-rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
-static int
-setup(void **state)
-{
-	(void)state;
-	snprintf(tmpdir, sizeof(tmpdir), "/tmp/test_keys.XXXXXX");
-	return mkdtemp(tmpdir) == NULL ? -1 : 0;
-}
-
-static int
-teardown(void **state)
-{
-	(void)state;
-	return nftw(tmpdir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
-}
 
 static void
 tmp_path(char *buf, size_t len, const char *name)
@@ -767,5 +743,5 @@ main(void)
 	    cmocka_unit_test(test_key_id_cli),
 	};
 
-	return cmocka_run_group_tests(tests, setup, teardown);
+	return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }
