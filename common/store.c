@@ -12,8 +12,11 @@
  *
  * All named databases are listed in store_tables[]; a new table is one
  * more line there (and an enum value), created on open in existing stores
- * too.  Changing the layout of an existing table is a schema version bump
- * with an entry in store_migrations[].
+ * too.  The generic key-value tables (nodes, tokens, alarms, config) and
+ * write batches (store_apply) are at the end of this file; a batch runs
+ * the same code as the single-record calls, inside one transaction.  Changing
+ * the layout of an existing table is a schema version bump with an entry in
+ * store_migrations[].
  *
  * An MDB_env must not be used across fork(): its locks and reader slot
  * belong to the opening process.  Every process opens its own store after
@@ -53,17 +56,25 @@ enum store_db {
 	STORE_DB_CERTS,
 	STORE_DB_CERTS_BY_SERIAL,
 	STORE_DB_CERTS_BY_SUBJECT,
+	STORE_DB_NODES,
+	STORE_DB_TOKENS,
+	STORE_DB_ALARMS,
+	STORE_DB_CONFIG,
 	STORE_DB_COUNT
 };
 
 /*
- * Every named database, created on open.  Later tables (node registry,
- * tokens, event log, outbox, alarms) are added here.  Keys and values are
- * described in docs/storage.md.
+ * Every named database, created on open.  Later tables (event log,
+ * outbox) are added here.  Keys and values are described in
+ * docs/storage.md.  A table added after schema version 1 was first
+ * shipped is "optional": a read-only open of a store made before it
+ * existed (which cannot create it) reads it as empty instead of refusing
+ * the whole store.
  */
-static const struct store_table {
+static const struct store_db_def {
 	const char *name;
 	unsigned int flags;
+	bool optional;
 } store_tables[STORE_DB_COUNT] = {
     /* name -> value; the schema version and little else */
     [STORE_DB_META] = {"meta", 0},
@@ -73,6 +84,19 @@ static const struct store_table {
     [STORE_DB_CERTS_BY_SERIAL] = {"certs_by_serial", MDB_DUPSORT},
     /* SHA-256(canonical subject) -> primary keys */
     [STORE_DB_CERTS_BY_SUBJECT] = {"certs_by_subject", MDB_DUPSORT},
+    /* generic tables (enum store_table): bytes -> bytes */
+    [STORE_DB_NODES] = {"nodes", 0, true},
+    [STORE_DB_TOKENS] = {"tokens", 0, true},
+    [STORE_DB_ALARMS] = {"alarms", 0, true},
+    [STORE_DB_CONFIG] = {"config", 0, true},
+};
+
+/* The named database behind each generic table. */
+static const enum store_db store_table_db[STORE_TABLE_COUNT] = {
+    [STORE_TABLE_NODES] = STORE_DB_NODES,
+    [STORE_TABLE_TOKENS] = STORE_DB_TOKENS,
+    [STORE_TABLE_ALARMS] = STORE_DB_ALARMS,
+    [STORE_TABLE_CONFIG] = STORE_DB_CONFIG,
 };
 
 _Static_assert(STORE_DB_COUNT <= STORE_MAX_DBS, "raise STORE_MAX_DBS");
@@ -92,10 +116,12 @@ static const struct store_migration {
 };
 
 struct store {
-	MDB_env *env;                /* the environment, this process only */
-	MDB_dbi dbi[STORE_DB_COUNT]; /* handles, valid for the env's life */
-	char *path;                  /* the directory, for messages */
-	bool read_only;              /* opened with MDB_RDONLY */
+	MDB_env *env;                 /* the environment, this process only */
+	MDB_dbi dbi[STORE_DB_COUNT];  /* handles, valid for the env's life */
+	bool present[STORE_DB_COUNT]; /* false: optional table not in a
+	                                 store opened read-only */
+	char *path;                   /* the directory, for messages */
+	bool read_only;               /* opened with MDB_RDONLY */
 };
 
 /*
@@ -392,7 +418,7 @@ store_is_empty(struct store *st, MDB_txn *txn, bool *empty, struct error *err)
 
 	*empty = true;
 	for (i = 0; i < STORE_DB_COUNT; i++) {
-		if (i == STORE_DB_META)
+		if (i == STORE_DB_META || !st->present[i])
 			continue;
 		if ((rc = mdb_stat(txn, st->dbi[i], &ms)) != 0)
 			return store_fail(st, err, "mdb_stat",
@@ -498,6 +524,11 @@ store_init(struct store *st, struct error *err)
 			flags |= MDB_CREATE;
 		rc =
 		    mdb_dbi_open(txn, store_tables[i].name, flags, &st->dbi[i]);
+		if (rc == MDB_NOTFOUND && store_tables[i].optional) {
+			/* Only read-only opens get here: read as empty. */
+			st->present[i] = false;
+			continue;
+		}
 		if (rc == MDB_NOTFOUND) {
 			error_set(
 			    err,
@@ -511,6 +542,7 @@ store_init(struct store *st, struct error *err)
 			           store_tables[i].name, rc);
 			goto fail;
 		}
+		st->present[i] = true;
 	}
 	if (schema_check(st, txn, err) == -1)
 		goto fail;
@@ -840,34 +872,52 @@ str_or_empty(char *s)
 	return s != NULL ? s : (char *)"";
 }
 
-int
-store_put_cert(struct store *st, const struct store_cert *cert,
-               struct error *err)
+/*
+ * A record checked, encoded and keyed, ready to be written by
+ * put_cert_txn(): the encoding work happens before any transaction, so a
+ * batch holds the write lock only for the writes.
+ */
+struct cert_put {
+	uint8_t pkey[STORE_PKEY_MAX];          /* issuer key id || serial */
+	size_t plen;                           /* bytes of pkey */
+	uint8_t serial[STORE_SERIAL_MAX];      /* normalised serial */
+	size_t slen;                           /* bytes of serial */
+	uint8_t shash[STORE_SUBJECT_HASH_LEN]; /* subject index key */
+	uint8_t *buf;                          /* packed CertRecord */
+	size_t blen;                           /* bytes of buf */
+	char object[STORE_KEY_STR_MAX];        /* the key, for messages */
+};
+
+static void
+cert_put_clear(struct cert_put *p)
+{
+	free(p->buf);
+	memset(p, 0, sizeof(*p));
+}
+
+static int
+cert_put_prepare(const struct store_cert *cert, struct cert_put *p,
+                 struct error *err)
 {
 	Iselab__CertRecord rec = ISELAB__CERT_RECORD__INIT;
-	uint8_t pkey[STORE_PKEY_MAX], shash[STORE_SUBJECT_HASH_LEN];
-	char object[STORE_KEY_STR_MAX];
-	uint8_t *buf = NULL;
 	const uint8_t *serial;
-	size_t slen, plen, blen;
-	MDB_txn *txn = NULL;
-	MDB_val k, v;
-	int rc, ret = -1;
 
-	if (serial_norm(cert->serial, cert->serial_len, &serial, &slen, err) ==
-	        -1 ||
+	memset(p, 0, sizeof(*p));
+	if (serial_norm(cert->serial, cert->serial_len, &serial, &p->slen,
+	                err) == -1 ||
 	    cert_check(cert, err) == -1) {
 		error_prefix(err, "record refused");
 		return -1;
 	}
-	plen = pkey_make(pkey, cert->issuer_key_id, serial, slen);
-	key_string(pkey, plen, object);
+	memcpy(p->serial, serial, p->slen);
+	p->plen = pkey_make(p->pkey, cert->issuer_key_id, p->serial, p->slen);
+	key_string(p->pkey, p->plen, p->object);
 
 	rec.der.data = cert->der;
 	rec.der.len = cert->der_len;
 	rec.subject = cert->subject;
-	rec.serial.data = (uint8_t *)serial;
-	rec.serial.len = slen;
+	rec.serial.data = p->serial;
+	rec.serial.len = p->slen;
 	rec.issuer_key_id.data = (uint8_t *)cert->issuer_key_id;
 	rec.issuer_key_id.len = STORE_KEY_ID_LEN;
 	rec.not_before = cert->not_before;
@@ -879,68 +929,86 @@ store_put_cert(struct store *st, const struct store_cert *cert,
 	rec.revoked_at = cert->revoked_at;
 	rec.revocation_reason = (uint32_t)cert->reason;
 	rec.updated_at = cert->updated_at;
-	blen = iselab__cert_record__get_packed_size(&rec);
-	if (blen > STORE_RECORD_MAX) {
+	p->blen = iselab__cert_record__get_packed_size(&rec);
+	if (p->blen > STORE_RECORD_MAX) {
 		error_set(err,
 		          "%s: record of %zu bytes is over the limit of %d",
-		          object, blen, STORE_RECORD_MAX);
+		          p->object, p->blen, STORE_RECORD_MAX);
 		return -1;
 	}
-	if ((buf = malloc(blen)) == NULL) {
+	if ((p->buf = malloc(p->blen)) == NULL) {
 		error_set(err, "out of memory");
 		return -1;
 	}
-	iselab__cert_record__pack(&rec, buf);
-	if (subject_hash(cert->subject, shash, err) == -1)
-		goto out;
+	iselab__cert_record__pack(&rec, p->buf);
+	if (subject_hash(cert->subject, p->shash, err) == -1) {
+		cert_put_clear(p);
+		return -1;
+	}
+	return 0;
+}
 
+/*
+ * Write a prepared record and both index entries in the open write
+ * transaction.  STORE_OK, STORE_EXISTS (nothing written), or -1; after -1
+ * the transaction must be aborted.
+ */
+static int
+put_cert_txn(struct store *st, MDB_txn *txn, const struct cert_put *p,
+             struct error *err)
+{
+	MDB_val k, v;
+	int rc;
+
+	k = (MDB_val){p->plen, (void *)p->pkey};
+	v = (MDB_val){p->blen, p->buf};
+	rc = mdb_put(txn, st->dbi[STORE_DB_CERTS], &k, &v, MDB_NOOVERWRITE);
+	if (rc == MDB_KEYEXIST)
+		return STORE_EXISTS;
+	if (rc != 0)
+		return store_fail(st, err, "mdb_put", p->object, rc);
+	k = (MDB_val){p->slen, (void *)p->serial};
+	v = (MDB_val){p->plen, (void *)p->pkey};
+	rc = mdb_put(txn, st->dbi[STORE_DB_CERTS_BY_SERIAL], &k, &v,
+	             MDB_NODUPDATA);
+	if (rc == MDB_KEYEXIST)
+		return store_corrupt(
+		    st, err, "serial index entry without record", p->object);
+	if (rc != 0)
+		return store_fail(st, err, "mdb_put", p->object, rc);
+	k = (MDB_val){sizeof(p->shash), (void *)p->shash};
+	rc = mdb_put(txn, st->dbi[STORE_DB_CERTS_BY_SUBJECT], &k, &v,
+	             MDB_NODUPDATA);
+	if (rc == MDB_KEYEXIST)
+		return store_corrupt(
+		    st, err, "subject index entry without record", p->object);
+	if (rc != 0)
+		return store_fail(st, err, "mdb_put", p->object, rc);
+	return STORE_OK;
+}
+
+int
+store_put_cert(struct store *st, const struct store_cert *cert,
+               struct error *err)
+{
+	struct cert_put p;
+	MDB_txn *txn = NULL;
+	int rc, ret = -1;
+
+	if (cert_put_prepare(cert, &p, err) == -1)
+		return -1;
 	if (txn_begin(st, true, &txn, err) == -1)
 		goto out;
 	/* The record and both index entries commit together or not at all. */
-	k = (MDB_val){plen, pkey};
-	v = (MDB_val){blen, buf};
-	rc = mdb_put(txn, st->dbi[STORE_DB_CERTS], &k, &v, MDB_NOOVERWRITE);
-	if (rc == MDB_KEYEXIST) {
-		ret = STORE_EXISTS;
+	if ((ret = put_cert_txn(st, txn, &p, err)) != STORE_OK)
 		goto out;
-	}
-	if (rc != 0) {
-		store_fail(st, err, "mdb_put", object, rc);
-		goto out;
-	}
-	k = (MDB_val){slen, (void *)serial};
-	v = (MDB_val){plen, pkey};
-	rc = mdb_put(txn, st->dbi[STORE_DB_CERTS_BY_SERIAL], &k, &v,
-	             MDB_NODUPDATA);
-	if (rc == MDB_KEYEXIST) {
-		store_corrupt(st, err, "serial index entry without record",
-		              object);
-		goto out;
-	}
-	if (rc != 0) {
-		store_fail(st, err, "mdb_put", object, rc);
-		goto out;
-	}
-	k = (MDB_val){sizeof(shash), shash};
-	rc = mdb_put(txn, st->dbi[STORE_DB_CERTS_BY_SUBJECT], &k, &v,
-	             MDB_NODUPDATA);
-	if (rc == MDB_KEYEXIST) {
-		store_corrupt(st, err, "subject index entry without record",
-		              object);
-		goto out;
-	}
-	if (rc != 0) {
-		store_fail(st, err, "mdb_put", object, rc);
-		goto out;
-	}
-	rc = txn_commit(st, txn, object, err);
+	rc = txn_commit(st, txn, p.object, err);
 	txn = NULL;
 	if (rc == -1)
-		goto out;
-	ret = STORE_OK;
+		ret = -1;
 out:
 	txn_abort(txn);
-	free(buf);
+	cert_put_clear(&p);
 	return ret;
 }
 
@@ -963,40 +1031,42 @@ asn1_time_to_unix(const ASN1_TIME *t, int64_t *out, const char *object,
 	return 0;
 }
 
-int
-store_put_x509(struct store *st, X509 *cert,
-               const uint8_t issuer_key_id[STORE_KEY_ID_LEN],
-               const char *issued_by, const char *profile, int64_t issued_at,
-               struct error *err)
+/*
+ * The record store_put_x509() stores for cert, in memory the caller
+ * releases with cert_clear(): der and subject are malloc'd copies,
+ * issued_by and profile are strdup'd (or NULL).
+ */
+static int
+x509_to_cert(X509 *cert, const uint8_t issuer_key_id[STORE_KEY_ID_LEN],
+             const char *issued_by, const char *profile, int64_t issued_at,
+             struct store_cert *c, struct error *err)
 {
-	struct store_cert c;
 	const ASN1_INTEGER *sn;
 	const ASN1_OCTET_STRING *aki;
-	unsigned char *der = NULL;
 	const uint8_t *serial;
-	char *subject = NULL;
+	unsigned char *p;
 	size_t slen;
-	int len, ret = -1;
+	int len;
 
-	memset(&c, 0, sizeof(c));
-	memcpy(c.issuer_key_id, issuer_key_id, STORE_KEY_ID_LEN);
-	if ((subject = store_subject_string(X509_get_subject_name(cert),
-	                                    err)) == NULL)
-		goto out;
+	memset(c, 0, sizeof(*c));
+	memcpy(c->issuer_key_id, issuer_key_id, STORE_KEY_ID_LEN);
+	if ((c->subject = store_subject_string(X509_get_subject_name(cert),
+	                                       err)) == NULL)
+		goto fail;
 	sn = X509_get0_serialNumber(cert);
 	if (ASN1_STRING_type(sn) == V_ASN1_NEG_INTEGER) {
-		error_set(err, "%s: negative serial number", subject);
-		goto out;
+		error_set(err, "%s: negative serial number", c->subject);
+		goto fail;
 	}
 	/* The magnitude without leading zero bytes, as the key wants it. */
 	if (serial_norm(ASN1_STRING_get0_data(sn),
 	                (size_t)ASN1_STRING_length(sn), &serial, &slen,
 	                err) == -1) {
-		error_prefix(err, "%s", subject);
-		goto out;
+		error_prefix(err, "%s", c->subject);
+		goto fail;
 	}
-	memcpy(c.serial, serial, slen);
-	c.serial_len = slen;
+	memcpy(c->serial, serial, slen);
+	c->serial_len = slen;
 	/*
 	 * The authority key identifier names the issuer's key (RFC 5280
 	 * section 4.2.1.1); one that disagrees means the caller passed the
@@ -1010,29 +1080,55 @@ store_put_x509(struct store *st, X509 *cert,
 		    err,
 		    "%s: authority key identifier does not match the issuer "
 		    "key id",
-		    subject);
-		goto out;
+		    c->subject);
+		goto fail;
 	}
-	if (asn1_time_to_unix(X509_get0_notBefore(cert), &c.not_before, subject,
-	                      err) == -1 ||
-	    asn1_time_to_unix(X509_get0_notAfter(cert), &c.not_after, subject,
-	                      err) == -1)
-		goto out;
-	if ((len = i2d_X509(cert, &der)) <= 0) {
-		log_crypto(LOG_MAIN, err, "i2d_X509", subject);
-		goto out;
+	if (asn1_time_to_unix(X509_get0_notBefore(cert), &c->not_before,
+	                      c->subject, err) == -1 ||
+	    asn1_time_to_unix(X509_get0_notAfter(cert), &c->not_after,
+	                      c->subject, err) == -1)
+		goto fail;
+	if ((len = i2d_X509(cert, NULL)) <= 0) {
+		log_crypto(LOG_MAIN, err, "i2d_X509", c->subject);
+		goto fail;
 	}
-	c.der = der;
-	c.der_len = (size_t)len;
-	c.subject = subject;
-	c.issued_by = (char *)issued_by;
-	c.profile = (char *)profile;
-	c.issued_at = issued_at;
-	c.status = STORE_STATUS_GOOD;
+	if ((c->der = malloc((size_t)len)) == NULL) {
+		error_set(err, "out of memory");
+		goto fail;
+	}
+	p = c->der;
+	if (i2d_X509(cert, &p) != len) {
+		log_crypto(LOG_MAIN, err, "i2d_X509", c->subject);
+		goto fail;
+	}
+	c->der_len = (size_t)len;
+	if (dup_opt(issued_by, &c->issued_by) == -1 ||
+	    dup_opt(profile, &c->profile) == -1) {
+		error_set(err, "out of memory");
+		goto fail;
+	}
+	c->issued_at = issued_at;
+	c->status = STORE_STATUS_GOOD;
+	return 0;
+fail:
+	cert_clear(c);
+	return -1;
+}
+
+int
+store_put_x509(struct store *st, X509 *cert,
+               const uint8_t issuer_key_id[STORE_KEY_ID_LEN],
+               const char *issued_by, const char *profile, int64_t issued_at,
+               struct error *err)
+{
+	struct store_cert c;
+	int ret;
+
+	if (x509_to_cert(cert, issuer_key_id, issued_by, profile, issued_at, &c,
+	                 err) == -1)
+		return -1;
 	ret = store_put_cert(st, &c, err);
-out:
-	OPENSSL_free(der);
-	free(subject);
+	cert_clear(&c);
 	return ret;
 }
 
@@ -1189,43 +1285,31 @@ store_find_by_subject(struct store *st, const char *subject,
 }
 
 /*
- * Move a record to status `to` in one write transaction.  The indexes do
- * not depend on the status, so only the record is rewritten.
+ * Move the record at pkey to status `to` in the open write transaction.
+ * The indexes do not depend on the status, so only the record is
+ * rewritten.  STORE_OK, STORE_UNCHANGED, STORE_NOT_FOUND, or -1 (a
+ * refused transition, or an LMDB failure after which the transaction
+ * must be aborted).
  */
 static int
-status_change(struct store *st, const uint8_t *ikid, const uint8_t *serial,
-              size_t serial_len, Iselab__CertStatus to, int64_t when,
-              int reason, struct error *err)
+status_change_txn(struct store *st, MDB_txn *txn, const uint8_t *pkey,
+                  size_t plen, Iselab__CertStatus to, int64_t when, int reason,
+                  struct error *err)
 {
 	Iselab__CertRecord *rec = NULL;
-	uint8_t pkey[STORE_PKEY_MAX], *buf = NULL;
+	uint8_t *buf = NULL;
 	char object[STORE_KEY_STR_MAX];
-	const uint8_t *sn;
-	size_t slen, plen, blen;
-	MDB_txn *txn = NULL;
+	size_t blen;
 	MDB_val k, v;
 	int rc, ret = -1;
 
-	if (serial_norm(serial, serial_len, &sn, &slen, err) == -1)
-		return -1;
-	plen = pkey_make(pkey, ikid, sn, slen);
 	key_string(pkey, plen, object);
-	if (when <= 0) {
-		error_set(err, "%s: no time for the status change", object);
-		return -1;
-	}
-	if (txn_begin(st, true, &txn, err) == -1)
-		return -1;
-	k = (MDB_val){plen, pkey};
+	k = (MDB_val){plen, (void *)pkey};
 	rc = mdb_get(txn, st->dbi[STORE_DB_CERTS], &k, &v);
-	if (rc == MDB_NOTFOUND) {
-		ret = STORE_NOT_FOUND;
-		goto out;
-	}
-	if (rc != 0) {
-		store_fail(st, err, "mdb_get", object, rc);
-		goto out;
-	}
+	if (rc == MDB_NOTFOUND)
+		return STORE_NOT_FOUND;
+	if (rc != 0)
+		return store_fail(st, err, "mdb_get", object, rc);
 	if ((rec = record_unpack(st, &k, &v, err)) == NULL)
 		goto out;
 
@@ -1286,17 +1370,59 @@ status_change(struct store *st, const uint8_t *ikid, const uint8_t *serial,
 		store_fail(st, err, "mdb_put", object, rc);
 		goto out;
 	}
-	rc = txn_commit(st, txn, object, err);
-	txn = NULL;
-	if (rc == -1)
-		goto out;
 	ret = STORE_OK;
 out:
 	if (rec != NULL)
 		iselab__cert_record__free_unpacked(rec, NULL);
-	txn_abort(txn);
 	free(buf);
 	return ret;
+}
+
+/* Normalise the key and check the time of a status change. */
+static int
+status_key(const uint8_t *ikid, const uint8_t *serial, size_t serial_len,
+           int64_t when, uint8_t pkey[STORE_PKEY_MAX], size_t *plen,
+           struct error *err)
+{
+	char object[STORE_KEY_STR_MAX];
+	const uint8_t *sn;
+	size_t slen;
+
+	if (serial_norm(serial, serial_len, &sn, &slen, err) == -1)
+		return -1;
+	*plen = pkey_make(pkey, ikid, sn, slen);
+	if (when <= 0) {
+		key_string(pkey, *plen, object);
+		error_set(err, "%s: no time for the status change", object);
+		return -1;
+	}
+	return 0;
+}
+
+/* Move a record to status `to` in one write transaction of its own. */
+static int
+status_change(struct store *st, const uint8_t *ikid, const uint8_t *serial,
+              size_t serial_len, Iselab__CertStatus to, int64_t when,
+              int reason, struct error *err)
+{
+	uint8_t pkey[STORE_PKEY_MAX];
+	char object[STORE_KEY_STR_MAX];
+	size_t plen;
+	MDB_txn *txn = NULL;
+	int rc, ret;
+
+	if (status_key(ikid, serial, serial_len, when, pkey, &plen, err) == -1)
+		return -1;
+	key_string(pkey, plen, object);
+	if (txn_begin(st, true, &txn, err) == -1)
+		return -1;
+	ret = status_change_txn(st, txn, pkey, plen, to, when, reason, err);
+	if (ret != STORE_OK) {
+		txn_abort(txn);
+		return ret;
+	}
+	rc = txn_commit(st, txn, object, err);
+	return rc == -1 ? -1 : STORE_OK;
 }
 
 int
@@ -1746,4 +1872,545 @@ store_issuer_key_id(const X509 *issuer, uint8_t out[STORE_KEY_ID_LEN],
 		return -1;
 	}
 	return 0;
+}
+
+/* --- generic tables --- */
+
+const char *
+store_table_name(enum store_table t)
+{
+	if ((unsigned)t >= STORE_TABLE_COUNT)
+		return "?";
+	return store_tables[store_table_db[t]].name;
+}
+
+/* The table's database, or -1 for a value outside the enum. */
+static int
+kv_db(enum store_table t, enum store_db *db, struct error *err)
+{
+	if ((unsigned)t >= STORE_TABLE_COUNT) {
+		error_set(err, "no store table %d", (int)t);
+		return -1;
+	}
+	*db = store_table_db[t];
+	return 0;
+}
+
+static int
+kv_check(enum store_table t, const void *key, size_t klen, const void *val,
+         size_t vlen, bool with_val, struct error *err)
+{
+	enum store_db db;
+
+	if (kv_db(t, &db, err) == -1)
+		return -1;
+	/* LMDB refuses empty keys and keys over its compiled-in limit. */
+	if (key == NULL || klen == 0 || klen > STORE_KV_KEY_MAX) {
+		error_set(err, "%s: key of %zu bytes (1 to %d allowed)",
+		          store_tables[db].name, key == NULL ? 0 : klen,
+		          STORE_KV_KEY_MAX);
+		return -1;
+	}
+	if (with_val &&
+	    ((val == NULL && vlen != 0) || vlen > STORE_KV_VALUE_MAX)) {
+		error_set(err, "%s: value of %zu bytes (at most %d allowed)",
+		          store_tables[db].name, vlen, STORE_KV_VALUE_MAX);
+		return -1;
+	}
+	return 0;
+}
+
+/* "nodes/psn1", or the key in hex when it is not printable. */
+static void
+kv_object(enum store_db db, const void *key, size_t klen, char *buf, size_t len)
+{
+	const uint8_t *k = key;
+	char hex[2 * 32 + 1];
+	size_t i;
+	bool text = klen <= 64;
+
+	for (i = 0; text && i < klen; i++)
+		if (k[i] < 0x20 || k[i] > 0x7e)
+			text = false;
+	if (text) {
+		snprintf(buf, len, "%s/%.*s", store_tables[db].name, (int)klen,
+		         (const char *)key);
+		return;
+	}
+	hex_encode(k, klen < 32 ? klen : 32, hex);
+	snprintf(buf, len, "%s/%s%s", store_tables[db].name, hex,
+	         klen > 32 ? "..." : "");
+}
+
+/* Write one kv operation in the open transaction; del may find nothing. */
+static int
+kv_put_txn(struct store *st, MDB_txn *txn, enum store_db db, const void *key,
+           size_t klen, const void *val, size_t vlen, struct error *err)
+{
+	char object[STORE_KEY_STR_MAX];
+	MDB_val k = {klen, (void *)key}, v = {vlen, (void *)val};
+	int rc;
+
+	/* An empty value: LMDB wants a valid pointer even for 0 bytes. */
+	if (vlen == 0)
+		v.mv_data = (void *)"";
+	if ((rc = mdb_put(txn, st->dbi[db], &k, &v, 0)) != 0) {
+		kv_object(db, key, klen, object, sizeof(object));
+		return store_fail(st, err, "mdb_put", object, rc);
+	}
+	return 0;
+}
+
+static int
+kv_del_txn(struct store *st, MDB_txn *txn, enum store_db db, const void *key,
+           size_t klen, struct error *err)
+{
+	char object[STORE_KEY_STR_MAX];
+	MDB_val k = {klen, (void *)key};
+	int rc;
+
+	rc = mdb_del(txn, st->dbi[db], &k, NULL);
+	if (rc == MDB_NOTFOUND)
+		return STORE_NOT_FOUND;
+	if (rc != 0) {
+		kv_object(db, key, klen, object, sizeof(object));
+		return store_fail(st, err, "mdb_del", object, rc);
+	}
+	return STORE_OK;
+}
+
+int
+store_kv_put(struct store *st, enum store_table t, const void *key, size_t klen,
+             const void *val, size_t vlen, struct error *err)
+{
+	char object[STORE_KEY_STR_MAX];
+	enum store_db db;
+	MDB_txn *txn = NULL;
+
+	if (kv_check(t, key, klen, val, vlen, true, err) == -1 ||
+	    kv_db(t, &db, err) == -1)
+		return -1;
+	if (txn_begin(st, true, &txn, err) == -1)
+		return -1;
+	if (kv_put_txn(st, txn, db, key, klen, val, vlen, err) == -1) {
+		txn_abort(txn);
+		return -1;
+	}
+	kv_object(db, key, klen, object, sizeof(object));
+	return txn_commit(st, txn, object, err);
+}
+
+int
+store_kv_get(struct store *st, enum store_table t, const void *key, size_t klen,
+             uint8_t **val, size_t *vlen, struct error *err)
+{
+	char object[STORE_KEY_STR_MAX];
+	enum store_db db;
+	MDB_txn *txn = NULL;
+	MDB_val k = {klen, (void *)key}, v;
+	int rc, ret = -1;
+
+	*val = NULL;
+	*vlen = 0;
+	if (kv_check(t, key, klen, NULL, 0, false, err) == -1 ||
+	    kv_db(t, &db, err) == -1)
+		return -1;
+	if (!st->present[db])
+		return STORE_NOT_FOUND;
+	kv_object(db, key, klen, object, sizeof(object));
+	if (txn_begin(st, false, &txn, err) == -1)
+		return -1;
+	rc = mdb_get(txn, st->dbi[db], &k, &v);
+	if (rc == MDB_NOTFOUND) {
+		ret = STORE_NOT_FOUND;
+		goto out;
+	}
+	if (rc != 0) {
+		store_fail(st, err, "mdb_get", object, rc);
+		goto out;
+	}
+	if (v.mv_size > STORE_KV_VALUE_MAX) {
+		store_corrupt(st, err, "value over the size limit", object);
+		goto out;
+	}
+	/* v points into the map, valid only until the txn ends: copy. */
+	if ((*val = malloc(v.mv_size + 1)) == NULL) {
+		error_set(err, "out of memory");
+		goto out;
+	}
+	memcpy(*val, v.mv_data, v.mv_size);
+	(*val)[v.mv_size] = '\0';
+	*vlen = v.mv_size;
+	ret = STORE_OK;
+out:
+	txn_abort(txn);
+	return ret;
+}
+
+int
+store_kv_del(struct store *st, enum store_table t, const void *key, size_t klen,
+             struct error *err)
+{
+	char object[STORE_KEY_STR_MAX];
+	enum store_db db;
+	MDB_txn *txn = NULL;
+	int ret;
+
+	if (kv_check(t, key, klen, NULL, 0, false, err) == -1 ||
+	    kv_db(t, &db, err) == -1)
+		return -1;
+	if (txn_begin(st, true, &txn, err) == -1)
+		return -1;
+	ret = kv_del_txn(st, txn, db, key, klen, err);
+	if (ret != STORE_OK) {
+		txn_abort(txn);
+		return ret;
+	}
+	kv_object(db, key, klen, object, sizeof(object));
+	return txn_commit(st, txn, object, err) == -1 ? -1 : STORE_OK;
+}
+
+int
+store_kv_foreach(struct store *st, enum store_table t,
+                 int (*fn)(void *ctx, const void *key, size_t klen,
+                           const void *val, size_t vlen),
+                 void *ctx, struct error *err)
+{
+	enum store_db db;
+	MDB_txn *txn = NULL;
+	MDB_cursor *cur = NULL;
+	MDB_val k, v;
+	int rc, ret = -1;
+
+	if (kv_db(t, &db, err) == -1)
+		return -1;
+	if (fn == NULL) {
+		error_set(err, "%s: no function to call",
+		          store_tables[db].name);
+		return -1;
+	}
+	if (!st->present[db])
+		return 0;
+	if (txn_begin(st, false, &txn, err) == -1)
+		return -1;
+	if ((rc = mdb_cursor_open(txn, st->dbi[db], &cur)) != 0) {
+		store_fail(st, err, "mdb_cursor_open", store_tables[db].name,
+		           rc);
+		goto out;
+	}
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		if ((ret = fn(ctx, k.mv_data, k.mv_size, v.mv_data,
+		              v.mv_size)) != 0)
+			goto out;
+	}
+	ret = -1;
+	if (rc != MDB_NOTFOUND) {
+		store_fail(st, err, "mdb_cursor_get", store_tables[db].name,
+		           rc);
+		goto out;
+	}
+	ret = 0;
+out:
+	if (cur != NULL)
+		mdb_cursor_close(cur);
+	txn_abort(txn);
+	return ret;
+}
+
+/* --- write batches --- */
+
+enum batch_op_type {
+	BATCH_KV_PUT,
+	BATCH_KV_DEL,
+	BATCH_PUT_CERT,
+	BATCH_REVOKE,
+};
+
+/* One operation of a batch; everything it points at is owned by it. */
+struct batch_op {
+	enum batch_op_type type;
+	enum store_db db;             /* KV_*: the table */
+	uint8_t *key;                 /* KV_*: the key */
+	size_t klen;                  /* KV_*: bytes of key */
+	uint8_t *val;                 /* KV_PUT: the value (may be empty) */
+	size_t vlen;                  /* KV_PUT: bytes of val */
+	struct cert_put cert;         /* PUT_CERT: the prepared record */
+	uint8_t pkey[STORE_PKEY_MAX]; /* REVOKE: issuer key id || serial */
+	size_t plen;                  /* REVOKE: bytes of pkey */
+	int64_t when;                 /* REVOKE: revocation time */
+	int reason;                   /* REVOKE: CRLReason */
+};
+
+struct store_batch {
+	struct batch_op *ops; /* in the order added */
+	size_t count;         /* ops in use */
+	size_t cap;           /* ops allocated */
+	bool failed;          /* an add was refused: apply refuses all */
+	struct error err;     /* why the first refused add was refused */
+};
+
+struct store_batch *
+store_batch_new(void)
+{
+	return calloc(1, sizeof(struct store_batch));
+}
+
+static void
+batch_op_clear(struct batch_op *op)
+{
+	free(op->key);
+	free(op->val);
+	cert_put_clear(&op->cert);
+	memset(op, 0, sizeof(*op));
+}
+
+void
+store_batch_free(struct store_batch *b)
+{
+	size_t i;
+
+	if (b == NULL)
+		return;
+	for (i = 0; i < b->count; i++)
+		batch_op_clear(&b->ops[i]);
+	free(b->ops);
+	free(b);
+}
+
+size_t
+store_batch_count(const struct store_batch *b)
+{
+	return b != NULL ? b->count : 0;
+}
+
+/* A refused add: remember the first reason for store_apply(). */
+static int
+batch_refuse(struct store_batch *b, const struct error *why)
+{
+	if (!b->failed) {
+		b->failed = true;
+		error_set(&b->err, "operation %zu of the batch refused: %s",
+		          b->count + 1, why->msg);
+	}
+	return -1;
+}
+
+/* A zeroed slot at the end of the batch, not yet counted. */
+static struct batch_op *
+batch_slot(struct store_batch *b)
+{
+	struct error e;
+	struct batch_op *grown;
+	size_t ncap;
+
+	if (b->count == STORE_BATCH_OPS_MAX) {
+		error_set(&e, "over the limit of %d operations",
+		          STORE_BATCH_OPS_MAX);
+		batch_refuse(b, &e);
+		return NULL;
+	}
+	if (b->count == b->cap) {
+		ncap = b->cap == 0 ? 8 : b->cap * 2;
+		if ((grown = reallocarray(b->ops, ncap, sizeof(*grown))) ==
+		    NULL) {
+			error_set(&e, "out of memory");
+			batch_refuse(b, &e);
+			return NULL;
+		}
+		b->ops = grown;
+		b->cap = ncap;
+	}
+	memset(&b->ops[b->count], 0, sizeof(b->ops[0]));
+	return &b->ops[b->count];
+}
+
+static int
+batch_kv(struct store_batch *b, enum batch_op_type type, enum store_table t,
+         const void *key, size_t klen, const void *val, size_t vlen)
+{
+	struct batch_op *op;
+	struct error e;
+
+	if (b == NULL)
+		return -1;
+	if (kv_check(t, key, klen, val, vlen, type == BATCH_KV_PUT, &e) == -1)
+		return batch_refuse(b, &e);
+	if ((op = batch_slot(b)) == NULL)
+		return -1;
+	op->type = type;
+	(void)kv_db(t, &op->db, NULL);
+	op->klen = klen;
+	op->vlen = vlen;
+	if ((op->key = malloc(klen)) == NULL ||
+	    (type == BATCH_KV_PUT && (op->val = malloc(vlen + 1)) == NULL)) {
+		batch_op_clear(op);
+		error_set(&e, "out of memory");
+		return batch_refuse(b, &e);
+	}
+	memcpy(op->key, key, klen);
+	if (type == BATCH_KV_PUT && vlen > 0)
+		memcpy(op->val, val, vlen);
+	b->count++;
+	return 0;
+}
+
+int
+store_batch_kv_put(struct store_batch *b, enum store_table t, const void *key,
+                   size_t klen, const void *val, size_t vlen)
+{
+	return batch_kv(b, BATCH_KV_PUT, t, key, klen, val, vlen);
+}
+
+int
+store_batch_kv_del(struct store_batch *b, enum store_table t, const void *key,
+                   size_t klen)
+{
+	return batch_kv(b, BATCH_KV_DEL, t, key, klen, NULL, 0);
+}
+
+int
+store_batch_put_x509(struct store_batch *b, X509 *cert,
+                     const uint8_t issuer_key_id[STORE_KEY_ID_LEN],
+                     const char *issued_by, const char *profile,
+                     int64_t issued_at)
+{
+	struct store_cert c;
+	struct batch_op *op;
+	struct error e;
+	int rc;
+
+	if (b == NULL)
+		return -1;
+	if (cert == NULL || issuer_key_id == NULL) {
+		error_set(&e, "no certificate or no issuer key id");
+		return batch_refuse(b, &e);
+	}
+	if (x509_to_cert(cert, issuer_key_id, issued_by, profile, issued_at, &c,
+	                 &e) == -1)
+		return batch_refuse(b, &e);
+	if ((op = batch_slot(b)) == NULL) {
+		cert_clear(&c);
+		return -1;
+	}
+	op->type = BATCH_PUT_CERT;
+	rc = cert_put_prepare(&c, &op->cert, &e);
+	cert_clear(&c);
+	if (rc == -1) {
+		batch_op_clear(op);
+		return batch_refuse(b, &e);
+	}
+	b->count++;
+	return 0;
+}
+
+int
+store_batch_revoke(struct store_batch *b,
+                   const uint8_t issuer_key_id[STORE_KEY_ID_LEN],
+                   const uint8_t *serial, size_t serial_len, int64_t when,
+                   int reason)
+{
+	struct batch_op *op;
+	struct error e;
+	uint8_t pkey[STORE_PKEY_MAX];
+	size_t plen;
+
+	if (b == NULL)
+		return -1;
+	if (issuer_key_id == NULL) {
+		error_set(&e, "no issuer key id");
+		return batch_refuse(b, &e);
+	}
+	if (!reason_revocable(reason)) {
+		error_set(&e, "reason %d (%s) cannot be used to revoke", reason,
+		          store_reason_name(reason));
+		return batch_refuse(b, &e);
+	}
+	if (status_key(issuer_key_id, serial, serial_len, when, pkey, &plen,
+	               &e) == -1)
+		return batch_refuse(b, &e);
+	if ((op = batch_slot(b)) == NULL)
+		return -1;
+	op->type = BATCH_REVOKE;
+	memcpy(op->pkey, pkey, plen);
+	op->plen = plen;
+	op->when = when;
+	op->reason = reason;
+	b->count++;
+	return 0;
+}
+
+/*
+ * One operation in the open transaction.  STORE_OK, or what makes the
+ * whole batch fail (STORE_EXISTS, STORE_NOT_FOUND, -1) with err set.
+ */
+static int
+batch_op_apply(struct store *st, MDB_txn *txn, const struct batch_op *op,
+               size_t n, struct error *err)
+{
+	char object[STORE_KEY_STR_MAX];
+	int rc;
+
+	switch (op->type) {
+	case BATCH_KV_PUT:
+		return kv_put_txn(st, txn, op->db, op->key, op->klen, op->val,
+		                  op->vlen, err);
+	case BATCH_KV_DEL:
+		rc = kv_del_txn(st, txn, op->db, op->key, op->klen, err);
+		return rc == STORE_NOT_FOUND ? STORE_OK : rc;
+	case BATCH_PUT_CERT:
+		rc = put_cert_txn(st, txn, &op->cert, err);
+		if (rc == STORE_EXISTS)
+			error_set(err,
+			          "operation %zu of the batch: %s is already "
+			          "stored",
+			          n, op->cert.object);
+		return rc;
+	case BATCH_REVOKE:
+		rc = status_change_txn(st, txn, op->pkey, op->plen,
+		                       ISELAB__CERT_STATUS__CERT_STATUS_REVOKED,
+		                       op->when, op->reason, err);
+		if (rc == STORE_NOT_FOUND) {
+			key_string(op->pkey, op->plen, object);
+			error_set(err,
+			          "operation %zu of the batch: no certificate "
+			          "%s to revoke",
+			          n, object);
+		}
+		return rc == STORE_UNCHANGED ? STORE_OK : rc;
+	}
+	error_set(err, "operation %zu of the batch: unknown type", n);
+	return -1;
+}
+
+int
+store_apply(struct store *st, struct store_batch *b, struct error *err)
+{
+	MDB_txn *txn = NULL;
+	char object[64];
+	size_t i;
+	int rc;
+
+	if (b == NULL) {
+		error_set(err, "no batch");
+		return -1;
+	}
+	if (b->failed) {
+		error_set(err, "%s", b->err.msg);
+		return -1;
+	}
+	if (b->count == 0)
+		return STORE_OK;
+	if (txn_begin(st, true, &txn, err) == -1)
+		return -1;
+	for (i = 0; i < b->count; i++) {
+		if ((rc = batch_op_apply(st, txn, &b->ops[i], i + 1, err)) !=
+		    STORE_OK) {
+			/* Nothing of the batch becomes visible. */
+			txn_abort(txn);
+			return rc;
+		}
+	}
+	snprintf(object, sizeof(object), "batch of %zu operations", b->count);
+	return txn_commit(st, txn, object, err) == -1 ? -1 : STORE_OK;
 }

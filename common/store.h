@@ -3,8 +3,11 @@
  * (DESIGN.md section 4).  This module owns the environment, the table of
  * named databases, the schema version, and the issued-certificate tables
  * that the CA service writes and the OCSP responder, EST server and admin
- * commands read.  Later tables (node registry, tokens, event log, outbox,
- * alarms) are added to the same table in store.c.
+ * commands read.  It also keeps generic key-value tables (node registry,
+ * join tokens, alarms, deployment config) whose values are opaque to the
+ * store (their owners encode them, proto/registry.proto), and write
+ * batches that apply certificates and key-value changes in one
+ * transaction, all or nothing.
  *
  * Every call runs in its own LMDB transaction and never leaves one open, so
  * a struct store may be shared by the threads of one process.  Reads run on
@@ -159,6 +162,26 @@ struct store_verify_report {
 };
 
 /*
+ * Generic tables: keys and values are bytes the store does not interpret.
+ * Their owners (the PAN registry) define what they hold; docs/storage.md
+ * lists them.
+ */
+enum store_table {
+	STORE_TABLE_NODES,  /* hostname -> node record */
+	STORE_TABLE_TOKENS, /* token id -> join token record */
+	STORE_TABLE_ALARMS, /* alarm key -> alarm record */
+	STORE_TABLE_CONFIG, /* setting name -> value */
+	STORE_TABLE_COUNT
+};
+
+/* Longest key of a generic table: LMDB's compiled-in key limit. */
+#define STORE_KV_KEY_MAX 511
+/* Largest value of a generic table; records are a few KiB at most. */
+#define STORE_KV_VALUE_MAX (1024 * 1024)
+/* Most operations one batch may hold; a join writes a handful. */
+#define STORE_BATCH_OPS_MAX 10000
+
+/*
  * Open (and create, unless read_only) the store in dir, creating dir 0700
  * when absent.  A new store gets STORE_SCHEMA_VERSION; an older store is
  * migrated in one transaction or refused; a newer one is refused.  opts may
@@ -269,6 +292,86 @@ char *store_subject_string(const X509_NAME *name, struct error *err);
 /* The issuer key id of a CA certificate (SHA-1 of its public key bits). */
 int store_issuer_key_id(const X509 *issuer, uint8_t out[STORE_KEY_ID_LEN],
                         struct error *err);
+
+/*
+ * Generic tables.  Keys are 1 to STORE_KV_KEY_MAX bytes, values 0 to
+ * STORE_KV_VALUE_MAX bytes.  Each call is its own transaction; a put or
+ * del is durable when it returns.
+ * - put: insert or replace.  0 or -1.
+ * - get: STORE_OK with *val a malloc'd copy (free() it; a NUL byte
+ *   follows the value, not counted in *vlen, so text can be used as a
+ *   string), STORE_NOT_FOUND, or -1.
+ * - del: STORE_OK, STORE_NOT_FOUND, or -1.
+ * - foreach: every pair in key order (bytewise, shorter first on a tie)
+ *   in one read snapshot.  The pointers are valid only during the call,
+ *   and fn must not call the store (one transaction per thread).  fn
+ *   returning non-zero stops the walk and foreach returns that value;
+ *   otherwise 0 after the last pair, or -1 on a store error.
+ * A store opened read-only that predates a table reads it as empty.
+ */
+int store_kv_put(struct store *st, enum store_table t, const void *key,
+                 size_t klen, const void *val, size_t vlen, struct error *err);
+int store_kv_get(struct store *st, enum store_table t, const void *key,
+                 size_t klen, uint8_t **val, size_t *vlen, struct error *err);
+int store_kv_del(struct store *st, enum store_table t, const void *key,
+                 size_t klen, struct error *err);
+int store_kv_foreach(struct store *st, enum store_table t,
+                     int (*fn)(void *ctx, const void *key, size_t klen,
+                               const void *val, size_t vlen),
+                     void *ctx, struct error *err);
+
+/* "nodes", "tokens", "alarms", "config"; "?" for anything else. */
+const char *store_table_name(enum store_table t);
+
+/*
+ * A write batch: operations collected in memory, then applied by
+ * store_apply() in one write transaction, in the order they were added.
+ * The adders copy what they are given (the caller may free its X509 and
+ * buffers at once) and check their arguments; they return 0, or -1 when
+ * an argument is refused or memory runs out.  A refused add also marks
+ * the batch failed, so that store_apply() refuses the whole batch with
+ * the reason even if the caller did not check the add.
+ */
+struct store_batch;
+
+struct store_batch *store_batch_new(void);
+void store_batch_free(struct store_batch *b);
+/* Operations in the batch (a refused add is not counted). */
+size_t store_batch_count(const struct store_batch *b);
+
+int store_batch_kv_put(struct store_batch *b, enum store_table t,
+                       const void *key, size_t klen, const void *val,
+                       size_t vlen);
+/* Deleting a key that is not there is not an error in a batch. */
+int store_batch_kv_del(struct store_batch *b, enum store_table t,
+                       const void *key, size_t klen);
+/* As store_put_x509(), checks included (done when added). */
+int store_batch_put_x509(struct store_batch *b, X509 *cert,
+                         const uint8_t issuer_key_id[STORE_KEY_ID_LEN],
+                         const char *issued_by, const char *profile,
+                         int64_t issued_at);
+/*
+ * As store_revoke(); an already revoked record is left as it is (first
+ * time and reason kept) and does not fail the batch.  The certificate may
+ * be one put earlier in the same batch.
+ */
+int store_batch_revoke(struct store_batch *b,
+                       const uint8_t issuer_key_id[STORE_KEY_ID_LEN],
+                       const uint8_t *serial, size_t serial_len, int64_t when,
+                       int reason);
+
+/*
+ * Apply every operation in one write transaction, committed and synced
+ * before it returns; either all of them are applied or none.  Returns
+ * STORE_OK; STORE_EXISTS when a certificate of the batch is already
+ * stored (or put twice in the batch); STORE_NOT_FOUND when a revocation
+ * names no stored certificate; -1 on any other error (a refused add, a
+ * refused transition, an LMDB failure).  Every result but STORE_OK leaves
+ * the store untouched, with err naming the operation.  An empty batch is
+ * STORE_OK without a transaction.  The batch is not consumed: free it
+ * with store_batch_free().
+ */
+int store_apply(struct store *st, struct store_batch *b, struct error *err);
 
 const char *store_status_name(enum store_cert_status status);
 const char *store_reason_name(int reason);

@@ -1464,6 +1464,428 @@ test_crash(void **state)
 	              nacks, CRASH_ROUNDS);
 }
 
+/* --- generic tables and batches --- */
+
+struct kv_seen {
+	char keys[16][32]; /* keys in the order foreach gave them */
+	size_t n;          /* keys seen */
+	size_t stop_at;    /* return 7 after this many (0: never) */
+};
+
+static int
+kv_collect(void *ctx, const void *key, size_t klen, const void *val,
+           size_t vlen)
+{
+	struct kv_seen *s = ctx;
+
+	(void)val;
+	(void)vlen;
+	assert_true(s->n < ARRAY_SIZE(s->keys));
+	assert_true(klen < sizeof(s->keys[0]));
+	memcpy(s->keys[s->n], key, klen);
+	s->keys[s->n][klen] = '\0';
+	s->n++;
+	return s->stop_at != 0 && s->n == s->stop_at ? 7 : 0;
+}
+
+static void
+kv_expect(struct store *st, enum store_table t, const char *key,
+          const char *val)
+{
+	struct error err = {{0}};
+	uint8_t *got = NULL;
+	size_t len = 0;
+	int rc;
+
+	rc = store_kv_get(st, t, key, strlen(key), &got, &len, &err);
+	if (val == NULL) {
+		assert_int_equal(rc, STORE_NOT_FOUND);
+		assert_null(got);
+		return;
+	}
+	if (rc != STORE_OK)
+		fail_msg("store_kv_get(%s): %d %s", key, rc, err.msg);
+	assert_int_equal(len, strlen(val));
+	assert_string_equal((char *)got, val);
+	free(got);
+}
+
+static void
+test_kv(void **state)
+{
+	struct store *st;
+	struct error err = {{0}};
+	struct kv_seen seen;
+	uint8_t big[STORE_KV_KEY_MAX + 1], *got;
+	size_t len;
+
+	(void)state;
+	st = open_store();
+	assert_string_equal(store_table_name(STORE_TABLE_NODES), "nodes");
+	assert_string_equal(store_table_name(STORE_TABLE_CONFIG), "config");
+	assert_string_equal(store_table_name(STORE_TABLE_COUNT), "?");
+
+	/* Round trip, replace, and tables that do not share keys. */
+	assert_int_equal(
+	    store_kv_put(st, STORE_TABLE_NODES, "psn1", 4, "one", 3, &err), 0);
+	assert_int_equal(
+	    store_kv_put(st, STORE_TABLE_TOKENS, "psn1", 4, "tok", 3, &err), 0);
+	kv_expect(st, STORE_TABLE_NODES, "psn1", "one");
+	assert_int_equal(
+	    store_kv_put(st, STORE_TABLE_NODES, "psn1", 4, "two!", 4, &err), 0);
+	kv_expect(st, STORE_TABLE_NODES, "psn1", "two!");
+	kv_expect(st, STORE_TABLE_TOKENS, "psn1", "tok");
+	kv_expect(st, STORE_TABLE_ALARMS, "psn1", NULL);
+	/* An empty value is a value, not an absence. */
+	assert_int_equal(
+	    store_kv_put(st, STORE_TABLE_CONFIG, "empty", 5, NULL, 0, &err), 0);
+	kv_expect(st, STORE_TABLE_CONFIG, "empty", "");
+	/* Binary values come back byte for byte. */
+	assert_int_equal(store_kv_put(st, STORE_TABLE_CONFIG, "bin", 3,
+	                              "\x00\x01\xff", 3, &err),
+	                 0);
+	assert_int_equal(
+	    store_kv_get(st, STORE_TABLE_CONFIG, "bin", 3, &got, &len, &err),
+	    STORE_OK);
+	assert_int_equal(len, 3);
+	assert_memory_equal(got, "\x00\x01\xff", 3);
+	free(got);
+
+	/* Foreach: key order, shorter first on a common prefix; stop. */
+	assert_int_equal(
+	    store_kv_put(st, STORE_TABLE_NODES, "psn10", 5, "x", 1, &err), 0);
+	assert_int_equal(
+	    store_kv_put(st, STORE_TABLE_NODES, "psn2", 4, "x", 1, &err), 0);
+	assert_int_equal(
+	    store_kv_put(st, STORE_TABLE_NODES, "a", 1, "x", 1, &err), 0);
+	memset(&seen, 0, sizeof(seen));
+	assert_int_equal(
+	    store_kv_foreach(st, STORE_TABLE_NODES, kv_collect, &seen, &err),
+	    0);
+	assert_int_equal(seen.n, 4);
+	assert_string_equal(seen.keys[0], "a");
+	assert_string_equal(seen.keys[1], "psn1");
+	assert_string_equal(seen.keys[2], "psn10");
+	assert_string_equal(seen.keys[3], "psn2");
+	memset(&seen, 0, sizeof(seen));
+	seen.stop_at = 2;
+	assert_int_equal(
+	    store_kv_foreach(st, STORE_TABLE_NODES, kv_collect, &seen, &err),
+	    7);
+	assert_int_equal(seen.n, 2);
+	memset(&seen, 0, sizeof(seen));
+	assert_int_equal(
+	    store_kv_foreach(st, STORE_TABLE_ALARMS, kv_collect, &seen, &err),
+	    0);
+	assert_int_equal(seen.n, 0);
+
+	/* Del: once found, then not. */
+	assert_int_equal(store_kv_del(st, STORE_TABLE_NODES, "psn10", 5, &err),
+	                 STORE_OK);
+	assert_int_equal(store_kv_del(st, STORE_TABLE_NODES, "psn10", 5, &err),
+	                 STORE_NOT_FOUND);
+	kv_expect(st, STORE_TABLE_NODES, "psn10", NULL);
+	kv_expect(st, STORE_TABLE_NODES, "psn1", "two!");
+
+	/* Bad input. */
+	memset(big, 'k', sizeof(big));
+	assert_int_equal(
+	    store_kv_put(st, STORE_TABLE_NODES, "", 0, "x", 1, &err), -1);
+	assert_non_null(strstr(err.msg, "key of 0 bytes"));
+	assert_int_equal(
+	    store_kv_put(st, STORE_TABLE_NODES, big, sizeof(big), "x", 1, &err),
+	    -1);
+	assert_int_equal(store_kv_put(st, STORE_TABLE_NODES, big,
+	                              STORE_KV_KEY_MAX, "x", 1, &err),
+	                 0);
+	assert_int_equal(store_kv_put(st, STORE_TABLE_NODES, "k", 1, NULL,
+	                              STORE_KV_VALUE_MAX + 1, &err),
+	                 -1);
+	assert_int_equal(
+	    store_kv_put(st, STORE_TABLE_COUNT, "k", 1, "x", 1, &err), -1);
+	assert_non_null(strstr(err.msg, "no store table"));
+	assert_int_equal(
+	    store_kv_get(st, (enum store_table) - 1, "k", 1, &got, &len, &err),
+	    -1);
+	assert_int_equal(store_kv_del(st, STORE_TABLE_COUNT, "k", 1, &err), -1);
+	assert_int_equal(
+	    store_kv_foreach(st, STORE_TABLE_NODES, NULL, NULL, &err), -1);
+	store_close(st);
+
+	/* Persistence across close and reopen. */
+	st = open_store();
+	kv_expect(st, STORE_TABLE_NODES, "psn1", "two!");
+	kv_expect(st, STORE_TABLE_TOKENS, "psn1", "tok");
+	kv_expect(st, STORE_TABLE_CONFIG, "empty", "");
+	kv_expect(st, STORE_TABLE_NODES, "psn10", NULL);
+	/* The generic tables do not disturb the certificate checks. */
+	assert_int_equal(store_verify(st, NULL, &err), 0);
+	store_close(st);
+}
+
+/* A store made before the generic tables existed. */
+static void
+test_kv_old_store(void **state)
+{
+	struct store *st;
+	struct store_opts ro = {.read_only = true};
+	struct error err = {{0}};
+	struct kv_seen seen;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	MDB_env *env;
+	size_t i;
+	const char *tables[] = {"nodes", "tokens", "alarms", "config"};
+
+	(void)state;
+	st = open_store();
+	store_close(st);
+	for (i = 0; i < ARRAY_SIZE(tables); i++) {
+		env = raw_open(&txn, &dbi, tables[i]);
+		assert_int_equal(mdb_drop(txn, dbi, 1), 0);
+		raw_close(env, txn);
+	}
+	/* Read-only: the missing tables read as empty. */
+	assert_int_equal(store_open(storedir, &ro, &st, &err), 0);
+	kv_expect(st, STORE_TABLE_NODES, "psn1", NULL);
+	memset(&seen, 0, sizeof(seen));
+	assert_int_equal(
+	    store_kv_foreach(st, STORE_TABLE_TOKENS, kv_collect, &seen, &err),
+	    0);
+	assert_int_equal(seen.n, 0);
+	assert_int_equal(
+	    store_kv_put(st, STORE_TABLE_NODES, "psn1", 4, "x", 1, &err), -1);
+	assert_non_null(strstr(err.msg, "read-only"));
+	store_close(st);
+	/* Read-write creates them. */
+	st = open_store();
+	assert_int_equal(
+	    store_kv_put(st, STORE_TABLE_NODES, "psn1", 4, "x", 1, &err), 0);
+	store_close(st);
+	assert_int_equal(store_open(storedir, &ro, &st, &err), 0);
+	kv_expect(st, STORE_TABLE_NODES, "psn1", "x");
+	store_close(st);
+}
+
+static void
+test_batch(void **state)
+{
+	struct store *st;
+	struct store_batch *b;
+	struct store_cert *got = NULL;
+	struct store_cert_list list;
+	struct error err = {{0}};
+	EVP_PKEY *cakey, *key;
+	X509 *ca, *leaf1, *leaf2, *leaf3;
+	uint8_t ikid[STORE_KEY_ID_LEN];
+	const uint8_t sn1[] = {0x11, 0x01}, sn2[] = {0x11, 0x02},
+	              sn3[] = {0x11, 0x03};
+	size_t count;
+
+	(void)state;
+	assert_non_null(cakey = EVP_EC_gen("P-256"));
+	assert_non_null(key = EVP_EC_gen("P-256"));
+	ca = make_x509(cakey, NULL, cakey, "Certificate Services Node CA",
+	               (const uint8_t *)"\x01", 1, false);
+	leaf1 = make_x509(key, ca, cakey, "psn1 sub ca", sn1, 2, false);
+	leaf2 = make_x509(key, ca, cakey, "psn1 ocsp", sn2, 2, false);
+	leaf3 = make_x509(key, ca, cakey, "psn2 sub ca", sn3, 2, false);
+	assert_int_equal(store_issuer_key_id(ca, ikid, &err), 0);
+	st = open_store();
+
+	/* Empty batch: nothing to do. */
+	assert_non_null(b = store_batch_new());
+	assert_int_equal(store_apply(st, b, &err), STORE_OK);
+	store_batch_free(b);
+
+	/* A join: node record, token used, two certificates, together. */
+	assert_non_null(b = store_batch_new());
+	assert_int_equal(
+	    store_batch_kv_put(b, STORE_TABLE_NODES, "psn1", 4, "node", 4), 0);
+	assert_int_equal(
+	    store_batch_kv_put(b, STORE_TABLE_TOKENS, "t1", 2, "used", 4), 0);
+	assert_int_equal(store_batch_put_x509(b, leaf1, ikid, "pan1",
+	                                      "endpoint-sub-ca", 1700000000),
+	                 0);
+	assert_int_equal(store_batch_put_x509(b, leaf2, ikid, "pan1",
+	                                      "ocsp-responder", 1700000000),
+	                 0);
+	assert_int_equal(store_batch_count(b), 4);
+	/* The batch copied the certificate: the caller may free it. */
+	X509_free(leaf2);
+	leaf2 = NULL;
+	assert_int_equal(store_apply(st, b, &err), STORE_OK);
+	store_batch_free(b);
+	kv_expect(st, STORE_TABLE_NODES, "psn1", "node");
+	kv_expect(st, STORE_TABLE_TOKENS, "t1", "used");
+	assert_int_equal(store_get_cert(st, ikid, sn1, 2, &got, &err),
+	                 STORE_OK);
+	assert_string_equal(got->profile, "endpoint-sub-ca");
+	assert_string_equal(got->issued_by, "pan1");
+	store_cert_free(got);
+	/* Indexes were written as store_put_x509() writes them. */
+	assert_int_equal(store_find_by_serial(st, sn2, 2, &list, &err), 0);
+	assert_int_equal(list.count, 1);
+	store_cert_list_free(&list);
+	assert_int_equal(
+	    store_find_by_subject(st, "CN=psn1 ocsp,O=ise-lab", &list, &err),
+	    0);
+	assert_int_equal(list.count, 1);
+	store_cert_list_free(&list);
+	assert_int_equal(store_verify(st, NULL, &err), 0);
+
+	/*
+	 * Atomicity: a batch whose last operation fails (a certificate
+	 * already stored) applies nothing, not even the operations before.
+	 */
+	assert_non_null(b = store_batch_new());
+	assert_int_equal(
+	    store_batch_kv_put(b, STORE_TABLE_NODES, "psn2", 4, "node", 4), 0);
+	assert_int_equal(store_batch_kv_del(b, STORE_TABLE_TOKENS, "t1", 2), 0);
+	assert_int_equal(
+	    store_batch_put_x509(b, leaf3, ikid, "pan1", "endpoint-sub-ca", 1),
+	    0);
+	assert_int_equal(store_batch_revoke(b, ikid, sn1, 2, 1700000500, 5), 0);
+	assert_int_equal(
+	    store_batch_put_x509(b, leaf1, ikid, "pan1", "endpoint-sub-ca", 1),
+	    0);
+	assert_int_equal(store_apply(st, b, &err), STORE_EXISTS);
+	assert_non_null(strstr(err.msg, "operation 5"));
+	assert_non_null(strstr(err.msg, "already stored"));
+	store_batch_free(b);
+	kv_expect(st, STORE_TABLE_NODES, "psn2", NULL);
+	kv_expect(st, STORE_TABLE_TOKENS, "t1", "used");
+	assert_int_equal(store_get_cert(st, ikid, sn3, 2, &got, &err),
+	                 STORE_NOT_FOUND);
+	assert_int_equal(store_get_cert(st, ikid, sn1, 2, &got, &err),
+	                 STORE_OK);
+	assert_int_equal(got->status, STORE_STATUS_GOOD);
+	store_cert_free(got);
+	assert_int_equal(store_count_certs(st, NULL, &count, &err), 0);
+	assert_int_equal(count, 2);
+	assert_int_equal(store_verify(st, NULL, &err), 0);
+
+	/* The same certificate twice in one batch. */
+	assert_non_null(b = store_batch_new());
+	assert_int_equal(store_batch_put_x509(b, leaf3, ikid, "pan1", NULL, 1),
+	                 0);
+	assert_int_equal(store_batch_put_x509(b, leaf3, ikid, "pan1", NULL, 1),
+	                 0);
+	assert_int_equal(store_apply(st, b, &err), STORE_EXISTS);
+	store_batch_free(b);
+	assert_int_equal(store_get_cert(st, ikid, sn3, 2, &got, &err),
+	                 STORE_NOT_FOUND);
+
+	/* A revocation of an unknown certificate fails the batch. */
+	assert_non_null(b = store_batch_new());
+	assert_int_equal(
+	    store_batch_kv_put(b, STORE_TABLE_ALARMS, "a", 1, "x", 1), 0);
+	assert_int_equal(store_batch_revoke(b, ikid, (const uint8_t *)"\x77", 1,
+	                                    1700000500, 0),
+	                 0);
+	assert_int_equal(store_apply(st, b, &err), STORE_NOT_FOUND);
+	assert_non_null(strstr(err.msg, "no certificate"));
+	store_batch_free(b);
+	kv_expect(st, STORE_TABLE_ALARMS, "a", NULL);
+
+	/* A refused add fails the whole batch even if unchecked. */
+	assert_non_null(b = store_batch_new());
+	assert_int_equal(
+	    store_batch_kv_put(b, STORE_TABLE_ALARMS, "a", 1, "x", 1), 0);
+	assert_int_equal(
+	    store_batch_kv_put(b, STORE_TABLE_ALARMS, "", 0, "x", 1), -1);
+	assert_int_equal(store_batch_revoke(b, ikid, sn1, 2, 1700000500,
+	                                    STORE_REASON_CERTIFICATE_HOLD),
+	                 -1);
+	assert_int_equal(store_batch_count(b), 1);
+	assert_int_equal(store_apply(st, b, &err), -1);
+	assert_non_null(strstr(err.msg, "operation 2 of the batch refused"));
+	store_batch_free(b);
+	kv_expect(st, STORE_TABLE_ALARMS, "a", NULL);
+	assert_non_null(b = store_batch_new());
+	assert_int_equal(
+	    store_batch_revoke(b, ikid, (const uint8_t *)"\x00", 1, 1, 0), -1);
+	assert_int_equal(store_batch_revoke(b, ikid, sn1, 2, 0, 0), -1);
+	assert_int_equal(store_batch_put_x509(b, NULL, ikid, "pan1", NULL, 1),
+	                 -1);
+	ikid[0] ^= 0xff; /* the authority key identifier check */
+	assert_int_equal(store_batch_put_x509(b, leaf3, ikid, "pan1", NULL, 1),
+	                 -1);
+	ikid[0] ^= 0xff;
+	assert_int_equal(store_apply(st, b, &err), -1);
+	store_batch_free(b);
+	assert_int_equal(store_apply(st, NULL, &err), -1);
+	assert_int_equal(
+	    store_batch_kv_put(NULL, STORE_TABLE_NODES, "a", 1, "x", 1), -1);
+	store_batch_free(NULL);
+
+	/*
+	 * Removing a node: revoke, delete a key that is not there (fine in a
+	 * batch), replay a revocation (first time and reason kept), and put
+	 * and revoke a certificate in the same batch.
+	 */
+	assert_non_null(b = store_batch_new());
+	assert_int_equal(store_batch_revoke(b, ikid, sn1, 2, 1700000500, 5), 0);
+	assert_int_equal(store_batch_revoke(b, ikid, sn1, 2, 1700000900, 1), 0);
+	assert_int_equal(
+	    store_batch_kv_del(b, STORE_TABLE_TOKENS, "nothing", 7), 0);
+	assert_int_equal(store_batch_kv_del(b, STORE_TABLE_NODES, "psn1", 4),
+	                 0);
+	assert_int_equal(store_batch_put_x509(b, leaf3, ikid, "pan1", NULL, 1),
+	                 0);
+	assert_int_equal(store_batch_revoke(b, ikid, sn3, 2, 1700000600, 4), 0);
+	assert_int_equal(store_apply(st, b, &err), STORE_OK);
+	store_batch_free(b);
+	store_close(st);
+
+	/* Everything is there after a reopen. */
+	st = open_store();
+	kv_expect(st, STORE_TABLE_NODES, "psn1", NULL);
+	kv_expect(st, STORE_TABLE_TOKENS, "t1", "used");
+	assert_int_equal(store_get_cert(st, ikid, sn1, 2, &got, &err),
+	                 STORE_OK);
+	assert_int_equal(got->status, STORE_STATUS_REVOKED);
+	assert_int_equal(got->revoked_at, 1700000500);
+	assert_int_equal(got->reason, 5);
+	store_cert_free(got);
+	assert_int_equal(store_get_cert(st, ikid, sn3, 2, &got, &err),
+	                 STORE_OK);
+	assert_int_equal(got->status, STORE_STATUS_REVOKED);
+	assert_int_equal(got->reason, 4);
+	store_cert_free(got);
+	assert_int_equal(store_verify(st, NULL, &err), 0);
+	store_close(st);
+
+	X509_free(leaf1);
+	X509_free(leaf3);
+	X509_free(ca);
+	EVP_PKEY_free(key);
+	EVP_PKEY_free(cakey);
+}
+
+/* A read-only store refuses a batch and stays as it was. */
+static void
+test_batch_read_only(void **state)
+{
+	struct store *st;
+	struct store_opts ro = {.read_only = true};
+	struct store_batch *b;
+	struct error err = {{0}};
+
+	(void)state;
+	st = open_store();
+	store_close(st);
+	assert_int_equal(store_open(storedir, &ro, &st, &err), 0);
+	assert_non_null(b = store_batch_new());
+	assert_int_equal(
+	    store_batch_kv_put(b, STORE_TABLE_CONFIG, "k", 1, "v", 1), 0);
+	assert_int_equal(store_apply(st, b, &err), -1);
+	assert_non_null(strstr(err.msg, "read-only"));
+	store_batch_free(b);
+	kv_expect(st, STORE_TABLE_CONFIG, "k", NULL);
+	store_close(st);
+}
+
 int
 main(void)
 {
@@ -1490,6 +1912,11 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_read_during_write, setup,
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_crash, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_kv, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_kv_old_store, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_batch, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_batch_read_only, setup,
+	                                    teardown),
 	};
 
 	/* A killed child must not take the test down through SIGPIPE. */

@@ -1,0 +1,83 @@
+/*
+ * signer: the CA signer process of an admin node (PAN, SAN) and the
+ * client its main process uses (DESIGN.md section 1, docs/registration.md).
+ *
+ * The Root CA and Node CA private keys live in this process only.  It is
+ * forked before the main process opens any network socket, loads the keys,
+ * closes every descriptor it inherited, and from then on has exactly one
+ * way in: a REP socket at ipc://D/signer.sock (0600).  It never opens a
+ * network socket.  Like acme-client's keyproc it trusts nothing it is sent:
+ * each SignRequest is checked again here (issuer, which profile that issuer
+ * may sign, the CSR's signature and key, the CN the profile gives the
+ * host), so that a bug in the network-facing main process cannot make it
+ * sign anything the hierarchy does not allow (DESIGN.md section 2).
+ *
+ * What each issuer may sign:
+ *   root-ca: node-ca (a SAN's Node CA)
+ *   node-ca: endpoint-sub-ca (a PSN's CA), ocsp-responder (the "legacy"
+ *            OCSP hierarchy, where the PAN's Node CA signs the responder)
+ */
+#ifndef ISELAB_SIGNER_H
+#define ISELAB_SIGNER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <openssl/x509.h>
+
+struct error;
+
+/* The signer's socket in the data directory (signer.sock). */
+#define SIGNER_SOCKET_NAME "signer"
+/* Process name of the signer (ps, logs). */
+#define SIGNER_PROCESS_NAME "ca-signer"
+/* How long the client waits for an answer (REQ timeout). */
+#define SIGNER_TIMEOUT_MS 10000
+/* How long signer_spawn() waits for the keys to load and the bind. */
+#define SIGNER_START_TIMEOUT_MS 60000
+
+/* Client handle held by the node's main process. */
+struct signer;
+
+/*
+ * Fork the CA signer.  It loads D/ca/root-ca.{key,crt} and
+ * D/ca/node-ca.{key,crt}, whichever exist (a SAN has only its node CA),
+ * binds ipc://D/signer.sock 0600 and serves SignRequests until SIGTERM
+ * (exit 0).  Returns once the signer is serving, or -1 with its reason (a
+ * wrong passphrase, a missing key, a socket in use) after reaping it.
+ * hostname names this node in the signer's log lines.  The caller wipes
+ * its own passphrase after; the signer wipes its copy once the keys are
+ * loaded.
+ */
+int signer_spawn(const char *datadir, const char *hostname,
+                 const char *passphrase, size_t passlen, pid_t *pid,
+                 struct error *err);
+
+/*
+ * A REQ socket to the signer in zmq_ctx (the caller's context, which must
+ * outlive the handle).  Connecting does not wait for the signer.
+ */
+struct signer *signer_connect(void *zmq_ctx, const char *datadir,
+                              struct error *err);
+
+/*
+ * Ask for a certificate: profile (cert_profile_name()), issuer ("root-ca"
+ * or "node-ca"), the DER CSR, the host the certificate is for, validity
+ * in seconds (0: the profile's default) and the AIA OCSP URL (NULL or ""
+ * for none).  On success *out is the issued certificate.  A refusal is -1
+ * with err holding the signer's reason.  No answer within
+ * SIGNER_TIMEOUT_MS is -1 too, and the socket is made afresh, so that the
+ * next call works (a REQ socket that lost its answer cannot send again).
+ */
+int signer_sign(struct signer *s, const char *profile, const char *issuer,
+                const uint8_t *csr_der, size_t csr_len, const char *hostname,
+                int64_t validity, const char *ocsp_url, X509 **out,
+                struct error *err);
+
+/* Change the answer timeout (tests; SIGNER_TIMEOUT_MS by default). */
+void signer_set_timeout(struct signer *s, int timeout_ms);
+
+void signer_close(struct signer *s);
+
+#endif
