@@ -1,0 +1,827 @@
+/*
+ * http: multi-threaded HTTP/HTTPS server on libevent's evhttp (see http.h
+ * for the model).  Everything a worker touches after start belongs to that
+ * worker's thread, except the current SSL_CTX, which is read under a mutex
+ * when a connection is accepted.
+ *
+ * Per-connection state on TLS listeners (the total deadline and the
+ * connection count) rides on the SSL object as ex_data: evhttp frees the
+ * bufferevent, which frees the SSL, which runs our free function.  libevent
+ * 2.1 has no hook of its own for "connection closed" before the first
+ * request, and no total request deadline (2.2 adds both).
+ */
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <event2/thread.h>
+
+#include <openssl/err.h>
+
+#include "http.h"
+#include "log.h"
+#include "util.h"
+
+/* Pending connections the kernel queues per listening socket. */
+#define HTTP_BACKLOG 1024
+/* Longest decoded request path we pass to handlers. */
+#define HTTP_PATH_MAX 2048
+/* TLS session id context (any constant: we run one service per port). */
+#define HTTP_SESSION_ID_CTX "iselab-http"
+/* Bytes of the RFC 9266 tls-exporter value. */
+#define HTTP_EXPORTER_LEN 32
+
+struct http_worker {
+	struct http_server *srv; /* back pointer */
+	pthread_t thread;        /* valid when started */
+	bool started;            /* thread created */
+	int fd;                  /* our SO_REUSEPORT listening socket */
+	struct event_base *base; /* this worker's loop */
+	struct evhttp *http;     /* this worker's evhttp */
+	unsigned nconns;         /* open TLS connections (worker only) */
+};
+
+struct http_server {
+	http_handler handler;     /* application entry point */
+	void *arg;                /* its argument */
+	struct timeval timeout;   /* idle timeout and request deadline */
+	unsigned max_conns;       /* per worker, TLS */
+	uint16_t port;            /* bound port */
+	enum log_category cat;    /* log category */
+	bool tls;                 /* TLS listener */
+	pthread_mutex_t tls_lock; /* guards ctx */
+	SSL_CTX *ctx;             /* context for new connections */
+	unsigned nworkers;        /* entries used in workers */
+	struct http_worker workers[HTTP_WORKERS_MAX];
+};
+
+/* One TLS connection, attached to its SSL (http_conn_index). */
+struct http_conn {
+	struct http_worker *w;   /* owning worker */
+	struct bufferevent *bev; /* the connection's bufferevent */
+	struct event *deadline;  /* drops the connection when it fires */
+};
+
+struct http_request {
+	struct evhttp_request *ev; /* libevent's request */
+	const char *method;        /* "GET" */
+	char *path;                /* decoded, malloc'd */
+	char peer[HTTP_PEER_MAX];  /* address:port */
+	SSL *ssl;                  /* NULL on plain HTTP */
+	struct http_conn *conn;    /* NULL on plain HTTP */
+	int status;                /* answer given, 0 before */
+};
+
+static pthread_once_t http_once = PTHREAD_ONCE_INIT;
+static int http_once_rc = -1;
+static int http_conn_index = -1;
+
+static void
+http_conn_free_cb(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
+                  long argl, void *argp)
+{
+	struct http_conn *c = ptr;
+
+	(void)parent;
+	(void)ad;
+	(void)idx;
+	(void)argl;
+	(void)argp;
+	if (c == NULL)
+		return;
+	if (c->deadline != NULL)
+		event_free(c->deadline);
+	c->w->nconns--;
+	free(c);
+}
+
+static void
+http_init_once(void)
+{
+	/* Worker loops are woken from the stopping thread. */
+	if (evthread_use_pthreads() == -1)
+		return;
+	http_conn_index =
+	    SSL_get_ex_new_index(0, NULL, NULL, NULL, http_conn_free_cb);
+	if (http_conn_index < 0)
+		return;
+	http_once_rc = 0;
+}
+
+static int
+http_init(struct error *err)
+{
+	pthread_once(&http_once, http_init_once);
+	if (http_once_rc == -1) {
+		error_set(err, "cannot initialise libevent threads or OpenSSL "
+		               "ex_data");
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * Accept any client chain at the TLS layer: the application decides with
+ * chain_verify() against the deployment's anchors (see http.h).
+ */
+static int
+http_verify_any(int ok, X509_STORE_CTX *ctx)
+{
+	(void)ok;
+	(void)ctx;
+	return 1;
+}
+
+SSL_CTX *
+http_tls_ctx_new(X509 *cert, EVP_PKEY *key, STACK_OF(X509) * chain,
+                 struct error *err)
+{
+	SSL_CTX *ctx;
+	int i;
+
+	if ((ctx = SSL_CTX_new(TLS_server_method())) == NULL) {
+		log_crypto(LOG_MAIN, err, "SSL_CTX_new", NULL);
+		return NULL;
+	}
+	/* Below TLS 1.2 no handshake at all (RFC 8996). */
+	if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1) {
+		log_crypto(LOG_MAIN, err, "SSL_CTX_set_min_proto_version",
+		           NULL);
+		goto fail;
+	}
+	/*
+	 * No renegotiation: tls-unique names "the latest handshake", and a
+	 * renegotiation would change the binding under a request.
+	 */
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION |
+	                             SSL_OP_NO_COMPRESSION |
+	                             SSL_OP_CIPHER_SERVER_PREFERENCE);
+	if (SSL_CTX_use_certificate(ctx, cert) != 1) {
+		log_crypto(LOG_MAIN, err, "SSL_CTX_use_certificate", NULL);
+		goto fail;
+	}
+	if (SSL_CTX_use_PrivateKey(ctx, key) != 1 ||
+	    SSL_CTX_check_private_key(ctx) != 1) {
+		log_crypto(LOG_MAIN, err, "SSL_CTX_use_PrivateKey", NULL);
+		goto fail;
+	}
+	for (i = 0; chain != NULL && i < sk_X509_num(chain); i++) {
+		if (SSL_CTX_add1_chain_cert(ctx, sk_X509_value(chain, i)) !=
+		    1) {
+			log_crypto(LOG_MAIN, err, "SSL_CTX_add1_chain_cert",
+			           NULL);
+			goto fail;
+		}
+	}
+	/* Resumed sessions with client certificates need a context id. */
+	if (SSL_CTX_set_session_id_context(
+	        ctx, (const unsigned char *)HTTP_SESSION_ID_CTX,
+	        sizeof(HTTP_SESSION_ID_CTX) - 1) != 1) {
+		log_crypto(LOG_MAIN, err, "SSL_CTX_set_session_id_context",
+		           NULL);
+		goto fail;
+	}
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, http_verify_any);
+	return ctx;
+fail:
+	SSL_CTX_free(ctx);
+	return NULL;
+}
+
+/* Drop a connection: the kernel then reports EOF and evhttp frees it. */
+static void
+http_conn_drop(evutil_socket_t unused, short what, void *arg)
+{
+	struct http_conn *c = arg;
+	evutil_socket_t fd;
+
+	(void)unused;
+	(void)what;
+	fd = bufferevent_getfd(c->bev);
+	log_debug(c->w->srv->cat,
+	          "http: dropping connection fd %d "
+	          "(deadline or connection limit)",
+	          (int)fd);
+	if (fd >= 0)
+		shutdown(fd, SHUT_RDWR);
+}
+
+static struct bufferevent *
+http_bevcb(struct event_base *base, void *arg)
+{
+	struct http_worker *w = arg;
+	struct http_server *srv = w->srv;
+	struct bufferevent *bev = NULL;
+	struct http_conn *c = NULL;
+	struct timeval now0 = {0, 0};
+	SSL *ssl;
+
+	pthread_mutex_lock(&srv->tls_lock);
+	ssl = SSL_new(srv->ctx); /* takes its own reference on ctx */
+	pthread_mutex_unlock(&srv->tls_lock);
+	if (ssl == NULL) {
+		log_crypto(srv->cat, NULL, "SSL_new", NULL);
+		return NULL;
+	}
+	if ((c = calloc(1, sizeof(*c))) == NULL) {
+		SSL_free(ssl);
+		return NULL;
+	}
+	c->w = w;
+	w->nconns++;
+	if (SSL_set_ex_data(ssl, http_conn_index, c) != 1) {
+		w->nconns--;
+		free(c);
+		SSL_free(ssl);
+		return NULL;
+	}
+	/* From here SSL_free(ssl) frees c. */
+	bev = bufferevent_openssl_socket_new(
+	    base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+	if (bev == NULL) {
+		SSL_free(ssl);
+		return NULL;
+	}
+	bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+	c->bev = bev;
+	if ((c->deadline = evtimer_new(base, http_conn_drop, c)) != NULL) {
+		/* Over the limit: drop as soon as the loop runs again. */
+		if (w->nconns > srv->max_conns) {
+			log_warn(srv->cat,
+			         "http: worker has %u connections "
+			         "(limit %u), refusing one",
+			         w->nconns - 1, srv->max_conns);
+			evtimer_add(c->deadline, &now0);
+		} else
+			evtimer_add(c->deadline, &srv->timeout);
+	}
+	return bev;
+}
+
+static const char *
+http_method_name(enum evhttp_cmd_type cmd)
+{
+	switch (cmd) {
+	case EVHTTP_REQ_GET:
+		return "GET";
+	case EVHTTP_REQ_POST:
+		return "POST";
+	case EVHTTP_REQ_HEAD:
+		return "HEAD";
+	case EVHTTP_REQ_PUT:
+		return "PUT";
+	case EVHTTP_REQ_DELETE:
+		return "DELETE";
+	case EVHTTP_REQ_OPTIONS:
+		return "OPTIONS";
+	case EVHTTP_REQ_TRACE:
+		return "TRACE";
+	case EVHTTP_REQ_CONNECT:
+		return "CONNECT";
+	case EVHTTP_REQ_PATCH:
+		return "PATCH";
+	}
+	return "UNKNOWN";
+}
+
+static void
+http_gencb(struct evhttp_request *ev, void *arg)
+{
+	struct http_worker *w = arg;
+	struct http_server *srv = w->srv;
+	struct http_request req;
+	struct evhttp_connection *evcon;
+	struct bufferevent *bev;
+	const struct evhttp_uri *uri;
+	const char *p;
+	char *addr = NULL;
+	ev_uint16_t port = 0;
+	size_t plen = 0;
+
+	memset(&req, 0, sizeof(req));
+	req.ev = ev;
+	req.method = http_method_name(evhttp_request_get_command(ev));
+	evcon = evhttp_request_get_connection(ev);
+	if (evcon != NULL) {
+		evhttp_connection_get_peer(evcon, &addr, &port);
+		snprintf(req.peer, sizeof(req.peer), "%s:%u",
+		         addr != NULL ? addr : "?", (unsigned)port);
+		if (srv->tls &&
+		    (bev = evhttp_connection_get_bufferevent(evcon)) != NULL &&
+		    (req.ssl = bufferevent_openssl_get_ssl(bev)) != NULL) {
+			req.conn = SSL_get_ex_data(req.ssl, http_conn_index);
+			/* Complete in time: the deadline stops here. */
+			if (req.conn != NULL && req.conn->deadline != NULL)
+				evtimer_del(req.conn->deadline);
+		}
+	}
+	/*
+	 * When our bevcb fails (out of memory) evhttp falls back to a plain
+	 * socket: never serve plain text on a TLS listener.
+	 */
+	if (srv->tls && req.ssl == NULL) {
+		evhttp_send_error(ev, HTTP_SERVUNAVAIL, NULL);
+		return;
+	}
+	uri = evhttp_request_get_evhttp_uri(ev);
+	p = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
+	if (p == NULL || *p == '\0')
+		p = "/";
+	req.path = evhttp_uridecode(p, 0, &plen);
+	if (req.path == NULL) {
+		evhttp_send_error(ev, HTTP_INTERNAL, NULL);
+		return;
+	}
+	if (plen != strlen(req.path) || plen > HTTP_PATH_MAX) {
+		http_reply_text(&req, 400, "bad request path");
+		goto out;
+	}
+	srv->handler(&req, srv->arg);
+	if (req.status == 0) {
+		log_error(srv->cat, "http: handler gave no answer for %s %s",
+		          req.method, req.path);
+		http_reply_text(&req, 500, "no answer");
+	}
+out:
+	free(req.path);
+}
+
+static void *
+http_worker_main(void *arg)
+{
+	struct http_worker *w = arg;
+
+	event_base_dispatch(w->base);
+	return NULL;
+}
+
+/* A listening socket with SO_REUSEPORT on address:port. */
+static int
+http_listen(const char *address, uint16_t port, uint16_t *bound,
+            struct error *err)
+{
+	struct addrinfo hints, *res = NULL;
+	struct sockaddr_storage ss;
+	socklen_t sslen = sizeof(ss);
+	char portstr[8];
+	int fd = -1, one = 1, rc;
+
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE;
+	snprintf(portstr, sizeof(portstr), "%u", (unsigned)port);
+	if ((rc = getaddrinfo(address, portstr, &hints, &res)) != 0) {
+		error_set(err, "address %s: %s", address, gai_strerror(rc));
+		return -1;
+	}
+	fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+	            0);
+	if (fd == -1) {
+		error_set(err, "socket: %s", strerror(errno));
+		goto fail;
+	}
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1 ||
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) == -1 ||
+	    /*
+	     * Accepted sockets inherit it (Linux): an answer written as
+	     * several TLS records must not wait for the client's delayed ACK.
+	     */
+	    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) == -1) {
+		error_set(err, "setsockopt: %s", strerror(errno));
+		goto fail;
+	}
+	if (bind(fd, res->ai_addr, res->ai_addrlen) == -1) {
+		error_set(err, "bind %s port %u: %s", address, (unsigned)port,
+		          strerror(errno));
+		goto fail;
+	}
+	if (listen(fd, HTTP_BACKLOG) == -1) {
+		error_set(err, "listen %s port %u: %s", address, (unsigned)port,
+		          strerror(errno));
+		goto fail;
+	}
+	if (getsockname(fd, (struct sockaddr *)&ss, &sslen) == -1) {
+		error_set(err, "getsockname: %s", strerror(errno));
+		goto fail;
+	}
+	if (ss.ss_family == AF_INET)
+		*bound = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+	else
+		*bound = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+	freeaddrinfo(res);
+	return fd;
+fail:
+	if (fd != -1)
+		close(fd);
+	freeaddrinfo(res);
+	return -1;
+}
+
+static int
+http_worker_setup(struct http_server *srv, struct http_worker *w,
+                  struct error *err)
+{
+	w->srv = srv;
+	if ((w->base = event_base_new()) == NULL ||
+	    (w->http = evhttp_new(w->base)) == NULL) {
+		error_set(err, "cannot create an event loop");
+		return -1;
+	}
+	evhttp_set_max_body_size(w->http, HTTP_MAX_BODY);
+	evhttp_set_max_headers_size(w->http, HTTP_MAX_HEADERS);
+	evhttp_set_timeout_tv(w->http, &srv->timeout);
+	/*
+	 * Answer 413 to an oversized body and read the rest before closing,
+	 * so the client sees the status rather than a reset.
+	 */
+	evhttp_set_flags(w->http, EVHTTP_SERVER_LINGERING_CLOSE);
+	evhttp_set_allowed_methods(
+	    w->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+	                 EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+	                 EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
+	evhttp_set_gencb(w->http, http_gencb, w);
+	if (srv->tls)
+		evhttp_set_bevcb(w->http, http_bevcb, w);
+	if (evhttp_accept_socket(w->http, w->fd) == -1) {
+		error_set(err, "evhttp_accept_socket failed");
+		return -1;
+	}
+	return 0;
+}
+
+static void
+http_server_free(struct http_server *srv)
+{
+	unsigned i;
+
+	for (i = 0; i < srv->nworkers; i++) {
+		struct http_worker *w = &srv->workers[i];
+
+		/* evhttp_free closes the listening socket it accepted. */
+		if (w->http != NULL)
+			evhttp_free(w->http);
+		else if (w->fd != -1)
+			close(w->fd);
+		if (w->base != NULL)
+			event_base_free(w->base);
+	}
+	SSL_CTX_free(srv->ctx);
+	pthread_mutex_destroy(&srv->tls_lock);
+	free(srv);
+}
+
+struct http_server *
+http_server_start(const struct http_config *cfg, http_handler handler,
+                  void *arg, struct error *err)
+{
+	struct http_server *srv;
+	sigset_t all, old;
+	unsigned i, n;
+	long ncpu;
+	uint16_t port;
+
+	if (http_init(err) == -1)
+		return NULL;
+	if ((srv = calloc(1, sizeof(*srv))) == NULL) {
+		error_set(err, "out of memory");
+		return NULL;
+	}
+	pthread_mutex_init(&srv->tls_lock, NULL);
+	srv->handler = handler;
+	srv->arg = arg;
+	srv->cat = cfg->category;
+	srv->timeout.tv_sec =
+	    cfg->timeout != 0 ? cfg->timeout : HTTP_TIMEOUT_DEFAULT;
+	srv->max_conns =
+	    cfg->max_conns != 0 ? cfg->max_conns : HTTP_MAX_CONNS_DEFAULT;
+	if (cfg->tls != NULL) {
+		SSL_CTX_up_ref(cfg->tls);
+		srv->ctx = cfg->tls;
+		srv->tls = true;
+	}
+	n = cfg->workers;
+	if (n == 0) {
+		ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+		n = ncpu > 0 ? (unsigned)ncpu : 1;
+	}
+	if (n > HTTP_WORKERS_MAX)
+		n = HTTP_WORKERS_MAX;
+	/* Bind every socket first: a port in use fails before any thread. */
+	port = cfg->port;
+	for (i = 0; i < n; i++) {
+		srv->workers[i].fd = -1;
+		srv->nworkers = i + 1;
+		srv->workers[i].fd =
+		    http_listen(cfg->address, port, &port, err);
+		if (srv->workers[i].fd == -1)
+			goto fail;
+		if (http_worker_setup(srv, &srv->workers[i], err) == -1)
+			goto fail;
+	}
+	srv->port = port;
+	/*
+	 * Workers take no asynchronous signal (the owner's main thread
+	 * handles SIGTERM) and never die of SIGPIPE, which is delivered to
+	 * the thread that wrote to the closed socket.
+	 */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	for (i = 0; i < n; i++) {
+		if (pthread_create(&srv->workers[i].thread, NULL,
+		                   http_worker_main, &srv->workers[i]) != 0) {
+			pthread_sigmask(SIG_SETMASK, &old, NULL);
+			error_set(err, "cannot start worker thread");
+			http_server_stop(srv);
+			return NULL;
+		}
+		srv->workers[i].started = true;
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	log_info(srv->cat,
+	         "http: listening on %s port %u (%s, %u workers, "
+	         "timeout %ld s)",
+	         cfg->address, (unsigned)port, srv->tls ? "TLS" : "plain", n,
+	         (long)srv->timeout.tv_sec);
+	return srv;
+fail:
+	error_prefix(err, "http server");
+	http_server_free(srv);
+	return NULL;
+}
+
+uint16_t
+http_server_port(const struct http_server *srv)
+{
+	return srv->port;
+}
+
+unsigned
+http_server_workers(const struct http_server *srv)
+{
+	return srv->nworkers;
+}
+
+int
+http_server_set_tls(struct http_server *srv, SSL_CTX *ctx, struct error *err)
+{
+	SSL_CTX *old;
+
+	if (!srv->tls || ctx == NULL) {
+		error_set(err, "not a TLS server");
+		return -1;
+	}
+	SSL_CTX_up_ref(ctx);
+	pthread_mutex_lock(&srv->tls_lock);
+	old = srv->ctx;
+	srv->ctx = ctx;
+	pthread_mutex_unlock(&srv->tls_lock);
+	/* Open connections hold their own references through their SSL. */
+	SSL_CTX_free(old);
+	log_info(srv->cat, "http: TLS context replaced");
+	return 0;
+}
+
+void
+http_server_stop(struct http_server *srv)
+{
+	unsigned i;
+
+	if (srv == NULL)
+		return;
+	/*
+	 * loopexit lets the callback that is running (a request being
+	 * handled) finish; evhttp_free then closes what is left.
+	 */
+	for (i = 0; i < srv->nworkers; i++)
+		if (srv->workers[i].started)
+			event_base_loopexit(srv->workers[i].base, NULL);
+	for (i = 0; i < srv->nworkers; i++)
+		if (srv->workers[i].started)
+			pthread_join(srv->workers[i].thread, NULL);
+	http_server_free(srv);
+}
+
+const char *
+http_request_method(const struct http_request *req)
+{
+	return req->method;
+}
+
+const char *
+http_request_path(const struct http_request *req)
+{
+	return req->path;
+}
+
+const char *
+http_request_header(const struct http_request *req, const char *name)
+{
+	return evhttp_find_header(evhttp_request_get_input_headers(req->ev),
+	                          name);
+}
+
+const uint8_t *
+http_request_body(struct http_request *req, size_t *len)
+{
+	struct evbuffer *in = evhttp_request_get_input_buffer(req->ev);
+	const uint8_t *p;
+
+	*len = in != NULL ? evbuffer_get_length(in) : 0;
+	if (*len == 0)
+		return (const uint8_t *)"";
+	p = evbuffer_pullup(in, -1);
+	if (p == NULL)
+		*len = 0;
+	return p != NULL ? p : (const uint8_t *)"";
+}
+
+const char *
+http_request_peer(const struct http_request *req)
+{
+	return req->peer;
+}
+
+SSL *
+http_request_ssl(const struct http_request *req)
+{
+	return req->ssl;
+}
+
+X509 *
+http_request_peer_cert(const struct http_request *req)
+{
+	return req->ssl != NULL ? SSL_get0_peer_certificate(req->ssl) : NULL;
+}
+
+STACK_OF(X509) * http_request_peer_chain(const struct http_request *req)
+{
+	/* Server side: the certificates after the leaf, as sent. */
+	return req->ssl != NULL ? SSL_get_peer_cert_chain(req->ssl) : NULL;
+}
+
+int
+http_ssl_channel_binding(SSL *ssl, bool server, uint8_t *buf, size_t *len,
+                         const char **type, struct error *err)
+{
+	size_t n;
+	bool first_is_mine;
+
+	if (ssl == NULL) {
+		error_set(err, "no TLS connection");
+		return -1;
+	}
+	switch (SSL_version(ssl)) {
+	case TLS1_3_VERSION:
+		/* RFC 9266 section 2: tls-exporter, 32 bytes. */
+		if (*len < HTTP_EXPORTER_LEN) {
+			error_set(err, "binding buffer too small");
+			return -1;
+		}
+		if (SSL_export_keying_material(ssl, buf, HTTP_EXPORTER_LEN,
+		                               "EXPORTER-Channel-Binding",
+		                               strlen("EXPORTER-Channel-"
+		                                      "Binding"),
+		                               NULL, 0, 0) != 1) {
+			log_crypto(LOG_MAIN, err, "SSL_export_keying_material",
+			           NULL);
+			return -1;
+		}
+		*len = HTTP_EXPORTER_LEN;
+		*type = "tls-exporter";
+		return 0;
+	case TLS1_2_VERSION:
+		/*
+		 * RFC 5929 section 3.1: the first Finished message of the
+		 * latest handshake.  The client sends it first in a full
+		 * handshake, the server in an abbreviated (resumed) one.
+		 */
+		first_is_mine = server == (SSL_session_reused(ssl) == 1);
+		n = first_is_mine ? SSL_get_finished(ssl, buf, *len)
+		                  : SSL_get_peer_finished(ssl, buf, *len);
+		if (n == 0 || n > *len) {
+			error_set(err, "no Finished message for tls-unique");
+			return -1;
+		}
+		*len = n;
+		*type = "tls-unique";
+		return 0;
+	default:
+		error_set(err, "no channel binding for %s",
+		          SSL_get_version(ssl));
+		return -1;
+	}
+}
+
+int
+http_request_channel_binding(const struct http_request *req, uint8_t *buf,
+                             size_t *len, const char **type, struct error *err)
+{
+	return http_ssl_channel_binding(req->ssl, true, buf, len, type, err);
+}
+
+int
+http_reply_header(struct http_request *req, const char *name, const char *value)
+{
+	return evhttp_add_header(evhttp_request_get_output_headers(req->ev),
+	                         name, value);
+}
+
+static const char *
+http_reason(int status)
+{
+	switch (status) {
+	case 200:
+		return "OK";
+	case 202:
+		return "Accepted";
+	case 204:
+		return "No Content";
+	case 400:
+		return "Bad Request";
+	case 401:
+		return "Unauthorized";
+	case 403:
+		return "Forbidden";
+	case 404:
+		return "Not Found";
+	case 405:
+		return "Method Not Allowed";
+	case 413:
+		return "Payload Too Large";
+	case 415:
+		return "Unsupported Media Type";
+	case 500:
+		return "Internal Server Error";
+	case 501:
+		return "Not Implemented";
+	case 503:
+		return "Service Unavailable";
+	}
+	return status < 400 ? "OK" : "Error";
+}
+
+void
+http_reply(struct http_request *req, int status, const char *content_type,
+           const void *body, size_t len)
+{
+	struct evbuffer *out;
+
+	if (req->status != 0)
+		return;
+	req->status = status;
+	if (content_type != NULL)
+		http_reply_header(req, "Content-Type", content_type);
+	if ((out = evbuffer_new()) == NULL ||
+	    (len > 0 && evbuffer_add(out, body, len) == -1)) {
+		if (out != NULL)
+			evbuffer_free(out);
+		evhttp_send_error(req->ev, HTTP_INTERNAL, NULL);
+		return;
+	}
+	evhttp_send_reply(req->ev, status, http_reason(status), out);
+	evbuffer_free(out);
+	/* The next request on this connection gets a fresh deadline. */
+	if (req->conn != NULL && req->conn->deadline != NULL)
+		evtimer_add(req->conn->deadline, &req->conn->w->srv->timeout);
+}
+
+void
+http_reply_text(struct http_request *req, int status, const char *fmt, ...)
+{
+	char buf[ERROR_MAX + 2];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(buf, sizeof(buf) - 1, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		n = 0;
+	if ((size_t)n > sizeof(buf) - 2)
+		n = (int)sizeof(buf) - 2;
+	buf[n++] = '\n';
+	buf[n] = '\0';
+	http_reply(req, status, "text/plain; charset=utf-8", buf, (size_t)n);
+}
+
+int
+http_request_status(const struct http_request *req)
+{
+	return req->status;
+}
