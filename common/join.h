@@ -1,0 +1,364 @@
+/*
+ * join: what a SAN or a PSN needs to become part of a deployment and stay
+ * in touch with it (docs/registration.md).
+ *
+ * - The join string that `pan node add` prints and `psn join` / `san join`
+ *   take: parsed strictly here, so that a string cut short by a terminal or
+ *   a mail client is refused with the part that is wrong, not sent.
+ * - The join exchange: a CURVE DEALER to the PAN whose public key comes
+ *   from the join string, watched by a socket monitor so that a server that
+ *   fails the handshake (a man in the middle) stops the join before the
+ *   token leaves; the PAN unreachable is retried with ZeroMQ's reconnect
+ *   backoff until a deadline.
+ * - Checking what came back (the CA certificate holds our key and chains
+ *   to the root the PAN sent) and saving it, with every file made during
+ *   the join removed again if a later step fails: a failed join leaves the
+ *   data directory as it found it.
+ * - deployment.conf, the deployment as the node learned it at join time.
+ * - The member daemon shared by `psn run` and `san run`: the heartbeat link
+ *   to the PAN, the control socket answering `status`, and the loop.
+ *
+ * The pidfile, the signal fd and the ipc socket files belong to the proc
+ * module: the role's run command sets them up and hands them over, so that
+ * this module depends only on messaging, keys and certificates.
+ */
+#ifndef ISELAB_JOIN_H
+#define ISELAB_JOIN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+
+#include "config.h"
+#include "curve.h"
+#include "keys.h"
+#include "msg.h"
+#include "node.h"
+
+struct error;
+
+/* First label of a join string; bumped if its layout ever changes. */
+#define JOIN_TICKET_PREFIX "iselab1"
+/* Token id: 8 random bytes in hex, the record key on the PAN. */
+#define JOIN_TOKEN_ID_HEX 16
+/* Token secret: 32 random bytes in hex. */
+#define JOIN_SECRET_LEN 32
+#define JOIN_SECRET_HEX (2 * JOIN_SECRET_LEN)
+/* "tcp://" + host (253, or a bracketed IPv6) + ":65535", with the NUL. */
+#define JOIN_ENDPOINT_MAX 300
+/* Longest join string we read or print (prefix, 3 hex fields, address). */
+#define JOIN_TICKET_MAX 512
+/* Longest a join may wait for the PAN, and the default (--timeout). */
+#define JOIN_TIMEOUT_MAX_MS     (24LL * 3600 * 1000)
+#define JOIN_TIMEOUT_DEFAULT_MS (30LL * 1000)
+/* Admin nodes a deployment has: the primary PAN and a secondary. */
+#define JOIN_ADMIN_MAX 2
+/* The deployment as learned at join time, next to node.conf. */
+#define JOIN_DEPLOYMENT_FILE "deployment.conf"
+/* Port the OCSP responder of a PSN listens on (DESIGN.md section 1). */
+#define JOIN_OCSP_PORT 2560
+/* Files one join writes (keys, certificates, config, store files). */
+#define JOIN_FILES_MAX 32
+
+/*
+ * A parsed join string:
+ *   iselab1.<token-id>.<secret>.<pan-curve-public-hex>@<host>:<port>
+ * Hex fields are kept in lower case whatever case the string used.
+ */
+struct join_ticket {
+	char token_id[JOIN_TOKEN_ID_HEX + 1];
+	char secret[JOIN_SECRET_HEX + 1];
+	unsigned char pan_curve_public[CURVE_KEY_LEN];
+	char endpoint[JOIN_ENDPOINT_MAX]; /* "tcp://host:port" */
+};
+
+/*
+ * Parse s strictly: the prefix, exactly 16, 64 and 64 hex digits (either
+ * case), and host:port with a host name, an IPv4 address or an IPv6
+ * address in brackets, port 1 to 65535.  Leading and trailing white space
+ * (a pasted line) is ignored; anything else is an error naming the part.
+ */
+int join_ticket_parse(const char *s, struct join_ticket *t, struct error *err);
+/* The string for t; refuses a t that join_ticket_parse() would refuse. */
+int join_ticket_format(const struct join_ticket *t, char *buf, size_t len,
+                       struct error *err);
+/* "host:port" of an endpoint "tcp://host:port", for messages. */
+const char *join_endpoint_address(const char *endpoint);
+
+/* One admin node (PAN or secondary) as the deployment config names it. */
+struct join_admin {
+	char hostname[NODE_HOSTNAME_MAX + 1];
+	enum node_role role;
+	char messaging[JOIN_ENDPOINT_MAX]; /* tcp://host:8671 */
+	char events[JOIN_ENDPOINT_MAX];    /* tcp://host:8672, may be "" */
+	unsigned char curve_public[CURVE_KEY_LEN];
+};
+
+/* The deployment config of a JoinResponse, and of deployment.conf. */
+struct join_deployment {
+	char id[NODE_DEPLOYMENT_ID_LEN + 1];
+	uint64_t epoch;
+	enum node_ocsp_hierarchy hierarchy;
+	bool session_services;
+	struct join_admin admin[JOIN_ADMIN_MAX];
+	size_t nadmin;
+};
+
+/*
+ * Take the config of a JoinResponse.  An admin node without a messaging
+ * endpoint or CURVE key gets the join string's (the PAN we talked to); a
+ * PAN whose key differs from the join string's is refused.
+ */
+int join_deployment_from_msg(const Iselab__DeploymentConfig *c,
+                             const struct join_ticket *t,
+                             struct join_deployment *d, struct error *err);
+int join_deployment_write(const char *datadir, const struct join_deployment *d,
+                          struct error *err);
+int join_deployment_read(const char *datadir, struct join_deployment *d,
+                         struct error *err);
+/* The admin node with role PAN, else the first one; NULL if none. */
+const struct join_admin *join_deployment_pan(const struct join_deployment *d);
+
+/* What the node sends in its JoinRequest. */
+struct join_request {
+	const char *hostname;
+	enum node_role role;   /* NODE_ROLE_SAN or NODE_ROLE_PSN */
+	EVP_PKEY *curve_key;   /* the node's own CURVE key pair */
+	const uint8_t *ca_csr; /* DER */
+	size_t ca_csr_len;
+	const uint8_t *ocsp_csr; /* DER, PSN only, else NULL */
+	size_t ocsp_csr_len;
+	int64_t timeout_ms;       /* give up after; 0: the default */
+	int64_t reconnect_ivl_ms; /* first retry delay; 0: default */
+};
+
+/*
+ * Run the join exchange with the PAN of t.  Returns the JoinResponse
+ * envelope (msg_free() it), or NULL with err saying why: the server failed
+ * the CURVE handshake (not the PAN of the join string), the PAN could not
+ * be reached before the deadline, or it refused (its message).  The token
+ * is sent only after the handshake proved the server holds the key.
+ */
+Iselab__Envelope *join_exchange(const struct join_ticket *t,
+                                const struct join_request *req,
+                                struct error *err);
+
+/* What a JoinResponse gives a node, checked. */
+struct join_material {
+	X509 *ca_cert;          /* our Node CA or Endpoint Sub CA */
+	X509 *ocsp_cert;        /* PSN, legacy hierarchy only, else NULL */
+	STACK_OF(X509) * chain; /* issuer of ca_cert first, root last */
+	X509 *root;             /* the last of chain (not a separate ref) */
+	struct join_deployment deployment;
+};
+
+/*
+ * Check a JoinResponse: ca_cert holds ca_key, has the product CN for
+ * hostname and the profile the role gets (Node CA for a SAN, Endpoint Sub
+ * CA for a PSN), and verifies strictly up to the self-signed root at the
+ * end of chain.  The root is trusted because it came over the channel
+ * authenticated by the PAN's CURVE key from the join string.  For a PSN in
+ * the legacy hierarchy ocsp_cert must hold ocsp_key and verify for OCSP
+ * signing through the same chain.
+ */
+int join_material_check(const Iselab__JoinResponse *resp,
+                        const struct join_ticket *t, const char *hostname,
+                        enum node_role role, EVP_PKEY *ca_key,
+                        EVP_PKEY *ocsp_key, struct join_material *m,
+                        struct error *err);
+void join_material_free(struct join_material *m);
+
+/*
+ * The files one join makes.  Every save records its path; on failure
+ * join_files_rollback() removes them (newest first), and the directories
+ * the join created, so nothing is left behind.
+ */
+struct join_files {
+	char *paths[JOIN_FILES_MAX];
+	size_t npaths;
+	char *dirs[JOIN_FILES_MAX];
+	size_t ndirs;
+};
+
+void join_files_init(struct join_files *f);
+/* Remember a file (made by someone else, e.g. the store). */
+int join_files_add(struct join_files *f, const char *path, struct error *err);
+/* mkdir datadir/rel (mode) if absent, and remember it. */
+int join_files_mkdir(struct join_files *f, const char *datadir, const char *rel,
+                     mode_t mode, struct error *err);
+int join_files_save_key(struct join_files *f, const char *datadir,
+                        const char *rel, const EVP_PKEY *key, const char *pass,
+                        size_t passlen, struct error *err);
+int join_files_save_cert(struct join_files *f, const char *datadir,
+                         const char *rel, X509 *cert, struct error *err);
+/*
+ * What every member saves: ca/chain.pem, ca/root-ca.crt, curve.key (under
+ * the passphrase), curve.pub and deployment.conf.
+ */
+int join_files_save_common(struct join_files *f, const char *datadir,
+                           const struct join_material *m, EVP_PKEY *curve_key,
+                           const char *pass, size_t passlen, struct error *err);
+/* Remove every recorded file and directory. */
+void join_files_rollback(struct join_files *f);
+/* Forget the record (after success). */
+void join_files_free(struct join_files *f);
+
+/* What the role tells the shared daemon and status code about itself. */
+struct join_role {
+	enum node_role role;
+	const char *name;         /* "psn" */
+	const char *title;        /* "Policy Service Node" */
+	const char *const *certs; /* ca/ files shown by status, NULL-ended */
+	const char *const *cert_labels;
+	const char *const *services; /* rows after Messaging Service */
+};
+
+/*
+ * The join command, as `psn join` and `san join` share it.
+ */
+
+/* Default key type of a joining node's keys: the product's CA uses RSA. */
+#define JOIN_KEY_DEFAULT "rsa:4096"
+
+struct join_opts {
+	const char *join;            /* the join string (--join) */
+	const char *hostname;        /* --hostname */
+	const char *datadir;         /* --data-dir or ISELAB_DATA_DIR */
+	const char *passphrase_file; /* --passphrase-file, else the env */
+	enum key_type key_type;      /* --ca-key: every key the node makes */
+	int64_t timeout_ms;          /* --timeout */
+	bool force;                  /* --force: replace a node in datadir */
+};
+
+/*
+ * "500ms", "30s", "5m", "1h" or plain seconds, 1 ms to
+ * JOIN_TIMEOUT_MAX_MS.
+ */
+int join_parse_duration(const char *s, int64_t *ms, struct error *err);
+
+/*
+ * Parse `<role> join` options (argv[0] is "join").  Returns 0, 1 when
+ * --help was printed (exit 0), -1 after printing a usage error.
+ */
+int join_cli_parse(const struct join_role *role, int argc, char **argv,
+                   struct join_opts *o);
+
+/* What a join holds while it saves, for the role's own steps. */
+struct join_state {
+	const struct join_role *role;
+	const struct join_opts *opts;
+	const char *pass; /* the node passphrase */
+	size_t passlen;
+	EVP_PKEY *ca_key;   /* Node CA or Endpoint Sub CA key */
+	EVP_PKEY *ocsp_key; /* PSN: OCSP responder key, else NULL */
+	struct join_material material;
+	struct join_files files; /* every file made so far */
+};
+
+/*
+ * The role's steps after the common material is saved and before
+ * node.conf: a PSN issues its OCSP (rfc6960), EST server and EST client
+ * certificates; both roles create their store.  Every file made must be
+ * recorded in js->files, so that a failure removes it.
+ */
+typedef int (*join_finish_fn)(struct join_state *js, struct error *err);
+
+/*
+ * The whole join: refuse a directory that holds a node (unless --force),
+ * read the passphrase, parse the join string, make the keys and CSRs, run
+ * the exchange, check and save the answer, call finish, write node.conf
+ * last.  On any failure every file the join made is removed again.
+ */
+int join_node(const struct join_role *role, const struct join_opts *o,
+              join_finish_fn finish, struct error *err);
+
+/* Whether the PAN link answers (docs/registration.md "Heartbeats"). */
+enum join_link_state {
+	JOIN_LINK_CONNECTING,   /* no ack yet since start */
+	JOIN_LINK_CONNECTED,    /* an ack within the timeout */
+	JOIN_LINK_DISCONNECTED, /* no ack for the timeout */
+};
+
+const char *join_link_state_name(enum join_link_state s);
+
+/*
+ * The heartbeat client: a CURVE DEALER to the PAN's messaging endpoint
+ * that sends a Heartbeat every interval and watches for HeartbeatAcks.
+ */
+struct join_link;
+
+struct join_link *join_link_new(void *zctx, const char *hostname,
+                                const struct join_admin *pan,
+                                EVP_PKEY *curve_key, int64_t interval_ms,
+                                int64_t timeout_ms, struct error *err);
+void join_link_free(struct join_link *l);
+/* The DEALER, for zmq_poll (ZMQ_POLLIN). */
+void *join_link_socket(const struct join_link *l);
+/* Send a heartbeat if due and update the state; ms until the next tick. */
+int64_t join_link_tick(struct join_link *l, int64_t now_mono);
+/* Read and handle everything waiting on the DEALER. */
+void join_link_recv(struct join_link *l, int64_t now_mono);
+enum join_link_state join_link_state(const struct join_link *l);
+/* Realtime ms of the last ack, 0 if none. */
+int64_t join_link_last_ack(const struct join_link *l);
+const struct msg_stats *join_link_stats(const struct join_link *l);
+
+/* Keys a member daemon reads (config.h), for config_new(). */
+extern const struct config_key join_run_keys[];
+extern const size_t join_run_nkeys;
+/*
+ * Variables under ISELAB_ that are not config keys: the passphrase and
+ * the data directory (read directly), the test harness's build dir.
+ */
+extern const char *const join_env_ignore[];
+
+/* A member daemon's state once the role's run command has set it up. */
+struct join_daemon {
+	const struct join_role *role;
+	const char *datadir;
+	struct node_identity id;
+	struct join_deployment deployment;
+	void *zctx;
+	struct join_link *link;
+	void *control;      /* REP, bound to ipc://D/control.sock */
+	int signal_fd;      /* signalfd for SIGINT/SIGTERM/SIGHUP/SIGCHLD */
+	int64_t started;    /* realtime ms */
+	struct config *cfg; /* join_run_keys */
+};
+
+/*
+ * Set up a member daemon: node.conf must hold this role; configuration
+ * from defaults, D/<role>.conf when present, the environment and sets
+ * ("key=value" flags); log levels applied.  Nothing is opened yet.
+ */
+int join_daemon_init(struct join_daemon *d, const struct join_role *role,
+                     const char *datadir, char *const *sets, size_t nsets,
+                     struct error *err);
+/*
+ * Load the node's CURVE key with pass, read deployment.conf and start the
+ * heartbeat link to the PAN (a ZeroMQ context of its own, in d->zctx).
+ */
+int join_daemon_start(struct join_daemon *d, const char *pass, size_t passlen,
+                      struct error *err);
+/* Close the link, the control socket (if set) and the context. */
+void join_daemon_close(struct join_daemon *d);
+
+/*
+ * Serve until SIGINT or SIGTERM: heartbeats, acks, control requests.
+ * Returns 0 on a clean stop.
+ */
+int join_daemon_loop(struct join_daemon *d, struct error *err);
+
+/*
+ * The status text (node, deployment, PAN link, CA certificates, process
+ * table) into a malloc'd string.  d NULL: the offline view, built from the
+ * files of datadir, with every service "not running".
+ */
+char *join_status_text(const struct join_role *role, const char *datadir,
+                       const struct join_daemon *d, struct error *err);
+
+#endif

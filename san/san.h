@@ -1,0 +1,26 @@
+/*
+ * san: a Secondary Administration Node, the deployment's standby admin
+ * node: it holds its own Node CA (signed by the PAN's Root CA) and takes
+ * over as primary when promoted.
+ *
+ * One entry point per subcommand; main.c only picks one.  Until
+ * replication lands, `san run` registers, heartbeats and reports status.
+ */
+#ifndef ISELAB_SAN_H
+#define ISELAB_SAN_H
+
+#include "join.h"
+
+/* Exit statuses shared by every subcommand (san(8) EXIT STATUS). */
+#define SAN_EXIT_OK    0
+#define SAN_EXIT_FAIL  1 /* the operation failed; the message says why */
+#define SAN_EXIT_USAGE 2 /* bad command line */
+
+/* How the shared member code sees this role. */
+extern const struct join_role san_role;
+
+int san_join_main(int argc, char **argv);
+int san_run_main(int argc, char **argv);
+int san_status_main(int argc, char **argv);
+
+#endif
