@@ -12,10 +12,22 @@ static const struct {
 	int (*main)(int, char **);
 	const char *help;
 } commands[] = {
-	{ "init", pan_init_main, "create a deployment: Root CA, Node CA, "
-				 "CURVE keys, store" },
-	{ "status", pan_status_main, "show this node, its CA certificates "
-				     "and its services" },
+    {"init", pan_init_main,
+     "create a deployment: Root CA, Node CA, "
+     "CURVE keys, store"},
+    {"run", pan_run_main,
+     "run the PAN daemon: messaging, events, "
+     "CA signer, control socket"},
+    {"node", pan_node_main, "add (join string), list or remove nodes"},
+    {"ca", pan_ca_main,
+     "ca certs [--pem]: the deployment's CA "
+     "certificates"},
+    {"alarms", pan_alarms_main,
+     "active alarms (--all: cleared ones "
+     "too)"},
+    {"status", pan_status_main,
+     "show this node, its CA certificates "
+     "and its services"},
 };
 
 static void
@@ -24,7 +36,7 @@ usage(FILE *fp)
 	size_t i;
 
 	fprintf(fp, "usage: pan <command> [options]   (pan <command> --help)"
-		    "\n\ncommands:\n");
+	            "\n\ncommands:\n");
 	for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		fprintf(fp, "  %-8s %s\n", commands[i].name, commands[i].help);
 }

@@ -1,22 +1,258 @@
 /*
  * pan: the Primary Administration Node, the deployment's root CA.
  *
- * One entry point per subcommand; main.c only picks one.  Later issues add
- * the daemon (pan run), its CA signer process and the admin subcommands
- * that talk to it over the control socket.
+ * One entry point per subcommand; main.c only picks one.  `pan run` is the
+ * daemon: its state (struct pan) is shared by the files that make it up,
+ * one per concern, all declared here in the style of acme-client's
+ * extern.h:
+ *
+ *   run.c        lifecycle: config, pid file, CA signer, sockets, poll loop
+ *   messaging.c  ZAP handler (RFC 27) and the ROUTER on 8671: framing,
+ *                unpacking, dispatch, replies, drop counters
+ *   registry.c   nodes and tokens: join, heartbeats, link timeouts, remove
+ *   alarm.c      alarms kept in the store (Queue Link Error)
+ *   control.c    the control socket: admin commands run in the daemon
+ *   ca.c         `pan ca certs`: the CA tree as the admin page shows it
+ *   admin.c      client side of the admin subcommands
+ *   status.c     `pan status`, from the daemon or offline
  */
 #ifndef ISELAB_PAN_H
 #define ISELAB_PAN_H
 
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+#include <openssl/x509.h>
+
+#include "curve.h"
+#include "envelope.pb-c.h"
+#include "msg.h"
+#include "node.h"
+#include "registry.pb-c.h"
+#include "store.h"
+
+struct config;
+struct error;
+struct signer;
+
 /* Exit statuses shared by every subcommand (pan(8) EXIT STATUS). */
-#define PAN_EXIT_OK	 0
-#define PAN_EXIT_FAIL	 1 /* the operation failed; the message says why */
-#define PAN_EXIT_USAGE	 2 /* bad command line */
+#define PAN_EXIT_OK    0
+#define PAN_EXIT_FAIL  1 /* the operation failed; the message says why */
+#define PAN_EXIT_USAGE 2 /* bad command line */
 
 /* Default CA key type: the product's internal CA uses RSA 4096. */
 #define PAN_CA_KEY_DEFAULT "rsa:4096"
 
+/* Optional config file in the data directory. */
+#define PAN_CONFIG_FILE "pan.conf"
+/* The data directory, when --data-dir is not given. */
+#define PAN_DATA_DIR_ENV "ISELAB_DATA_DIR"
+/* Name of the control socket in the data directory (control.sock). */
+#define PAN_CONTROL_NAME "control"
+/* How long an admin command waits for the daemon. */
+#define PAN_CONTROL_TIMEOUT_MS 30000
+/* How long `pan status` waits before showing the offline view. */
+#define PAN_STATUS_TIMEOUT_MS 3000
+/* Most nodes one deployment holds (the product supports 50 PSNs). */
+#define PAN_NODES_MAX 1000
+/* Longest endpoint text ("tcp://[host]:port"). */
+#define PAN_ENDPOINT_MAX 300
+/* Longest path inside the data directory. */
+#define PAN_PATH_MAX 4096
+/* The alarm the product raises for a node link that misses heartbeats. */
+#define PAN_ALARM_QUEUE_LINK "Queue Link Error"
+
+/* A node's link as `pan node list` shows it (docs/registration.md). */
+enum pan_link {
+	PAN_LINK_REGISTERED,   /* not heard from since join or PAN start */
+	PAN_LINK_CONNECTED,    /* heartbeats arrive */
+	PAN_LINK_DISCONNECTED, /* missed heartbeat.timeout */
+	PAN_LINK_REMOVED,      /* pan node remove */
+};
+
+/* Why a message on the ROUTER was dropped after or besides msg_unpack(). */
+enum pan_drop {
+	PAN_DROP_FRAMES,      /* not [routing id][payload] */
+	PAN_DROP_EMPTY,       /* empty payload */
+	PAN_DROP_NO_USER_ID,  /* no authenticated CURVE key (cannot happen) */
+	PAN_DROP_UNKNOWN_KEY, /* heartbeat from a key no node holds */
+	PAN_DROP_FOREIGN,     /* sender name is not the key's node */
+	PAN_DROP_COUNT
+};
+
+/* One registered node, in memory; the store holds the NodeRecord. */
+struct pan_node {
+	char hostname[NODE_HOSTNAME_MAX + 1];
+	enum node_role role;
+	bool session_services;
+	unsigned char curve[CURVE_KEY_LEN]; /* authenticates its messages */
+	enum pan_link link;
+	int64_t last_seen_mono; /* monotonic ms of the last heartbeat */
+	int64_t last_heartbeat; /* realtime ms of it; 0: never */
+	int64_t persisted_hb;   /* last_heartbeat as the store has it */
+	int64_t cert_expiry;    /* notAfter of its CA certificate, seconds */
+};
+
+/* A drop reason's log rate limit: one line per second, the rest counted. */
+struct pan_ratelimit {
+	int64_t last_ms;     /* monotonic ms of the last line logged */
+	uint64_t suppressed; /* lines not logged since */
+};
+
+/* Everything `pan run` holds; one per process, owned by run.c. */
+struct pan {
+	const char *datadir;
+	struct node_identity id; /* node.conf */
+	struct config *cfg;      /* pan.conf, environment, flags */
+	bool daemon;             /* --daemon: logs to the file only */
+
+	void *zctx;    /* ZeroMQ context */
+	void *zap;     /* REP inproc://zeromq.zap.01 (RFC 27) */
+	void *router;  /* ROUTER messaging.listen, CURVE server */
+	void *pub;     /* PUB events.listen, CURVE server */
+	void *control; /* REP ipc://D/control.sock */
+	int sigfd;     /* signalfd: INT, TERM, CHLD, HUP */
+	bool stop;     /* leave the poll loop */
+	int exit_status;
+
+	struct signer *signer; /* client of the CA signer process */
+	pid_t signer_pid;      /* 0 once it is gone */
+	struct store *st;      /* D/store, opened after the signer fork */
+
+	unsigned char curve_public[CURVE_KEY_LEN];
+	char curve_public_z85[CURVE_Z85_LEN];
+	char messaging_endpoint[PAN_ENDPOINT_MAX]; /* advertised, tcp:// */
+	char events_endpoint[PAN_ENDPOINT_MAX];    /* advertised, tcp:// */
+	char advertise_host[PAN_ENDPOINT_MAX];     /* host:port of tickets */
+
+	X509 *root_ca; /* D/ca/root-ca.crt */
+	X509 *node_ca; /* D/ca/node-ca.crt */
+	uint8_t root_kid[STORE_KEY_ID_LEN];
+	uint8_t node_kid[STORE_KEY_ID_LEN];
+
+	struct pan_node *nodes; /* every node ever joined, removed included */
+	size_t nnodes;
+	/* CURVE keys of removed nodes: ZAP refuses them (RFC 27 400). */
+	unsigned char (*removed_keys)[CURVE_KEY_LEN];
+	size_t nremoved;
+
+	int64_t hb_interval_ms; /* heartbeat.interval */
+	int64_t hb_timeout_ms;  /* heartbeat.timeout */
+	int64_t started_mono;   /* no link alarms before started + timeout */
+	int64_t started_real;   /* realtime ms, for status */
+	uint64_t next_alarm_id;
+
+	struct msg_stats router_stats;  /* envelopes on 8671 */
+	struct msg_stats control_stats; /* envelopes on the control socket */
+	uint64_t drops[PAN_DROP_COUNT];
+	struct pan_ratelimit drop_rl[PAN_DROP_COUNT];
+	struct pan_ratelimit msg_rl[MSG_DROP_COUNT]; /* router_stats drops */
+	struct pan_ratelimit zap_rl;                 /* refused CURVE keys */
+	uint64_t zap_accepted, zap_refused;
+	uint64_t joins_accepted, joins_refused, joins_replayed;
+	uint64_t heartbeats;
+};
+
+/* Subcommands (main.c). */
 int pan_init_main(int argc, char **argv);
 int pan_status_main(int argc, char **argv);
+int pan_run_main(int argc, char **argv);
+int pan_node_main(int argc, char **argv);
+int pan_ca_main(int argc, char **argv);
+int pan_alarms_main(int argc, char **argv);
+
+/* run.c */
+const char *pan_link_name(enum pan_link link);
+void pan_format_time(int64_t secs, char *buf, size_t len);
+
+/* messaging.c */
+int messaging_open(struct pan *p, const char *curve_secret_z85,
+                   struct error *err);
+void messaging_close(struct pan *p);
+/* One ZAP request (RFC 27); called when the ZAP socket is readable. */
+void messaging_zap(struct pan *p);
+/* Every message waiting on the ROUTER. */
+void messaging_router(struct pan *p);
+/* Count a drop and log it, at most one line a second per reason. */
+void messaging_drop(struct pan *p, enum pan_drop why, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Reply to one peer of the ROUTER; the envelope is sent as one frame. */
+int messaging_reply(struct pan *p, const void *rid, size_t rid_len,
+                    Iselab__Envelope *env);
+const char *messaging_drop_name(enum pan_drop why);
+
+/* registry.c */
+int registry_load(struct pan *p, struct error *err);
+void registry_free(struct pan *p);
+struct pan_node *registry_find(struct pan *p, const char *hostname);
+/* The node, not removed, that holds this CURVE key; NULL if none. */
+struct pan_node *registry_find_key(struct pan *p,
+                                   const unsigned char key[CURVE_KEY_LEN]);
+/* The key belongs to a removed node (ZAP refuses it). */
+bool registry_key_removed(struct pan *p,
+                          const unsigned char key[CURVE_KEY_LEN]);
+/*
+ * Handlers for envelopes from the ROUTER: rid is the peer's routing id,
+ * key its authenticated CURVE public key.
+ */
+struct pan_peer {
+	const void *rid;
+	size_t rid_len;
+	unsigned char key[CURVE_KEY_LEN];
+	char key_z85[CURVE_Z85_LEN];
+};
+int registry_join(struct pan *p, const struct pan_peer *peer,
+                  const Iselab__Envelope *env);
+int registry_heartbeat(struct pan *p, const struct pan_peer *peer,
+                       const Iselab__Envelope *env);
+/* Link timeouts; returns ms until it wants to run again. */
+int64_t registry_tick(struct pan *p);
+/* Write every changed last heartbeat (at shutdown). */
+void registry_persist(struct pan *p);
+/* Admin commands; they write to out and err, and return an exit status. */
+int registry_node_add(struct pan *p, int argc, char **argv, FILE *out,
+                      FILE *err);
+int registry_node_list(struct pan *p, int argc, char **argv, FILE *out,
+                       FILE *err);
+int registry_node_remove(struct pan *p, int argc, char **argv, FILE *out,
+                         FILE *err);
+/* The node's record from the store; free with ..._free_unpacked. */
+int registry_record(struct pan *p, const char *hostname,
+                    Iselab__NodeRecord **out, struct error *err);
+
+/* alarm.c */
+int alarm_load(struct pan *p, struct error *err);
+/* Raise name for node unless one is active; text says why. */
+int alarm_raise(struct pan *p, const char *name, const char *node, int severity,
+                const char *text);
+/* Clear the active alarm name for node, if there is one. */
+int alarm_clear(struct pan *p, const char *name, const char *node);
+int alarm_list(struct pan *p, int argc, char **argv, FILE *out, FILE *err);
+size_t alarm_active_count(struct pan *p);
+
+/* control.c */
+int control_open(struct pan *p, struct error *err);
+void control_close(struct pan *p);
+/* One request on the control socket. */
+void control_serve(struct pan *p);
+
+/* ca.c */
+int ca_certs(struct pan *p, int argc, char **argv, FILE *out, FILE *err);
+
+/* status.c: the node and its CA certificates, shared by both views. */
+int status_print_node(FILE *fp, const char *datadir,
+                      const struct node_identity *id, struct error *err);
+/* The running daemon's view (the control command "status"). */
+int status_daemon(struct pan *p, int argc, char **argv, FILE *out, FILE *err);
+
+/*
+ * admin.c: send argv to the daemon on datadir and print its answer;
+ * returns its exit status.  *answered is false when no daemon answered
+ * (then, unless quiet, says so: "pan is not running on D ...").
+ */
+int admin_call(const char *cmd, const char *datadir, char **argv, int argc,
+               int timeout_ms, bool quiet, bool *answered);
 
 #endif

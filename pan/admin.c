@@ -1,0 +1,177 @@
+/*
+ * admin: the client side of `pan node ...`, `pan ca certs` and `pan alarms`.
+ *
+ * The admin commands never open the store: the running daemon owns it
+ * (DESIGN.md section 1).  The client finds the data directory, sends its
+ * argv over the control socket (ipc://D/control.sock, 0600, so only the
+ * daemon's user gets in) and prints what the daemon formatted, exiting with
+ * the status the daemon chose.  The daemon parses the options, so a usage
+ * error reads the same whoever typed it.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "node.h"
+#include "pan.h"
+#include "proc.h"
+#include "util.h"
+
+/* Most arguments an admin command forwards. */
+#define ADMIN_ARGS_MAX 64
+
+static const char *const node_usage =
+    "usage: pan node add HOST --role psn|san [--session-services on|off] "
+    "[--ttl 1h] --data-dir DIR\n"
+    "       pan node list --data-dir DIR\n"
+    "       pan node remove HOST --data-dir DIR\n";
+static const char *const ca_usage =
+    "usage: pan ca certs [--pem] --data-dir DIR\n";
+static const char *const alarms_usage =
+    "usage: pan alarms [--all] --data-dir DIR\n";
+
+/*
+ * Take --data-dir (or --data-dir=DIR) out of argv, keeping the rest in
+ * order in fwd.  ISELAB_DATA_DIR stands in when the flag is absent.
+ * Returns the number of forwarded arguments, -1 on a usage error, or -2
+ * when --help was asked for.
+ */
+static int
+admin_args(const char *cmd, int argc, char **argv, const char **datadir,
+           char **fwd)
+{
+	int i, n = 0;
+
+	*datadir = NULL;
+	for (i = 0; i < argc; i++) {
+		if (strcmp(argv[i], "--help") == 0 ||
+		    strcmp(argv[i], "-h") == 0)
+			return -2;
+		if (strcmp(argv[i], "--data-dir") == 0) {
+			if (i + 1 >= argc) {
+				fprintf(stderr,
+				        "pan %s: --data-dir needs a "
+				        "directory\n",
+				        cmd);
+				return -1;
+			}
+			*datadir = argv[++i];
+			continue;
+		}
+		if (strncmp(argv[i], "--data-dir=", 11) == 0) {
+			*datadir = argv[i] + 11;
+			continue;
+		}
+		if (n >= ADMIN_ARGS_MAX) {
+			fprintf(stderr, "pan %s: too many arguments\n", cmd);
+			return -1;
+		}
+		fwd[n++] = argv[i];
+	}
+	if (*datadir == NULL)
+		*datadir = getenv(PAN_DATA_DIR_ENV);
+	if (*datadir == NULL || **datadir == '\0') {
+		fprintf(stderr, "pan %s: --data-dir is required (or %s)\n", cmd,
+		        PAN_DATA_DIR_ENV);
+		return -1;
+	}
+	return n;
+}
+
+int
+admin_call(const char *cmd, const char *datadir, char **argv, int argc,
+           int timeout_ms, bool quiet, bool *answered)
+{
+	struct node_identity id;
+	struct error err = {{0}};
+	char *out = NULL, *errtext = NULL;
+	int status = PAN_EXIT_FAIL;
+
+	*answered = false;
+	/* Say "no deployment here" rather than "not running" when it fits. */
+	if (node_identity_read(datadir, &id, &err) == -1) {
+		fprintf(stderr, "pan %s: %s\n", cmd, err.msg);
+		return PAN_EXIT_FAIL;
+	}
+	if (id.role != NODE_ROLE_PAN) {
+		fprintf(stderr, "pan %s: %s holds a %s node, not a pan\n", cmd,
+		        datadir, node_role_name(id.role));
+		return PAN_EXIT_FAIL;
+	}
+	if (control_call(datadir, (const char *const *)argv, argc, timeout_ms,
+	                 &out, &errtext, &status, &err) == -1) {
+		if (!quiet)
+			fprintf(stderr,
+			        "pan is not running on %s (start it "
+			        "with: pan run --data-dir %s)\n",
+			        datadir, datadir);
+		return PAN_EXIT_FAIL;
+	}
+	*answered = true;
+	if (out != NULL)
+		fputs(out, stdout);
+	if (errtext != NULL)
+		fputs(errtext, stderr);
+	fflush(stdout);
+	free(out);
+	free(errtext);
+	return status;
+}
+
+/* Forward argv[0..argc) (argv[0] the command word) to the daemon. */
+static int
+admin_forward(const char *cmd, const char *usage, int argc, char **argv)
+{
+	char *fwd[ADMIN_ARGS_MAX];
+	const char *datadir;
+	bool answered;
+	int n;
+
+	n = admin_args(cmd, argc, argv, &datadir, fwd);
+	if (n == -2) {
+		fputs(usage, stdout);
+		return PAN_EXIT_OK;
+	}
+	if (n < 0) {
+		fputs(usage, stderr);
+		return PAN_EXIT_USAGE;
+	}
+	return admin_call(cmd, datadir, fwd, n, PAN_CONTROL_TIMEOUT_MS, false,
+	                  &answered);
+}
+
+int
+pan_node_main(int argc, char **argv)
+{
+	if (argc < 2 || strcmp(argv[1], "--help") == 0) {
+		fputs(node_usage, argc < 2 ? stderr : stdout);
+		return argc < 2 ? PAN_EXIT_USAGE : PAN_EXIT_OK;
+	}
+	if (strcmp(argv[1], "add") != 0 && strcmp(argv[1], "list") != 0 &&
+	    strcmp(argv[1], "remove") != 0) {
+		fprintf(stderr, "pan node: unknown command '%s'\n", argv[1]);
+		fputs(node_usage, stderr);
+		return PAN_EXIT_USAGE;
+	}
+	return admin_forward("node", node_usage, argc, argv);
+}
+
+int
+pan_ca_main(int argc, char **argv)
+{
+	if (argc < 2 || strcmp(argv[1], "certs") != 0) {
+		if (argc >= 2 && strcmp(argv[1], "--help") == 0) {
+			fputs(ca_usage, stdout);
+			return PAN_EXIT_OK;
+		}
+		fputs(ca_usage, stderr);
+		return PAN_EXIT_USAGE;
+	}
+	return admin_forward("ca", ca_usage, argc, argv);
+}
+
+int
+pan_alarms_main(int argc, char **argv)
+{
+	return admin_forward("alarms", alarms_usage, argc, argv);
+}

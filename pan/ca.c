@@ -1,0 +1,300 @@
+/*
+ * ca: `pan ca certs [--pem]`, the deployment's CA certificates as the
+ * product's "Certificate Authority Certificates" page shows them: a tree
+ * from the Root CA through the Node CAs to each PSN's Endpoint Sub CA and
+ * OCSP responder (DESIGN.md section 2), each with serial, key type and
+ * expiry.
+ *
+ * The PAN shows what it knows: the certificates it issued (from the
+ * store) and its own.  In the rfc6960 hierarchy a PSN issues its OCSP
+ * responder certificate itself; until the PSN reports it (a later issue's
+ * outbox) the tree names it without details.  --pem exports the Root CA,
+ * the PAN's Node CA and every node's CA certificate as one PEM bundle.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include "cert.h"
+#include "keys.h"
+#include "log.h"
+#include "pan.h"
+#include "registry.pb-c.h"
+#include "store.h"
+#include "util.h"
+
+/* Longest tree prefix (depth 4, a few bytes of box drawing each). */
+#define CA_PREFIX_MAX 64
+
+/* What one node contributes to the tree. */
+struct ca_node {
+	const struct pan_node *node;
+	X509 *ca;          /* its Node CA or Endpoint Sub CA */
+	X509 *ocsp;        /* its OCSP responder certificate, if known */
+	bool ocsp_by_node; /* legacy: issued by the PAN's Node CA */
+	int ca_status;     /* enum store_cert_status */
+	int ocsp_status;   /* the same, when ocsp_by_node */
+};
+
+static X509 *
+ca_fetch(struct pan *p, const uint8_t *kid, const uint8_t *serial,
+         size_t serial_len, int *status)
+{
+	struct store_cert *sc = NULL;
+	X509 *x = NULL;
+
+	if (store_get_cert(p->st, kid, serial, serial_len, &sc, NULL) ==
+	    STORE_OK) {
+		x = cert_parse_der(sc->der, sc->der_len, NULL);
+		if (status != NULL)
+			*status = sc->status;
+	}
+	store_cert_free(sc);
+	return x;
+}
+
+/* rfc6960: the responder certificate a PSN issued, if it reported it. */
+static X509 *
+ca_find_ocsp(struct pan *p, X509 *sub_ca, const char *host)
+{
+	struct store_cert_list l = {0};
+	uint8_t kid[STORE_KEY_ID_LEN];
+	char cn[CERT_CN_BUF], subject[CERT_CN_BUF + 8];
+	X509 *x = NULL;
+	size_t i;
+
+	if (cert_profile_cn(CERT_PROFILE_OCSP_RESPONDER, host, cn, sizeof(cn),
+	                    NULL) == -1 ||
+	    store_issuer_key_id(sub_ca, kid, NULL) == -1)
+		return NULL;
+	snprintf(subject, sizeof(subject), "CN=%s", cn);
+	if (store_find_by_subject(p->st, subject, &l, NULL) == -1)
+		return NULL;
+	/* The newest good one from this Sub CA. */
+	for (i = l.count; i-- > 0 && x == NULL;)
+		if (memcmp(l.certs[i].issuer_key_id, kid, STORE_KEY_ID_LEN) ==
+		        0 &&
+		    l.certs[i].status == STORE_STATUS_GOOD)
+			x = cert_parse_der(l.certs[i].der, l.certs[i].der_len,
+			                   NULL);
+	store_cert_list_free(&l);
+	return x;
+}
+
+static void
+ca_line(FILE *out, const char *prefix, const char *branch, const char *cont,
+        X509 *x, const char *title, const char *note)
+{
+	char cn[CERT_CN_BUF], serial[CERT_SERIAL_HEX_MAX] = "?";
+	char keydesc[64] = "?", when[32] = "?";
+	time_t na;
+
+	if (x == NULL) {
+		fprintf(out, "%s%s%s\n%s%s   %s\n", prefix, branch, title,
+		        prefix, cont, note);
+		return;
+	}
+	if (cert_subject_cn(x, cn, sizeof(cn), NULL) == -1)
+		snprintf(cn, sizeof(cn), "?");
+	(void)cert_serial_hex(x, serial, sizeof(serial), NULL);
+	key_describe(X509_get0_pubkey(x), keydesc, sizeof(keydesc));
+	if (cert_not_after(x, &na, NULL) == 0)
+		pan_format_time(na, when, sizeof(when));
+	fprintf(out, "%s%s%s%s%s\n%s%s   serial %s, %s, expires %s\n", prefix,
+	        branch, cn, note != NULL ? "  " : "", note != NULL ? note : "",
+	        prefix, cont, serial, keydesc, when);
+}
+
+/* A CA certificate that is not good says so. */
+static const char *
+ca_status_note(int status)
+{
+	switch (status) {
+	case STORE_STATUS_REVOKED:
+		return "(REVOKED)";
+	case STORE_STATUS_HOLD:
+		return "(ON HOLD)";
+	default:
+		return NULL;
+	}
+}
+
+static int
+ca_node_cmp(const void *a, const void *b)
+{
+	const struct ca_node *x = a, *y = b;
+
+	return strcmp(x->node->hostname, y->node->hostname);
+}
+
+/* The CA certificate (and legacy OCSP certificate) of every live node. */
+static struct ca_node *
+ca_collect(struct pan *p, size_t *count)
+{
+	struct ca_node *v;
+	Iselab__NodeRecord *r;
+	size_t i, j, n = 0;
+
+	if ((v = calloc(p->nnodes + 1, sizeof(*v))) == NULL)
+		return NULL;
+	for (i = 0; i < p->nnodes; i++) {
+		const struct pan_node *pn = &p->nodes[i];
+		struct ca_node *c = &v[n];
+
+		/* A removed node stays in the tree, its certificates revoked.
+		 */
+		if (registry_record(p, pn->hostname, &r, NULL) == -1)
+			continue;
+		c->node = pn;
+		for (j = 0; j < r->n_certs; j++) {
+			Iselab__IssuedCertRef *ref = r->certs[j];
+			X509 *x;
+			int st = 0;
+
+			if (ref->issuer_key_id.len != STORE_KEY_ID_LEN)
+				continue;
+			x = ca_fetch(p, ref->issuer_key_id.data,
+			             ref->serial.data, ref->serial.len, &st);
+			if (x == NULL)
+				continue;
+			if (strcmp(ref->profile,
+			           cert_profile_name(
+			               CERT_PROFILE_OCSP_RESPONDER)) == 0 &&
+			    c->ocsp == NULL) {
+				c->ocsp = x;
+				c->ocsp_by_node = true;
+				c->ocsp_status = st;
+			} else if (c->ca == NULL) {
+				c->ca = x;
+				c->ca_status = st;
+			} else
+				X509_free(x);
+		}
+		iselab__node_record__free_unpacked(r, NULL);
+		if (c->ca == NULL) {
+			X509_free(c->ocsp);
+			memset(c, 0, sizeof(*c));
+			continue;
+		}
+		if (pn->role == NODE_ROLE_PSN && c->ocsp == NULL &&
+		    pn->link != PAN_LINK_REMOVED)
+			c->ocsp = ca_find_ocsp(p, c->ca, pn->hostname);
+		n++;
+	}
+	qsort(v, n, sizeof(*v), ca_node_cmp);
+	*count = n;
+	return v;
+}
+
+static void
+ca_tree(struct pan *p, struct ca_node *v, size_t n, FILE *out)
+{
+	char prefix[CA_PREFIX_MAX], title[CERT_CN_BUF + 64];
+	size_t i, nsan = 0, npsn_items = 0, k;
+	bool last;
+
+	for (i = 0; i < n; i++) {
+		if (v[i].node->role == NODE_ROLE_SAN)
+			nsan++;
+		else
+			npsn_items += 1 + (v[i].ocsp_by_node ? 1 : 0);
+	}
+	ca_line(out, "", "", "", p->root_ca, NULL, NULL);
+	/* Under the root: this PAN's Node CA, then each SAN's. */
+	ca_line(out, "", nsan > 0 ? "├─ " : "└─ ", nsan > 0 ? "│  " : "   ",
+	        p->node_ca, NULL, NULL);
+	snprintf(prefix, sizeof(prefix), "%s", nsan > 0 ? "│  " : "   ");
+	for (i = 0, k = 0; i < n; i++) {
+		struct ca_node *c = &v[i];
+		char sub[CA_PREFIX_MAX];
+
+		if (c->node->role != NODE_ROLE_PSN)
+			continue;
+		last = ++k == npsn_items;
+		ca_line(out, prefix, last ? "└─ " : "├─ ", last ? "   " : "│  ",
+		        c->ca, NULL, ca_status_note(c->ca_status));
+		snprintf(sub, sizeof(sub), "%s%s", prefix,
+		         last ? "   " : "│  ");
+		if (!c->ocsp_by_node && c->node->link != PAN_LINK_REMOVED) {
+			/* rfc6960: the PSN's own responder certificate. */
+			if (cert_profile_cn(CERT_PROFILE_OCSP_RESPONDER,
+			                    c->node->hostname, title,
+			                    sizeof(title), NULL) == -1)
+				snprintf(title, sizeof(title),
+				         "OCSP Responder - %s",
+				         c->node->hostname);
+			ca_line(out, sub, "└─ ", "   ", c->ocsp, title,
+			        c->ocsp != NULL
+			            ? NULL
+			            : "issued by the PSN itself (rfc6960); "
+			              "not reported to the PAN yet");
+		}
+		if (c->ocsp_by_node) {
+			last = ++k == npsn_items;
+			ca_line(out, prefix, last ? "└─ " : "├─ ",
+			        last ? "   " : "│  ", c->ocsp, NULL,
+			        c->ocsp_status != STORE_STATUS_GOOD
+			            ? "(legacy hierarchy, REVOKED)"
+			            : "(legacy hierarchy)");
+		}
+	}
+	for (i = 0, k = 0; i < n; i++) {
+		if (v[i].node->role != NODE_ROLE_SAN)
+			continue;
+		last = ++k == nsan;
+		ca_line(out, "", last ? "└─ " : "├─ ", last ? "   " : "│  ",
+		        v[i].ca, NULL, ca_status_note(v[i].ca_status));
+	}
+}
+
+int
+ca_certs(struct pan *p, int argc, char **argv, FILE *out, FILE *errf)
+{
+	struct ca_node *v;
+	bool pem = false;
+	size_t i, n = 0;
+	int a, rc = PAN_EXIT_FAIL;
+
+	/* argv: ca certs [--pem] */
+	for (a = 2; a < argc; a++) {
+		if (strcmp(argv[a], "--pem") == 0)
+			pem = true;
+		else {
+			fprintf(errf,
+			        "pan ca certs: unexpected argument "
+			        "'%s'\nusage: pan ca certs [--pem] --data-dir "
+			        "DIR\n",
+			        argv[a]);
+			return PAN_EXIT_USAGE;
+		}
+	}
+	if ((v = ca_collect(p, &n)) == NULL) {
+		fprintf(errf, "pan ca certs: out of memory\n");
+		return PAN_EXIT_FAIL;
+	}
+	if (pem) {
+		if (!PEM_write_X509(out, p->root_ca) ||
+		    !PEM_write_X509(out, p->node_ca))
+			goto pemfail;
+		/* The live chain: a removed node's CA is left out. */
+		for (i = 0; i < n; i++)
+			if (v[i].ca_status == STORE_STATUS_GOOD &&
+			    !PEM_write_X509(out, v[i].ca))
+				goto pemfail;
+	} else
+		ca_tree(p, v, n, out);
+	rc = PAN_EXIT_OK;
+	goto out;
+pemfail:
+	log_crypto(LOG_MAIN, NULL, "PEM_write_X509", "pan ca certs");
+	fprintf(errf, "pan ca certs: cannot write PEM\n");
+out:
+	for (i = 0; i < n; i++) {
+		X509_free(v[i].ca);
+		X509_free(v[i].ocsp);
+	}
+	free(v);
+	return rc;
+}

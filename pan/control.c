@@ -1,0 +1,219 @@
+/*
+ * control: the daemon's side of the admin commands (docs/registration.md
+ * "Admin commands").
+ *
+ * A REP socket on ipc://D/control.sock, made 0600 before anyone can
+ * connect (the umask covers the moment between bind and chmod), so only
+ * the daemon's own user can talk to it.  A request is an envelope with
+ * control_request (the command's argv); the daemon runs it against its
+ * own state and answers control_response with the exit status and the
+ * text for stdout and stderr, which the client prints as they are.  A
+ * malformed request still gets an answer: a REP socket that does not
+ * reply is stuck.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <zmq.h>
+
+#include "log.h"
+#include "msg.h"
+#include "pan.h"
+#include "proc.h"
+#include "util.h"
+
+/* One admin command: argv[0] (and argv[1] when given) pick it. */
+struct control_cmd {
+	const char *word1, *word2;
+	int (*fn)(struct pan *, int, char **, FILE *, FILE *);
+};
+
+static const struct control_cmd control_cmds[] = {
+    {"node", "add", registry_node_add},
+    {"node", "list", registry_node_list},
+    {"node", "remove", registry_node_remove},
+    {"ca", "certs", ca_certs},
+    {"alarms", NULL, alarm_list},
+    {"status", NULL, status_daemon},
+};
+
+int
+control_open(struct pan *p, struct error *err)
+{
+	char ep[PAN_PATH_MAX];
+	int64_t maxmsg = MSG_MAX_SIZE;
+	int linger = 0;
+	mode_t old;
+	int rc;
+
+	if (proc_ipc_claim(p->datadir, PAN_CONTROL_NAME, err) == -1 ||
+	    proc_ipc_endpoint(ep, sizeof(ep), p->datadir, PAN_CONTROL_NAME,
+	                      err) == -1)
+		return -1;
+	if ((p->control = zmq_socket(p->zctx, ZMQ_REP)) == NULL) {
+		error_set(err, "zmq_socket: %s", zmq_strerror(errno));
+		return -1;
+	}
+	(void)zmq_setsockopt(p->control, ZMQ_LINGER, &linger, sizeof(linger));
+	(void)zmq_setsockopt(p->control, ZMQ_MAXMSGSIZE, &maxmsg,
+	                     sizeof(maxmsg));
+	/* No moment when the socket file is open to group or others. */
+	old = umask(077);
+	rc = zmq_bind(p->control, ep);
+	umask(old);
+	if (rc == -1) {
+		error_set(err, "cannot bind the control socket %s: %s", ep,
+		          zmq_strerror(errno));
+		return -1;
+	}
+	if (proc_ipc_secure(p->datadir, PAN_CONTROL_NAME, err) == -1)
+		return -1;
+	log_info(LOG_MAIN, "control socket %s", ep);
+	return 0;
+}
+
+void
+control_close(struct pan *p)
+{
+	char path[PAN_PATH_MAX];
+
+	if (p->control == NULL)
+		return;
+	zmq_close(p->control);
+	p->control = NULL;
+	/* Ours (we bound it): gone with us, so no client waits on it. */
+	if (proc_ipc_path(path, sizeof(path), p->datadir, PAN_CONTROL_NAME,
+	                  NULL) == 0)
+		(void)unlink(path);
+}
+
+static void
+control_send(struct pan *p, uint64_t request_id, int status, const char *out,
+             const char *errtext)
+{
+	Iselab__Envelope env;
+	Iselab__ControlResponse cr = ISELAB__CONTROL_RESPONSE__INIT;
+	struct error err = {{0}};
+	uint8_t *buf;
+	size_t len;
+
+	msg_init(&env, request_id, p->id.hostname);
+	cr.status = status;
+	cr.out = (char *)(out != NULL ? out : "");
+	cr.err = (char *)(errtext != NULL ? errtext : "");
+	env.body_case = ISELAB__ENVELOPE__BODY_CONTROL_RESPONSE;
+	env.control_response = &cr;
+	if ((buf = msg_pack(&env, &len, &err)) == NULL) {
+		/* Too long for one message: say so rather than hang. */
+		log_error(LOG_MAIN, "control answer: %s", err.msg);
+		cr.out = "";
+		cr.err = "pan: the answer is too long for one message\n";
+		cr.status = PAN_EXIT_FAIL;
+		if ((buf = msg_pack(&env, &len, &err)) == NULL) {
+			zmq_send(p->control, "", 0, 0);
+			return;
+		}
+	}
+	if (zmq_send(p->control, buf, len, 0) == -1)
+		log_warn(LOG_MAIN, "control answer not sent: %s",
+		         zmq_strerror(errno));
+	free(buf);
+}
+
+static int
+control_run(struct pan *p, int argc, char **argv, FILE *out, FILE *errf)
+{
+	size_t i;
+
+	if (argc < 1) {
+		fprintf(errf, "pan: empty command\n");
+		return PAN_EXIT_USAGE;
+	}
+	for (i = 0; i < ARRAY_SIZE(control_cmds); i++) {
+		const struct control_cmd *c = &control_cmds[i];
+
+		if (strcmp(argv[0], c->word1) != 0)
+			continue;
+		if (c->word2 != NULL &&
+		    (argc < 2 || strcmp(argv[1], c->word2) != 0))
+			continue;
+		return c->fn(p, argc, argv, out, errf);
+	}
+	fprintf(errf, "pan: unknown command '%s%s%s'\n", argv[0],
+	        argc > 1 ? " " : "", argc > 1 ? argv[1] : "");
+	return PAN_EXIT_USAGE;
+}
+
+void
+control_serve(struct pan *p)
+{
+	struct error err = {{0}};
+	Iselab__Envelope *env = NULL;
+	char *obuf = NULL, *ebuf = NULL;
+	size_t olen = 0, elen = 0;
+	FILE *out = NULL, *errf = NULL;
+	zmq_msg_t m;
+	int status, more;
+
+	zmq_msg_init(&m);
+	if (zmq_msg_recv(&m, p->control, ZMQ_DONTWAIT) == -1) {
+		zmq_msg_close(&m);
+		return;
+	}
+	more = zmq_msg_more(&m);
+	env = msg_unpack(zmq_msg_data(&m), zmq_msg_size(&m), &p->control_stats,
+	                 &err);
+	zmq_msg_close(&m);
+	/* Extra frames are not ours: drain them so the reply can go. */
+	while (more) {
+		zmq_msg_init(&m);
+		if (zmq_msg_recv(&m, p->control, 0) == -1) {
+			zmq_msg_close(&m);
+			break;
+		}
+		more = zmq_msg_more(&m);
+		zmq_msg_close(&m);
+	}
+	if (env == NULL) {
+		log_warn(LOG_MAIN, "control socket: dropped: %s", err.msg);
+		control_send(p, 0, PAN_EXIT_FAIL, NULL,
+		             "pan: malformed control request\n");
+		return;
+	}
+	if (env->body_case != ISELAB__ENVELOPE__BODY_CONTROL_REQUEST) {
+		p->control_stats.dropped[MSG_DROP_UNHANDLED]++;
+		control_send(p, env->request_id, PAN_EXIT_FAIL, NULL,
+		             "pan: not a control request\n");
+		goto out;
+	}
+	if ((out = open_memstream(&obuf, &olen)) == NULL ||
+	    (errf = open_memstream(&ebuf, &elen)) == NULL) {
+		control_send(p, env->request_id, PAN_EXIT_FAIL, NULL,
+		             "pan: out of memory\n");
+		goto out;
+	}
+	log_debug(
+	    LOG_MAIN, "control: %s %s",
+	    env->control_request->n_argv > 0 ? env->control_request->argv[0]
+	                                     : "",
+	    env->control_request->n_argv > 1 ? env->control_request->argv[1]
+	                                     : "");
+	status = control_run(p, (int)env->control_request->n_argv,
+	                     env->control_request->argv, out, errf);
+	fclose(out);
+	fclose(errf);
+	out = errf = NULL;
+	control_send(p, env->request_id, status, obuf, ebuf);
+out:
+	if (out != NULL)
+		fclose(out);
+	if (errf != NULL)
+		fclose(errf);
+	free(obuf);
+	free(ebuf);
+	msg_free(env);
+}
