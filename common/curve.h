@@ -26,10 +26,10 @@ EVP_PKEY *curve_generate(struct error *err);
  * differently is refused here, not at the first handshake.
  */
 int curve_z85(const EVP_PKEY *key, char public_z85[CURVE_Z85_LEN],
-    char *secret_z85, struct error *err);
+              char *secret_z85, struct error *err);
 
 /* Decode a Z85 public key (from a join string); -1 if malformed. */
 int curve_public_from_z85(const char *z85, unsigned char out[CURVE_KEY_LEN],
-    struct error *err);
+                          struct error *err);
 
 #endif

@@ -31,7 +31,7 @@ enum key_type {
 /* Names as the CLI takes them: rsa:2048 rsa:3072 rsa:4096 ec:p256 ec:p384. */
 const char *key_type_name(enum key_type type);
 int key_type_from_name(const char *name, enum key_type *type,
-    struct error *err);
+                       struct error *err);
 
 EVP_PKEY *key_generate(enum key_type type, struct error *err);
 
@@ -58,9 +58,9 @@ const EVP_MD *key_signature_md(const EVP_PKEY *key);
  * so ("wrong passphrase or corrupt key file"), never a garbage key.
  */
 int key_save(const EVP_PKEY *key, const char *path, const char *passphrase,
-    size_t passlen, struct error *err);
+             size_t passlen, struct error *err);
 EVP_PKEY *key_load(const char *path, const char *passphrase, size_t passlen,
-    struct error *err);
+                   struct error *err);
 
 /*
  * The node's passphrase: from file (when not NULL; trailing newline removed;
@@ -70,7 +70,7 @@ EVP_PKEY *key_load(const char *path, const char *passphrase, size_t passlen,
  * or with a NUL byte: an error naming the source.
  */
 char *passphrase_load(const char *file, const char *env, size_t *len,
-    struct error *err);
+                      struct error *err);
 void passphrase_free(char *pass, size_t len);
 
 /*
@@ -80,6 +80,6 @@ void passphrase_free(char *pass, size_t len);
  */
 #define KEY_ID_LEN 20
 int key_id(const EVP_PKEY *key, unsigned char out[KEY_ID_LEN],
-    struct error *err);
+           struct error *err);
 
 #endif

@@ -43,7 +43,7 @@ enum log_level {
  * stderr.  Calling it again re-opens (after fork, or for log rotation).
  */
 int log_open(const char *node, const char *process, const char *dir,
-    bool foreground, struct error *err);
+             bool foreground, struct error *err);
 void log_close(void);
 
 /* Path of the log file, or NULL when logging to stderr only. */
@@ -53,7 +53,7 @@ void log_set_level(enum log_category cat, enum log_level level);
 enum log_level log_get_level(enum log_category cat);
 /* "est"/"all" and "debug"; returns -1 with err set on an unknown name. */
 int log_set_level_by_name(const char *cat, const char *level,
-    struct error *err);
+                          struct error *err);
 
 const char *log_category_name(enum log_category cat);
 const char *log_level_name(enum log_level level);
@@ -64,17 +64,17 @@ int log_level_from_name(const char *name);
 bool log_enabled(enum log_category cat, enum log_level level);
 
 void log_write(enum log_category cat, enum log_level level, const char *fmt,
-    ...) __attribute__((format(printf, 3, 4)));
+               ...) __attribute__((format(printf, 3, 4)));
 void log_vwrite(enum log_category cat, enum log_level level, const char *fmt,
-    va_list ap) __attribute__((format(printf, 3, 0)));
+                va_list ap) __attribute__((format(printf, 3, 0)));
 
 #define log_error(cat, ...) log_write((cat), LOG_LEVEL_ERROR, __VA_ARGS__)
 #define log_warn(cat, ...)  log_write((cat), LOG_LEVEL_WARN, __VA_ARGS__)
 #define log_info(cat, ...)  log_write((cat), LOG_LEVEL_INFO, __VA_ARGS__)
-#define log_debug(cat, ...)                                                   \
-	do {                                                                  \
-		if (log_enabled((cat), LOG_LEVEL_DEBUG))                      \
-			log_write((cat), LOG_LEVEL_DEBUG, __VA_ARGS__);       \
+#define log_debug(cat, ...)                                                    \
+	do {                                                                   \
+		if (log_enabled((cat), LOG_LEVEL_DEBUG))                       \
+			log_write((cat), LOG_LEVEL_DEBUG, __VA_ARGS__);        \
 	} while (0)
 
 /*
@@ -85,6 +85,6 @@ void log_vwrite(enum log_category cat, enum log_level level, const char *fmt,
  * caller can hand the reason on.  Leaves the queue empty.
  */
 void log_crypto(enum log_category cat, struct error *err, const char *call,
-    const char *object);
+                const char *object);
 
 #endif

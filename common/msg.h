@@ -27,17 +27,17 @@ typedef Iselab__Envelope__BodyCase msg_body_t;
 
 /* Why msg_unpack() refused a message; indexes struct msg_stats. */
 enum msg_drop {
-	MSG_DROP_OVERSIZED,	/* over MSG_MAX_SIZE, not parsed */
-	MSG_DROP_MALFORMED,	/* protobuf-c could not unpack it */
-	MSG_DROP_VERSION,	/* a protocol version we do not speak */
-	MSG_DROP_NO_BODY,	/* the oneof is not set */
-	MSG_DROP_UNHANDLED,	/* no handler for this body here */
+	MSG_DROP_OVERSIZED, /* over MSG_MAX_SIZE, not parsed */
+	MSG_DROP_MALFORMED, /* protobuf-c could not unpack it */
+	MSG_DROP_VERSION,   /* a protocol version we do not speak */
+	MSG_DROP_NO_BODY,   /* the oneof is not set */
+	MSG_DROP_UNHANDLED, /* no handler for this body here */
 	MSG_DROP_COUNT
 };
 
 /* Counters a daemon keeps per socket and shows in its status. */
 struct msg_stats {
-	uint64_t received;		  /* envelopes accepted */
+	uint64_t received;                /* envelopes accepted */
 	uint64_t dropped[MSG_DROP_COUNT]; /* refused, by reason */
 };
 
@@ -45,22 +45,20 @@ const char *msg_drop_name(enum msg_drop why);
 const char *msg_body_name(msg_body_t body);
 
 /* Fill in a fresh envelope with the current protocol version. */
-void msg_init(Iselab__Envelope *env, uint64_t request_id,
-    const char *sender);
+void msg_init(Iselab__Envelope *env, uint64_t request_id, const char *sender);
 
 /*
  * Serialize; returns a malloc'd buffer, or NULL when the envelope would be
  * over MSG_MAX_SIZE (we never send what our peer would refuse).
  */
-uint8_t *msg_pack(const Iselab__Envelope *env, size_t *len,
-    struct error *err);
+uint8_t *msg_pack(const Iselab__Envelope *env, size_t *len, struct error *err);
 
 /*
  * Parse and check.  On refusal returns NULL, counts the reason in stats (if
  * not NULL), and says why in err; the caller logs and drops.
  */
 Iselab__Envelope *msg_unpack(const uint8_t *buf, size_t len,
-    struct msg_stats *stats, struct error *err);
+                             struct msg_stats *stats, struct error *err);
 void msg_free(Iselab__Envelope *env);
 
 /* A handler gets the envelope it was picked for and the caller's context. */
@@ -77,6 +75,7 @@ struct msg_handler {
  * return value.
  */
 int msg_dispatch(const struct msg_handler *table, size_t n, void *ctx,
-    const Iselab__Envelope *env, struct msg_stats *stats, struct error *err);
+                 const Iselab__Envelope *env, struct msg_stats *stats,
+                 struct error *err);
 
 #endif

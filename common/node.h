@@ -15,12 +15,12 @@
 
 struct error;
 
-#define NODE_IDENTITY_FILE "node.conf"	/* identity, written at init/join */
-#define NODE_CA_DIR	   "ca"		/* certificates and encrypted keys */
-#define NODE_STORE_DIR	   "store"	/* LMDB environment */
-#define NODE_LOG_DIR	   "log"	/* <hostname>.log */
-#define NODE_CURVE_KEY	   "curve.key"	/* CURVE secret, encrypted PKCS#8 */
-#define NODE_CURVE_PUB	   "curve.pub"	/* CURVE public key, Z85 */
+#define NODE_IDENTITY_FILE "node.conf" /* identity, written at init/join */
+#define NODE_CA_DIR        "ca"        /* certificates and encrypted keys */
+#define NODE_STORE_DIR     "store"     /* LMDB environment */
+#define NODE_LOG_DIR       "log"       /* <hostname>.log */
+#define NODE_CURVE_KEY     "curve.key" /* CURVE secret, encrypted PKCS#8 */
+#define NODE_CURVE_PUB     "curve.pub" /* CURVE public key, Z85 */
 
 /* Every variable of ours in the environment starts with this. */
 #define NODE_ENV_PREFIX "ISELAB_"
@@ -54,19 +54,19 @@ struct node_identity {
 
 const char *node_role_name(enum node_role role);
 const char *node_ocsp_hierarchy_name(enum node_ocsp_hierarchy h);
-int node_ocsp_hierarchy_from_name(const char *name,
-    enum node_ocsp_hierarchy *h, struct error *err);
+int node_ocsp_hierarchy_from_name(const char *name, enum node_ocsp_hierarchy *h,
+                                  struct error *err);
 
 /* A host name as RFC 1123 section 2.1 allows (letters, digits, '-', '.'). */
 int node_hostname_check(const char *host, struct error *err);
 
 /* datadir/rel into buf; -1 if it does not fit. */
 int node_path(char *buf, size_t len, const char *datadir, const char *rel,
-    struct error *err);
+              struct error *err);
 
 /* A fresh deployment id (hex of 16 random bytes). */
 int node_new_deployment_id(char out[NODE_DEPLOYMENT_ID_LEN + 1],
-    struct error *err);
+                           struct error *err);
 
 /*
  * Write and read datadir/node.conf.  Reading checks every field (through
@@ -74,9 +74,9 @@ int node_new_deployment_id(char out[NODE_DEPLOYMENT_ID_LEN + 1],
  * line) and says when the directory holds no node at all.
  */
 int node_identity_write(const char *datadir, const struct node_identity *id,
-    struct error *err);
+                        struct error *err);
 int node_identity_read(const char *datadir, struct node_identity *id,
-    struct error *err);
+                       struct error *err);
 
 /*
  * The node passphrase: from file when not NULL, else from the environment

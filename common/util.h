@@ -39,7 +39,7 @@ void error_clear(struct error *err);
  * Returns NULL with err set.
  */
 uint8_t *file_read(const char *path, size_t max, size_t *len,
-    struct error *err);
+                   struct error *err);
 
 /*
  * Write a file so that a crash leaves either the old or the new content:
@@ -47,7 +47,7 @@ uint8_t *file_read(const char *path, size_t max, size_t *len,
  * the new file before any byte is written (0600 for secrets).
  */
 int file_write_atomic(const char *path, const void *buf, size_t len,
-    mode_t mode, struct error *err);
+                      mode_t mode, struct error *err);
 
 /* mkdir -p with mode for each created component. */
 int dir_create(const char *path, mode_t mode, struct error *err);
@@ -62,7 +62,7 @@ bool file_exists(const char *path);
  * buffer or NULL with err set.
  */
 uint8_t *base64_decode(const char *in, size_t inlen, size_t *outlen,
-    struct error *err);
+                       struct error *err);
 
 /*
  * Encode base64; line_len > 0 breaks lines every line_len characters with
@@ -70,7 +70,7 @@ uint8_t *base64_decode(const char *in, size_t inlen, size_t *outlen,
  * 0 gives one line.  The result is NUL-terminated and malloc'd.
  */
 char *base64_encode(const uint8_t *in, size_t inlen, size_t line_len,
-    size_t *outlen);
+                    size_t *outlen);
 
 /* Lower-case hex of a byte string into out (2*len+1 bytes). */
 void hex_encode(const uint8_t *in, size_t len, char *out);
