@@ -65,6 +65,13 @@
 
 /* The inproc endpoint the join exchange's socket monitor publishes on. */
 #define JOIN_MONITOR_ENDPOINT "inproc://iselab-join-monitor"
+/* The monitor events the join acts on (and logs). */
+#define JOIN_MONITOR_EVENTS                                                    \
+	(ZMQ_EVENT_CONNECTED | ZMQ_EVENT_CONNECT_RETRIED |                     \
+	 ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_HANDSHAKE_SUCCEEDED |              \
+	 ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |                                \
+	 ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |                                 \
+	 ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
 
 static const char *const role_choices[] = {"pan", "san", "psn", NULL};
 static const char *const hierarchy_choices[] = {"rfc6960", "legacy", NULL};
@@ -1009,7 +1016,7 @@ join_exchange(const struct join_ticket *t, const struct join_request *req,
 	int64_t timeout, deadline, now;
 	uint64_t request_id;
 	bool ready = false, sent = false;
-	int ivl, hs = JOIN_HANDSHAKE_IVL_MS, r;
+	int ivl, hs = JOIN_HANDSHAKE_IVL_MS, r, unbounded = 0;
 	long wait;
 	char when[32];
 
@@ -1034,10 +1041,18 @@ join_exchange(const struct join_ticket *t, const struct join_request *req,
 		error_set(err, "zmq_setsockopt: %s", zmq_strerror(errno));
 		goto out;
 	}
-	/* The monitor must be listening before the first connect. */
-	if (zmq_socket_monitor(sock, JOIN_MONITOR_ENDPOINT, ZMQ_EVENT_ALL) ==
-	        -1 ||
+	/*
+	 * The monitor must be listening before the first connect.  libzmq
+	 * sends monitor events blocking, from its I/O thread, while holding
+	 * the lock that zmq_socket_monitor(NULL) needs: a full monitor pipe
+	 * would deadlock our cleanup.  So: only the events we act on, and an
+	 * unbounded pipe on the reading side (RCVHWM 0).
+	 */
+	if (zmq_socket_monitor(sock, JOIN_MONITOR_ENDPOINT,
+	                       JOIN_MONITOR_EVENTS) == -1 ||
 	    (mon = zmq_socket(zctx, ZMQ_PAIR)) == NULL ||
+	    zmq_setsockopt(mon, ZMQ_RCVHWM, &unbounded, sizeof(unbounded)) ==
+	        -1 ||
 	    zmq_connect(mon, JOIN_MONITOR_ENDPOINT) == -1) {
 		error_set(err, "zmq_socket_monitor: %s", zmq_strerror(errno));
 		goto out;
@@ -1168,6 +1183,9 @@ out:
 	 * forever.
 	 */
 	if (sock != NULL) {
+		if (mon != NULL)
+			while (monitor_read(mon, &ev) == 0)
+				;
 		zmq_socket_monitor(sock, NULL, 0);
 		zmq_close(sock);
 	}
