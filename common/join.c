@@ -1,7 +1,8 @@
 /*
  * join: join strings, the join exchange, saving what a join brings, and the
- * member daemon's heartbeat link and control socket; see join.h and
- * docs/registration.md.
+ * member daemon shared by `psn run` and `san run` (pid file, signals,
+ * heartbeat link, store, control socket, loop, and the hooks through which
+ * a role adds its own services); see join.h and docs/registration.md.
  */
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -32,6 +33,8 @@
 #include "log.h"
 #include "msg.h"
 #include "node.h"
+#include "proc.h"
+#include "store.h"
 #include "util.h"
 
 /* Longest path we build inside the data directory. */
@@ -1521,14 +1524,16 @@ struct join_link {
 	int64_t interval_ms;                  /* heartbeat.interval */
 	int64_t timeout_ms;                   /* heartbeat.timeout */
 	int64_t started;                      /* mono ms of join_link_new() */
-	int64_t next_send;          /* mono ms of the next heartbeat */
-	int64_t last_ack;           /* mono ms of the last ack, 0: none */
-	int64_t last_ack_real;      /* realtime ms of the same */
-	uint64_t next_id;           /* request id of the next heartbeat */
-	uint64_t pan_event_seq;     /* newest event seq the PAN announced */
-	uint64_t unsent;            /* heartbeats dropped: no connection */
-	enum join_link_state state; /* what status shows */
-	struct msg_stats stats;     /* what arrived on the DEALER */
+	int64_t next_send;            /* mono ms of the next heartbeat */
+	int64_t last_ack;             /* mono ms of the last ack, 0: none */
+	int64_t last_ack_real;        /* realtime ms of the same */
+	uint64_t next_id;             /* request id of the next heartbeat */
+	uint64_t pan_event_seq;       /* newest event seq the PAN announced */
+	uint64_t unsent;              /* heartbeats dropped: no connection */
+	enum join_link_state state;   /* what status shows */
+	struct msg_stats stats;       /* what arrived on the DEALER */
+	join_link_handler_fn handler; /* other bodies; NULL: none */
+	void *handler_ctx;            /* its first argument */
 };
 
 const char *
@@ -1632,6 +1637,27 @@ const struct msg_stats *
 join_link_stats(const struct join_link *l)
 {
 	return &l->stats;
+}
+
+const char *
+join_link_hostname(const struct join_link *l)
+{
+	return l->hostname;
+}
+
+void
+join_link_set_handler(struct join_link *l, join_link_handler_fn fn, void *ctx)
+{
+	l->handler = fn;
+	l->handler_ctx = ctx;
+}
+
+int
+join_link_send(struct join_link *l, const Iselab__Envelope *env,
+               struct error *err)
+{
+	/* ZMQ_IMMEDIATE: EAGAIN when no connection is up. */
+	return send_envelope(l->sock, env, ZMQ_DONTWAIT, err);
 }
 
 /* 0 sent, -1 not (no connection up). */
@@ -1739,6 +1765,9 @@ join_link_recv(struct join_link *l, int64_t now)
 			         env->error->message);
 			break;
 		default:
+			if (l->handler != NULL &&
+			    l->handler(l->handler_ctx, env) == 1)
+				break;
 			l->stats.dropped[MSG_DROP_UNHANDLED]++;
 			log_warn(LOG_MESSAGING,
 			         "dropped a '%s' message from the PAN %s",
@@ -1846,11 +1875,16 @@ daemon_signal(struct join_daemon *d)
 		log_info(LOG_MAIN, "stopping on %s",
 		         si.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM");
 		return 1;
-	case SIGCHLD:
-		/* No service processes yet; reap whatever ends. */
-		while (waitpid(-1, &status, WNOHANG) > 0)
-			;
+	case SIGCHLD: {
+		/* Every child is the role's: it supervises them. */
+		pid_t pid;
+
+		while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
+			if (d->hooks->child_exited != NULL)
+				d->hooks->child_exited(d, d->hooks->arg, pid,
+				                       status);
 		return 0;
+	}
 	case SIGHUP: {
 		/* Log rotation: the new file under the old name. */
 		char dir[JOIN_PATH_MAX];
@@ -1870,7 +1904,7 @@ daemon_signal(struct join_daemon *d)
 int
 join_daemon_loop(struct join_daemon *d, struct error *err)
 {
-	int64_t wait;
+	int64_t wait, hook;
 
 	for (;;) {
 		zmq_pollitem_t items[3] = {
@@ -1880,6 +1914,11 @@ join_daemon_loop(struct join_daemon *d, struct error *err)
 		};
 
 		wait = join_link_tick(d->link, time_mono_ms());
+		if (d->hooks->tick != NULL) {
+			hook = d->hooks->tick(d, d->hooks->arg, time_mono_ms());
+			if (hook >= 0 && hook < wait)
+				wait = hook;
+		}
 		if (zmq_poll(items, ARRAY_SIZE(items), (long)wait) == -1) {
 			if (errno == EINTR)
 				continue;
@@ -1990,6 +2029,8 @@ join_status_text(const struct join_role *role, const char *datadir,
 		} else
 			fprintf(fp, ", no heartbeat ack yet");
 		fprintf(fp, "\n");
+		if (d->hooks != NULL && d->hooks->status != NULL)
+			d->hooks->status(d, d->hooks->arg, fp);
 	}
 	fprintf(fp, "\nCA certificates:\n");
 	for (i = 0; role->certs[i] != NULL; i++)
@@ -1999,9 +2040,19 @@ join_status_text(const struct join_role *role, const char *datadir,
 	snprintf(pid, sizeof(pid), "%ld", (long)getpid());
 	fprintf(fp, "%-32s %-14s %s\n", "Messaging Service",
 	        d != NULL ? "running" : "not running", d != NULL ? pid : "-");
-	for (i = 0; role->services[i] != NULL; i++)
+	for (i = 0; role->services[i] != NULL; i++) {
+		const char *state = NULL;
+		pid_t spid = 0;
+
+		if (d != NULL && d->hooks != NULL && d->hooks->service != NULL)
+			state = d->hooks->service(d, d->hooks->arg, i, &spid);
+		if (state != NULL && spid > 0)
+			snprintf(pid, sizeof(pid), "%ld", (long)spid);
+		else
+			snprintf(pid, sizeof(pid), "-");
 		fprintf(fp, "%-32s %-14s %s\n", role->services[i],
-		        "not running", "-");
+		        state != NULL ? state : "not running", pid);
+	}
 	if (fclose(fp) != 0 || len > JOIN_STATUS_MAX) {
 		error_set(err, "status text too long or out of memory");
 		free(text);
@@ -2369,14 +2420,32 @@ out:
 	return rc;
 }
 
+int
+join_main(const struct join_role *role, join_finish_fn finish, int argc,
+          char **argv)
+{
+	struct join_opts o;
+	struct error err = {{0}};
+	int r;
+
+	if ((r = join_cli_parse(role, argc, argv, &o)) != 0)
+		return r == 1 ? JOIN_EXIT_OK : JOIN_EXIT_USAGE;
+	if (join_node(role, &o, finish, &err) == -1) {
+		fprintf(stderr, "%s join: %s\n", role->name, err.msg);
+		return JOIN_EXIT_FAIL;
+	}
+	return JOIN_EXIT_OK;
+}
+
 /*
  * Member daemon set-up.
  */
 
-int
-join_daemon_init(struct join_daemon *d, const struct join_role *role,
-                 const char *datadir, char *const *sets, size_t nsets,
-                 struct error *err)
+/* join_daemon_init(), with the role's own configuration when it has one. */
+static int
+daemon_init(struct join_daemon *d, const struct join_role *role,
+            const char *datadir, char *const *sets, size_t nsets,
+            const struct join_daemon_hooks *hooks, struct error *err)
 {
 	char path[JOIN_PATH_MAX], rel[64];
 	size_t i;
@@ -2392,6 +2461,11 @@ join_daemon_init(struct join_daemon *d, const struct join_role *role,
 		error_set(err, "%s holds a %s node, not a %s", datadir,
 		          node_role_name(d->id.role), role->name);
 		return -1;
+	}
+	if (hooks != NULL && hooks->config != NULL) {
+		if ((d->cfg = hooks->config(datadir, sets, nsets, err)) == NULL)
+			return -1;
+		goto levels;
 	}
 	if ((d->cfg = config_new(join_run_keys, join_run_nkeys, err)) == NULL)
 		return -1;
@@ -2409,6 +2483,7 @@ join_daemon_init(struct join_daemon *d, const struct join_role *role,
 			goto fail;
 	if (config_check(d->cfg, NODE_ENV_PREFIX, err) == -1)
 		goto fail;
+levels:
 	for (c = 0; c < LOG_CATEGORY_COUNT; c++)
 		log_set_level(
 		    (enum log_category)c,
@@ -2418,6 +2493,14 @@ fail:
 	config_free(d->cfg);
 	d->cfg = NULL;
 	return -1;
+}
+
+int
+join_daemon_init(struct join_daemon *d, const struct join_role *role,
+                 const char *datadir, char *const *sets, size_t nsets,
+                 struct error *err)
+{
+	return daemon_init(d, role, datadir, sets, nsets, NULL, err);
 }
 
 int
@@ -2462,6 +2545,8 @@ join_daemon_close(struct join_daemon *d)
 {
 	join_link_free(d->link);
 	d->link = NULL;
+	store_close(d->st);
+	d->st = NULL;
 	if (d->control != NULL)
 		zmq_close(d->control);
 	d->control = NULL;
@@ -2470,4 +2555,255 @@ join_daemon_close(struct join_daemon *d)
 	d->zctx = NULL;
 	config_free(d->cfg);
 	d->cfg = NULL;
+}
+
+/*
+ * The member daemon's command line: `psn run`, `san run`.
+ */
+
+/* Most --set flags one command line takes. */
+#define RUN_SETS_MAX 64
+/* How long `<role> status` waits for a running daemon. */
+#define STATUS_TIMEOUT_MS 5000
+
+/* Hooks of a role that adds nothing. */
+static const struct join_daemon_hooks join_no_hooks;
+
+static void
+run_usage(const struct join_role *role, FILE *fp)
+{
+	fprintf(fp,
+	        "usage: %s run --data-dir DIR [--passphrase-file FILE] "
+	        "[--set key=value]...\n"
+	        "\n"
+	        "  --set key=value      heartbeat.interval (5s), "
+	        "heartbeat.timeout (15s),\n"
+	        "                       log.level (info); also from "
+	        "DIR/%s.conf and %s*\n"
+	        "  --passphrase-file F  the node passphrase; without it, %s\n",
+	        role->name, role->name, NODE_ENV_PREFIX, NODE_PASSPHRASE_ENV);
+}
+
+/* Bind the control socket: claim a dead daemon's file, bind, 0600. */
+static void *
+run_control(struct join_daemon *d, struct error *err)
+{
+	char endpoint[PROC_ENDPOINT_MAX];
+	int zero = 0;
+	void *s;
+
+	if (proc_ipc_claim(d->datadir, PROC_CONTROL_NAME, err) == -1 ||
+	    proc_ipc_endpoint(endpoint, sizeof(endpoint), d->datadir,
+	                      PROC_CONTROL_NAME, err) == -1)
+		return NULL;
+	if ((s = zmq_socket(d->zctx, ZMQ_REP)) == NULL) {
+		error_set(err, "zmq_socket: %s", zmq_strerror(errno));
+		return NULL;
+	}
+	(void)zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof(zero));
+	if (zmq_bind(s, endpoint) == -1) {
+		error_set(err, "cannot bind %s: %s", endpoint,
+		          zmq_strerror(errno));
+		zmq_close(s);
+		return NULL;
+	}
+	if (proc_ipc_secure(d->datadir, PROC_CONTROL_NAME, err) == -1) {
+		zmq_close(s);
+		return NULL;
+	}
+	return s;
+}
+
+/* The link's hand-off of bodies it does not know to the role. */
+static int
+run_message(void *ctx, const Iselab__Envelope *env)
+{
+	struct join_daemon *d = ctx;
+
+	return d->hooks->message(d, d->hooks->arg, env);
+}
+
+/* D/store: the node's certificates (and the PSN's outbox). */
+static int
+run_store(struct join_daemon *d, struct error *err)
+{
+	char path[JOIN_PATH_MAX];
+
+	if (node_path(path, sizeof(path), d->datadir, NODE_STORE_DIR, err) ==
+	    -1)
+		return -1;
+	return store_open(path, NULL, &d->st, err);
+}
+
+int
+join_run_main(const struct join_role *role,
+              const struct join_daemon_hooks *hooks, int argc, char **argv)
+{
+	static const struct option longopts[] = {
+	    {"data-dir", required_argument, NULL, 'd'},
+	    {"passphrase-file", required_argument, NULL, 'p'},
+	    {"set", required_argument, NULL, 's'},
+	    {"help", no_argument, NULL, 'H'},
+	    {NULL, 0, NULL, 0},
+	};
+	struct join_daemon d;
+	struct error err = {{0}};
+	char *sets[RUN_SETS_MAX], *pass = NULL, logdir[JOIN_PATH_MAX];
+	const char *datadir = getenv(NODE_ENV_PREFIX "DATA_DIR");
+	const char *passfile = NULL;
+	size_t nsets = 0, passlen = 0;
+	char sock[PROC_ENDPOINT_MAX];
+	bool pidfile = false, started = false, bound;
+	int c, rc = JOIN_EXIT_FAIL;
+
+	if (hooks == NULL)
+		hooks = &join_no_hooks;
+	memset(&d, 0, sizeof(d));
+	d.signal_fd = -1;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'd':
+			datadir = optarg;
+			break;
+		case 'p':
+			passfile = optarg;
+			break;
+		case 's':
+			if (nsets == RUN_SETS_MAX) {
+				fprintf(stderr, "%s run: more than %d --set\n",
+				        role->name, RUN_SETS_MAX);
+				return JOIN_EXIT_USAGE;
+			}
+			sets[nsets++] = optarg;
+			break;
+		case 'H':
+			run_usage(role, stdout);
+			return JOIN_EXIT_OK;
+		default:
+			run_usage(role, stderr);
+			return JOIN_EXIT_USAGE;
+		}
+	}
+	if (datadir == NULL || datadir[0] == '\0' || optind != argc) {
+		run_usage(role, stderr);
+		return JOIN_EXIT_USAGE;
+	}
+	if (daemon_init(&d, role, datadir, sets, nsets, hooks, &err) == -1)
+		goto out;
+	d.hooks = hooks;
+	if ((pass = node_passphrase(passfile, &passlen, &err)) == NULL)
+		goto out;
+	if (proc_pidfile_acquire(datadir, &err) == -1)
+		goto out;
+	pidfile = true;
+	if (node_path(logdir, sizeof(logdir), datadir, NODE_LOG_DIR, &err) ==
+	        -1 ||
+	    dir_create(logdir, 0750, &err) == -1 ||
+	    proc_log_open(d.id.hostname, "main", logdir, true, &err) == -1)
+		goto out;
+	if ((d.signal_fd = proc_signals_fd(&err)) == -1)
+		goto out;
+	/* Before any ZeroMQ context or store exists: see join.h. */
+	started = true;
+	if (hooks->start != NULL &&
+	    hooks->start(&d, hooks->arg, pass, passlen, &err) == -1)
+		goto out;
+	if (join_daemon_start(&d, pass, passlen, &err) == -1)
+		goto out;
+	passphrase_free(pass, passlen);
+	pass = NULL;
+	if (hooks->message != NULL)
+		join_link_set_handler(d.link, run_message, &d);
+	if (run_store(&d, &err) == -1)
+		goto out;
+	if ((d.control = run_control(&d, &err)) == NULL)
+		goto out;
+	log_info(LOG_MAIN, "%s %s running, pid %ld, deployment %s", role->name,
+	         d.id.hostname, (long)getpid(), d.id.deployment_id);
+	if (join_daemon_loop(&d, &err) == -1)
+		goto out;
+	log_info(LOG_MAIN, "%s %s stopped", role->name, d.id.hostname);
+	rc = JOIN_EXIT_OK;
+out:
+	if (rc != JOIN_EXIT_OK) {
+		if (log_path() != NULL)
+			log_error(LOG_MAIN, "run failed: %s", err.msg);
+		fprintf(stderr, "%s run: %s\n", role->name, err.msg);
+	}
+	passphrase_free(pass, passlen);
+	if (started && hooks->stop != NULL)
+		hooks->stop(&d, hooks->arg);
+	bound = d.control != NULL;
+	join_daemon_close(&d);
+	/* Leave no socket file for status to knock on. */
+	if (bound && proc_ipc_path(sock, sizeof(sock), datadir,
+	                           PROC_CONTROL_NAME, NULL) == 0)
+		(void)unlink(sock);
+	if (d.signal_fd != -1)
+		close(d.signal_fd);
+	if (pidfile)
+		proc_pidfile_release(datadir);
+	return rc;
+}
+
+int
+join_status_main(const struct join_role *role, int argc, char **argv)
+{
+	static const struct option longopts[] = {
+	    {"data-dir", required_argument, NULL, 'd'},
+	    {"help", no_argument, NULL, 'H'},
+	    {NULL, 0, NULL, 0},
+	};
+	static const char *const args[] = {"status"};
+	struct node_identity id;
+	struct error err = {{0}};
+	const char *datadir = getenv(NODE_ENV_PREFIX "DATA_DIR");
+	char *out = NULL, *errtext = NULL, *text;
+	int c, status;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'd':
+			datadir = optarg;
+			break;
+		case 'H':
+			printf("usage: %s status --data-dir DIR\n", role->name);
+			return JOIN_EXIT_OK;
+		default:
+			fprintf(stderr, "usage: %s status --data-dir DIR\n",
+			        role->name);
+			return JOIN_EXIT_USAGE;
+		}
+	}
+	if (datadir == NULL || datadir[0] == '\0' || optind != argc) {
+		fprintf(stderr, "usage: %s status --data-dir DIR\n",
+		        role->name);
+		return JOIN_EXIT_USAGE;
+	}
+	if (node_identity_read(datadir, &id, &err) == -1)
+		goto fail;
+	if (id.role != role->role) {
+		error_set(&err, "%s holds a %s node, not a %s", datadir,
+		          node_role_name(id.role), role->name);
+		goto fail;
+	}
+	if (control_call(datadir, args, 1, STATUS_TIMEOUT_MS, &out, &errtext,
+	                 &status, &err) == 0) {
+		fputs(out, stdout);
+		fputs(errtext, stderr);
+		free(out);
+		free(errtext);
+		return status;
+	}
+	/* Not running (or not answering): what the files say. */
+	if ((text = join_status_text(role, datadir, NULL, &err)) == NULL)
+		goto fail;
+	fputs(text, stdout);
+	free(text);
+	return JOIN_EXIT_OK;
+fail:
+	fprintf(stderr, "%s status: %s\n", role->name, err.msg);
+	return JOIN_EXIT_FAIL;
 }

@@ -15,12 +15,14 @@
  *   the join removed again if a later step fails: a failed join leaves the
  *   data directory as it found it.
  * - deployment.conf, the deployment as the node learned it at join time.
- * - The member daemon shared by `psn run` and `san run`: the heartbeat link
- *   to the PAN, the control socket answering `status`, and the loop.
- *
- * The pidfile, the signal fd and the ipc socket files belong to the proc
- * module: the role's run command sets them up and hands them over, so that
- * this module depends only on messaging, keys and certificates.
+ * - The member daemon shared by `psn run` and `san run` (join_run_main()):
+ *   options and config, the pid file, signals, the heartbeat link to the
+ *   PAN, the node's store, the control socket answering `status`, and the
+ *   loop.  What differs between the roles comes in through struct
+ *   join_daemon_hooks: the PSN starts and supervises its services there
+ *   and sends its outbox.
+ * - `psn status` / `san status` (join_status_main()): the daemon's answer,
+ *   or the offline view from the files.
  */
 #ifndef ISELAB_JOIN_H
 #define ISELAB_JOIN_H
@@ -33,6 +35,8 @@
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 
+#include <sys/types.h>
+
 #include "config.h"
 #include "curve.h"
 #include "keys.h"
@@ -40,6 +44,12 @@
 #include "node.h"
 
 struct error;
+struct store;
+
+/* Exit statuses of every member subcommand (psn(8), san(8) EXIT STATUS). */
+#define JOIN_EXIT_OK    0
+#define JOIN_EXIT_FAIL  1 /* the operation failed; the message says why */
+#define JOIN_EXIT_USAGE 2 /* bad command line */
 
 /* First label of a join string; bumped if its layout ever changes. */
 #define JOIN_TICKET_PREFIX "iselab1"
@@ -275,6 +285,9 @@ typedef int (*join_finish_fn)(struct join_state *js, struct error *err);
  */
 int join_node(const struct join_role *role, const struct join_opts *o,
               join_finish_fn finish, struct error *err);
+/* `<role> join` from its command line; returns the exit status. */
+int join_main(const struct join_role *role, join_finish_fn finish, int argc,
+              char **argv);
 
 /* Whether the PAN link answers (docs/registration.md "Heartbeats"). */
 enum join_link_state {
@@ -302,6 +315,22 @@ void *join_link_socket(const struct join_link *l);
 int64_t join_link_tick(struct join_link *l, int64_t now_mono);
 /* Read and handle everything waiting on the DEALER. */
 void join_link_recv(struct join_link *l, int64_t now_mono);
+/*
+ * A body the link does not handle itself (everything but heartbeat acks
+ * and errors) goes to fn: 1 when it took it, 0 to have it counted and
+ * logged as unhandled.  fn NULL: none.
+ */
+typedef int (*join_link_handler_fn)(void *ctx, const Iselab__Envelope *env);
+void join_link_set_handler(struct join_link *l, join_link_handler_fn fn,
+                           void *ctx);
+/*
+ * Send env to the PAN now, or fail with -1 (no connection up, or the send
+ * queue is full): the link never queues for a PAN that is away.
+ */
+int join_link_send(struct join_link *l, const Iselab__Envelope *env,
+                   struct error *err);
+/* Our host name, the sender of every envelope on the link. */
+const char *join_link_hostname(const struct join_link *l);
 enum join_link_state join_link_state(const struct join_link *l);
 /* Realtime ms of the last ack, 0 if none. */
 int64_t join_link_last_ack(const struct join_link *l);
@@ -316,19 +345,85 @@ extern const size_t join_run_nkeys;
  */
 extern const char *const join_env_ignore[];
 
+struct join_daemon;
+
+/*
+ * What a role adds to the shared member daemon; every member may be NULL,
+ * and arg is handed back to each.  A run goes: options and config, the
+ * pid file, the log, the signal fd, start(), the CURVE key and the link
+ * to the PAN, the store, the control socket, the loop (tick() every
+ * turn, message() for what the PAN sends, child_exited() for each child
+ * reaped on SIGCHLD), then stop() and everything closed.
+ *
+ * The PSN's services (CA service, EST server, OCSP responder) are forked
+ * in start(): it runs before the daemon makes its ZeroMQ context and
+ * opens its store, so no child inherits either (store.h: an LMDB
+ * environment must not cross fork()), and it is the only hook that gets
+ * the node passphrase, which is wiped right after it returns.
+ * child_exited() sees every child the daemon reaps: the place to log a
+ * service that died and start it again.
+ */
+struct join_daemon_hooks {
+	void *arg;
+	/*
+	 * The role's configuration instead of join_run_keys alone: it must
+	 * hold them (and log.level), loaded from defaults < D/<role>.conf <
+	 * ISELAB_* < sets ("key=value"), and checked.
+	 */
+	struct config *(*config)(const char *datadir, char *const *sets,
+	                         size_t nsets, struct error *err);
+	/* Start the role's services; -1 stops the daemon (stop() runs). */
+	int (*start)(struct join_daemon *d, void *arg, const char *pass,
+	             size_t passlen, struct error *err);
+	/* Every turn of the loop; ms until it wants to run again. */
+	int64_t (*tick)(struct join_daemon *d, void *arg, int64_t now_mono);
+	/* A message from the PAN the link does not handle: 1 taken, 0 not. */
+	int (*message)(struct join_daemon *d, void *arg,
+	               const Iselab__Envelope *env);
+	/* A child ended; status as waitpid() gives it. */
+	void (*child_exited)(struct join_daemon *d, void *arg, pid_t pid,
+	                     int status);
+	/* Extra status lines, after the PAN link line. */
+	void (*status)(const struct join_daemon *d, void *arg, FILE *fp);
+	/*
+	 * State and pid of role->services[i] for the status table; NULL
+	 * (or no hook) shows "not running".
+	 */
+	const char *(*service)(const struct join_daemon *d, void *arg, size_t i,
+	                       pid_t *pid);
+	/* The daemon is stopping: stop the services. */
+	void (*stop)(struct join_daemon *d, void *arg);
+};
+
 /* A member daemon's state once the role's run command has set it up. */
 struct join_daemon {
 	const struct join_role *role;
+	const struct join_daemon_hooks *hooks; /* never NULL once running */
 	const char *datadir;
 	struct node_identity id;
 	struct join_deployment deployment;
 	void *zctx;
 	struct join_link *link;
+	struct store *st;   /* D/store, opened after start() */
 	void *control;      /* REP, bound to ipc://D/control.sock */
 	int signal_fd;      /* signalfd for SIGINT/SIGTERM/SIGHUP/SIGCHLD */
 	int64_t started;    /* realtime ms */
 	struct config *cfg; /* join_run_keys */
 };
+
+/*
+ * `<role> run`: the whole member daemon, from the command line (argv[0]
+ * is "run") to a clean stop on SIGTERM or SIGINT.  hooks may be NULL.
+ * Returns the exit status (JOIN_EXIT_*).
+ */
+int join_run_main(const struct join_role *role,
+                  const struct join_daemon_hooks *hooks, int argc, char **argv);
+
+/*
+ * `<role> status`: asks the running daemon; when none answers, the
+ * offline view from the files (no passphrase, nothing changed).
+ */
+int join_status_main(const struct join_role *role, int argc, char **argv);
 
 /*
  * Set up a member daemon: node.conf must hold this role; configuration
@@ -344,7 +439,7 @@ int join_daemon_init(struct join_daemon *d, const struct join_role *role,
  */
 int join_daemon_start(struct join_daemon *d, const char *pass, size_t passlen,
                       struct error *err);
-/* Close the link, the control socket (if set) and the context. */
+/* Close the link, the store, the control socket (if set) and the context. */
 void join_daemon_close(struct join_daemon *d);
 
 /*

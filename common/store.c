@@ -12,9 +12,10 @@
  *
  * All named databases are listed in store_tables[]; a new table is one
  * more line there (and an enum value), created on open in existing stores
- * too.  The generic key-value tables (nodes, tokens, alarms, config) and
- * write batches (store_apply) are at the end of this file; a batch runs
- * the same code as the single-record calls, inside one transaction.  Changing
+ * too.  The generic key-value tables (nodes, tokens, alarms, config,
+ * outbox) and write batches (store_apply) are at the end of this file; a
+ * batch runs the same code as the single-record calls, inside one
+ * transaction.  Changing
  * the layout of an existing table is a schema version bump with an entry in
  * store_migrations[].
  *
@@ -60,12 +61,13 @@ enum store_db {
 	STORE_DB_TOKENS,
 	STORE_DB_ALARMS,
 	STORE_DB_CONFIG,
+	STORE_DB_OUTBOX,
 	STORE_DB_COUNT
 };
 
 /*
- * Every named database, created on open.  Later tables (event log,
- * outbox) are added here.  Keys and values are described in
+ * Every named database, created on open.  Later tables (the event log)
+ * are added here.  Keys and values are described in
  * docs/storage.md.  A table added after schema version 1 was first
  * shipped is "optional": a read-only open of a store made before it
  * existed (which cannot create it) reads it as empty instead of refusing
@@ -89,6 +91,8 @@ static const struct store_db_def {
     [STORE_DB_TOKENS] = {"tokens", 0, true},
     [STORE_DB_ALARMS] = {"alarms", 0, true},
     [STORE_DB_CONFIG] = {"config", 0, true},
+    /* PSN: certificates waiting for the PAN's ack (common/outbox.h) */
+    [STORE_DB_OUTBOX] = {"outbox", 0, true},
 };
 
 /* The named database behind each generic table. */
@@ -97,6 +101,7 @@ static const enum store_db store_table_db[STORE_TABLE_COUNT] = {
     [STORE_TABLE_TOKENS] = STORE_DB_TOKENS,
     [STORE_TABLE_ALARMS] = STORE_DB_ALARMS,
     [STORE_TABLE_CONFIG] = STORE_DB_CONFIG,
+    [STORE_TABLE_OUTBOX] = STORE_DB_OUTBOX,
 };
 
 _Static_assert(STORE_DB_COUNT <= STORE_MAX_DBS, "raise STORE_MAX_DBS");

@@ -171,6 +171,7 @@ enum store_table {
 	STORE_TABLE_TOKENS, /* token id -> join token record */
 	STORE_TABLE_ALARMS, /* alarm key -> alarm record */
 	STORE_TABLE_CONFIG, /* setting name -> value */
+	STORE_TABLE_OUTBOX, /* PSN: issued_at_ms || serial -> OutboxItem */
 	STORE_TABLE_COUNT
 };
 
@@ -320,7 +321,7 @@ int store_kv_foreach(struct store *st, enum store_table t,
                                const void *val, size_t vlen),
                      void *ctx, struct error *err);
 
-/* "nodes", "tokens", "alarms", "config"; "?" for anything else. */
+/* "nodes", "tokens", "alarms", "config", "outbox"; "?" otherwise. */
 const char *store_table_name(enum store_table t);
 
 /*

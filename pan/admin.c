@@ -1,5 +1,6 @@
 /*
- * admin: the client side of `pan node ...`, `pan ca certs` and `pan alarms`.
+ * admin: the client side of `pan node ...`, `pan ca certs`, `pan cert ...`
+ * and `pan alarms`.
  *
  * The admin commands never open the store: the running daemon owns it
  * (DESIGN.md section 1).  The client finds the data directory, sends its
@@ -27,6 +28,10 @@ static const char *const node_usage =
     "       pan node remove HOST --data-dir DIR\n";
 static const char *const ca_usage =
     "usage: pan ca certs [--pem] --data-dir DIR\n";
+static const char *const cert_usage =
+    "usage: pan cert list [--node HOST] [--status good|revoked|hold] "
+    "[--limit N] [--after CURSOR] --data-dir DIR\n"
+    "       pan cert show SERIAL --data-dir DIR\n";
 static const char *const alarms_usage =
     "usage: pan alarms [--all] --data-dir DIR\n";
 
@@ -174,4 +179,22 @@ int
 pan_alarms_main(int argc, char **argv)
 {
 	return admin_forward("alarms", alarms_usage, argc, argv);
+}
+
+int
+pan_cert_main(int argc, char **argv)
+{
+	if (argc < 2 ||
+	    (strcmp(argv[1], "list") != 0 && strcmp(argv[1], "show") != 0)) {
+		if (argc >= 2 && strcmp(argv[1], "--help") == 0) {
+			fputs(cert_usage, stdout);
+			return PAN_EXIT_OK;
+		}
+		if (argc >= 2 && argv[1][0] != '-')
+			fprintf(stderr, "pan cert: unknown command '%s'\n",
+			        argv[1]);
+		fputs(cert_usage, stderr);
+		return PAN_EXIT_USAGE;
+	}
+	return admin_forward("cert", cert_usage, argc, argv);
 }

@@ -7,10 +7,16 @@
  *
  * The PAN shows what it knows: the certificates it issued (from the
  * store) and its own.  In the rfc6960 hierarchy a PSN issues its OCSP
- * responder certificate itself; until the PSN reports it (a later issue's
- * outbox) the tree names it without details.  --pem exports the Root CA,
- * the PAN's Node CA and every node's CA certificate as one PEM bundle.
+ * responder certificate itself and delivers it through its outbox
+ * (common/outbox.h, registry_outbox()); until it arrived the tree names it
+ * "pending delivery".  --pem exports the Root CA, the PAN's Node CA and
+ * every node's CA certificate as one PEM bundle.
+ *
+ * `pan cert list` and `pan cert show SERIAL` read every certificate the
+ * store holds: those the PAN issued and those the PSNs delivered.
  */
+#include <ctype.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -55,7 +61,7 @@ ca_fetch(struct pan *p, const uint8_t *kid, const uint8_t *serial,
 	return x;
 }
 
-/* rfc6960: the responder certificate a PSN issued, if it reported it. */
+/* rfc6960: the responder certificate a PSN issued, once delivered. */
 static X509 *
 ca_find_ocsp(struct pan *p, X509 *sub_ca, const char *host)
 {
@@ -219,17 +225,20 @@ ca_tree(struct pan *p, struct ca_node *v, size_t n, FILE *out)
 		         last ? "   " : "│  ");
 		if (!c->ocsp_by_node && c->node->link != PAN_LINK_REMOVED) {
 			/* rfc6960: the PSN's own responder certificate. */
+			char note[NODE_HOSTNAME_MAX + 64];
+
 			if (cert_profile_cn(CERT_PROFILE_OCSP_RESPONDER,
 			                    c->node->hostname, title,
 			                    sizeof(title), NULL) == -1)
 				snprintf(title, sizeof(title),
 				         "OCSP Responder - %s",
 				         c->node->hostname);
+			snprintf(note, sizeof(note),
+			         "issued by the PSN itself (rfc6960); pending "
+			         "delivery from %s",
+			         c->node->hostname);
 			ca_line(out, sub, "└─ ", "   ", c->ocsp, title,
-			        c->ocsp != NULL
-			            ? NULL
-			            : "issued by the PSN itself (rfc6960); "
-			              "not reported to the PAN yet");
+			        c->ocsp != NULL ? NULL : note);
 		}
 		if (c->ocsp_by_node) {
 			last = ++k == npsn_items;
@@ -297,4 +306,250 @@ out:
 	}
 	free(v);
 	return rc;
+}
+
+/* ---- pan cert list | show ------------------------------------------------ */
+
+#define CERT_LIST_USAGE                                                        \
+	"usage: pan cert list [--node HOST] [--status good|revoked|hold] "     \
+	"[--limit N] [--after CURSOR] --data-dir DIR\n"
+#define CERT_SHOW_USAGE "usage: pan cert show SERIAL --data-dir DIR\n"
+/* Widest subject the table shows; longer ones are cut with "...". */
+#define CERT_LIST_SUBJECT_MAX 48
+
+/* "--name value" or "--name=value" at argv[*i]: 1 matched, 0 not, -1 no value.
+ */
+static int
+ca_opt(int argc, char **argv, int *i, const char *name, const char **val)
+{
+	size_t n = strlen(name);
+
+	if (strcmp(argv[*i], name) == 0) {
+		if (*i + 1 >= argc)
+			return -1;
+		*val = argv[++*i];
+		return 1;
+	}
+	if (strncmp(argv[*i], name, n) == 0 && argv[*i][n] == '=') {
+		*val = argv[*i] + n + 1;
+		return 1;
+	}
+	return 0;
+}
+
+static void
+ca_time(int64_t secs, char *buf, size_t len)
+{
+	if (secs == 0)
+		snprintf(buf, len, "-");
+	else
+		pan_format_time(secs, buf, len);
+}
+
+int
+ca_cert_list(struct pan *p, int argc, char **argv, FILE *out, FILE *errf)
+{
+	static const char *const opts[] = {"--node", "--status", "--limit",
+	                                   "--after"};
+	const char *vals[4] = {NULL, NULL, NULL, NULL};
+	struct store_filter filter = {STORE_STATUS_ANY, NULL};
+	struct store_cursor cursor;
+	struct store_cert_list l = {0};
+	struct error err = {{0}};
+	char serial[2 * STORE_SERIAL_MAX + 1], when[32];
+	char subject[CERT_LIST_SUBJECT_MAX + 1], next[STORE_CURSOR_STR_MAX];
+	unsigned long limit = 0;
+	char *end;
+	size_t i;
+	int a, k, r;
+
+	/* argv: cert list [options] */
+	for (a = 2; a < argc; a++) {
+		for (k = 0; k < 4; k++)
+			if ((r = ca_opt(argc, argv, &a, opts[k], &vals[k])) !=
+			    0)
+				break;
+		if (k == 4 || r == -1) {
+			fprintf(errf,
+			        "pan cert list: %s '%s'\n" CERT_LIST_USAGE,
+			        k == 4 ? "unexpected argument"
+			               : "a value is missing after",
+			        argv[a]);
+			return PAN_EXIT_USAGE;
+		}
+	}
+	filter.issued_by = vals[0];
+	if (vals[1] != NULL) {
+		if (strcmp(vals[1], "good") == 0)
+			filter.status = STORE_STATUS_GOOD;
+		else if (strcmp(vals[1], "revoked") == 0)
+			filter.status = STORE_STATUS_REVOKED;
+		else if (strcmp(vals[1], "hold") == 0)
+			filter.status = STORE_STATUS_HOLD;
+		else {
+			fprintf(errf,
+			        "pan cert list: --status '%s': want good, "
+			        "revoked or hold\n",
+			        vals[1]);
+			return PAN_EXIT_USAGE;
+		}
+	}
+	if (vals[2] != NULL) {
+		errno = 0;
+		limit = strtoul(vals[2], &end, 10);
+		if (errno != 0 || *end != '\0' || vals[2][0] == '-' ||
+		    limit == 0 || limit > STORE_PAGE_MAX) {
+			fprintf(errf,
+			        "pan cert list: --limit '%s': want 1 to %d\n",
+			        vals[2], STORE_PAGE_MAX);
+			return PAN_EXIT_USAGE;
+		}
+	}
+	memset(&cursor, 0, sizeof(cursor));
+	if (vals[3] != NULL &&
+	    store_cursor_parse(vals[3], &cursor, &err) == -1) {
+		fprintf(errf, "pan cert list: --after: %s\n", err.msg);
+		return PAN_EXIT_USAGE;
+	}
+	if (store_list_certs(p->st, &filter, limit, &cursor, &l, &err) == -1) {
+		fprintf(errf, "pan cert list: %s\n", err.msg);
+		return PAN_EXIT_FAIL;
+	}
+	fprintf(out, "%-40s %-*s %-12s %-16s %-23s %s\n", "SERIAL",
+	        CERT_LIST_SUBJECT_MAX, "SUBJECT", "ISSUER NODE", "PROFILE",
+	        "NOT AFTER", "STATUS");
+	for (i = 0; i < l.count; i++) {
+		const struct store_cert *c = &l.certs[i];
+
+		hex_encode(c->serial, c->serial_len, serial);
+		if (strlen(c->subject) > CERT_LIST_SUBJECT_MAX)
+			snprintf(subject, sizeof(subject), "%.*s...",
+			         CERT_LIST_SUBJECT_MAX - 3, c->subject);
+		else
+			snprintf(subject, sizeof(subject), "%s", c->subject);
+		ca_time(c->not_after, when, sizeof(when));
+		fprintf(out, "%-40s %-*s %-12s %-16s %-23s %s\n", serial,
+		        CERT_LIST_SUBJECT_MAX, subject,
+		        c->issued_by != NULL && c->issued_by[0] != '\0'
+		            ? c->issued_by
+		            : "-",
+		        c->profile != NULL && c->profile[0] != '\0' ? c->profile
+		                                                    : "-",
+		        when, store_status_name(c->status));
+	}
+	if (!cursor.done) {
+		store_cursor_format(&cursor, next);
+		fprintf(out, "more: pan cert list ... --after %s\n", next);
+	}
+	store_cert_list_free(&l);
+	return PAN_EXIT_OK;
+}
+
+/* A serial as hex, with optional "0x" and ':' between bytes. */
+static int
+ca_parse_serial(const char *s, uint8_t *out, size_t *len)
+{
+	char hex[2 * STORE_SERIAL_MAX + 2];
+	size_t n = 0;
+	ssize_t r;
+
+	if (strncmp(s, "0x", 2) == 0 || strncmp(s, "0X", 2) == 0)
+		s += 2;
+	hex[n++] = '0'; /* room for an odd digit count */
+	for (; *s != '\0'; s++) {
+		if (*s == ':')
+			continue;
+		if (!isxdigit((unsigned char)*s) || n >= sizeof(hex) - 1)
+			return -1;
+		hex[n++] = *s;
+	}
+	hex[n] = '\0';
+	if (n == 1)
+		return -1;
+	r = hex_decode(n % 2 == 0 ? hex : hex + 1, out, STORE_SERIAL_MAX);
+	if (r <= 0)
+		return -1;
+	*len = (size_t)r;
+	return 0;
+}
+
+static void
+ca_show_one(const struct store_cert *c, FILE *out)
+{
+	char serial[2 * STORE_SERIAL_MAX + 1], kid[2 * STORE_KEY_ID_LEN + 1];
+	char when[32], name[CERT_CN_BUF + 256], keydesc[64] = "?";
+	X509 *x;
+
+	hex_encode(c->serial, c->serial_len, serial);
+	hex_encode(c->issuer_key_id, STORE_KEY_ID_LEN, kid);
+	fprintf(out, "Serial:        %s\n", serial);
+	fprintf(out, "Subject:       %s\n", c->subject);
+	x = cert_parse_der(c->der, c->der_len, NULL);
+	if (x != NULL) {
+		cert_name_string(X509_get_issuer_name(x), name, sizeof(name));
+		fprintf(out, "Issuer:        %s\n", name);
+		key_describe(X509_get0_pubkey(x), keydesc, sizeof(keydesc));
+	}
+	fprintf(out, "Issuer key id: %s\n", kid);
+	fprintf(out, "Issuer node:   %s\n",
+	        c->issued_by != NULL && c->issued_by[0] != '\0' ? c->issued_by
+	                                                        : "-");
+	fprintf(out, "Profile:       %s\n",
+	        c->profile != NULL && c->profile[0] != '\0' ? c->profile : "-");
+	fprintf(out, "Key:           %s\n", keydesc);
+	ca_time(c->not_before, when, sizeof(when));
+	fprintf(out, "Not before:    %s\n", when);
+	ca_time(c->not_after, when, sizeof(when));
+	fprintf(out, "Not after:     %s\n", when);
+	ca_time(c->issued_at, when, sizeof(when));
+	fprintf(out, "Issued at:     %s\n", when);
+	fprintf(out, "Status:        %s\n", store_status_name(c->status));
+	if (c->status == STORE_STATUS_REVOKED ||
+	    c->status == STORE_STATUS_HOLD) {
+		ca_time(c->revoked_at, when, sizeof(when));
+		fprintf(out, "Revoked at:    %s\nReason:        %s\n", when,
+		        store_reason_name(c->reason));
+	}
+	if (x != NULL && !PEM_write_X509(out, x))
+		log_crypto(LOG_MAIN, NULL, "PEM_write_X509", serial);
+	X509_free(x);
+}
+
+int
+ca_cert_show(struct pan *p, int argc, char **argv, FILE *out, FILE *errf)
+{
+	struct store_cert_list l = {0};
+	struct error err = {{0}};
+	uint8_t serial[STORE_SERIAL_MAX];
+	size_t len, i;
+
+	/* argv: cert show SERIAL */
+	if (argc != 3) {
+		fputs(CERT_SHOW_USAGE, errf);
+		return PAN_EXIT_USAGE;
+	}
+	if (ca_parse_serial(argv[2], serial, &len) == -1) {
+		fprintf(errf,
+		        "pan cert show: '%s' is not a serial number (hex, at "
+		        "most %d bytes)\n",
+		        argv[2], STORE_SERIAL_MAX);
+		return PAN_EXIT_USAGE;
+	}
+	if (store_find_by_serial(p->st, serial, len, &l, &err) == -1) {
+		fprintf(errf, "pan cert show: %s\n", err.msg);
+		return PAN_EXIT_FAIL;
+	}
+	if (l.count == 0) {
+		fprintf(errf, "pan cert show: no certificate with serial %s\n",
+		        argv[2]);
+		store_cert_list_free(&l);
+		return PAN_EXIT_FAIL;
+	}
+	for (i = 0; i < l.count; i++) {
+		if (i > 0)
+			fputc('\n', out);
+		ca_show_one(&l.certs[i], out);
+	}
+	store_cert_list_free(&l);
+	return PAN_EXIT_OK;
 }

@@ -37,6 +37,8 @@ static const struct control_cmd control_cmds[] = {
     {"node", "list", registry_node_list},
     {"node", "remove", registry_node_remove},
     {"ca", "certs", ca_certs},
+    {"cert", "list", ca_cert_list},
+    {"cert", "show", ca_cert_show},
     {"alarms", NULL, alarm_list},
     {"status", NULL, status_daemon},
 };

@@ -22,6 +22,8 @@ static const struct {
     {"ca", pan_ca_main,
      "ca certs [--pem]: the deployment's CA "
      "certificates"},
+    {"cert", pan_cert_main,
+     "cert list|show: the certificates the deployment issued"},
     {"alarms", pan_alarms_main,
      "active alarms (--all: cleared ones "
      "too)"},

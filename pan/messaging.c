@@ -56,9 +56,8 @@ messaging_drop_name(enum pan_drop why)
 	return (unsigned)why < PAN_DROP_COUNT ? drop_names[why] : "?";
 }
 
-/* true when a line may be logged now; counts the suppressed ones. */
-static bool
-ratelimit_pass(struct pan_ratelimit *rl, uint64_t *suppressed)
+bool
+messaging_ratelimit(struct pan_ratelimit *rl, uint64_t *suppressed)
 {
 	int64_t now = time_mono_ms();
 
@@ -79,7 +78,7 @@ ratelimited_log(struct pan_ratelimit *rl, const char *what, const char *fmt,
 	char line[ERROR_MAX];
 	uint64_t suppressed;
 
-	if (!ratelimit_pass(rl, &suppressed))
+	if (!messaging_ratelimit(rl, &suppressed))
 		return;
 	vsnprintf(line, sizeof(line), fmt, ap);
 	if (suppressed > 0)
@@ -389,7 +388,7 @@ messaging_zap(struct pan *p)
 	} else if (registry_key_removed(p, frames[6])) {
 		zmq_z85_encode(user_id, frames[6], CURVE_KEY_LEN);
 		p->zap_refused++;
-		if (ratelimit_pass(&p->zap_rl, &suppressed))
+		if (messaging_ratelimit(&p->zap_rl, &suppressed))
 			log_warn(LOG_MESSAGING,
 			         "refused CURVE key %s: it "
 			         "belongs to a removed node%s",
@@ -436,8 +435,14 @@ messaging_reply(struct pan *p, const void *rid, size_t rid_len,
 	        -1 ||
 	    zmq_send(p->router, buf, len, ZMQ_DONTWAIT) == -1) {
 		/* EHOSTUNREACH: the peer left; EAGAIN: its queue is full. */
-		log_info(LOG_MESSAGING, "%s not delivered: %s",
-		         msg_body_name(env->body_case), zmq_strerror(errno));
+		uint64_t held;
+
+		if (messaging_ratelimit(&p->reply_rl, &held))
+			log_info(LOG_MESSAGING,
+			         "%s not delivered: %s (%llu more not "
+			         "logged since the last line)",
+			         msg_body_name(env->body_case),
+			         zmq_strerror(errno), (unsigned long long)held);
 		goto out;
 	}
 	rc = 0;
@@ -467,10 +472,19 @@ on_heartbeat(void *ctx, const Iselab__Envelope *env)
 	return registry_heartbeat(c->p, &c->peer, env);
 }
 
+static int
+on_outbox(void *ctx, const Iselab__Envelope *env)
+{
+	struct dispatch_ctx *c = ctx;
+
+	return registry_outbox(c->p, &c->peer, env);
+}
+
 /* What nodes may send to 8671; anything else is counted as unhandled. */
 static const struct msg_handler router_handlers[] = {
     {ISELAB__ENVELOPE__BODY_JOIN_REQUEST, on_join},
     {ISELAB__ENVELOPE__BODY_HEARTBEAT, on_heartbeat},
+    {ISELAB__ENVELOPE__BODY_OUTBOX_BATCH, on_outbox},
 };
 
 /* One message: the routing id ROUTER added, and the node's payload. */

@@ -9,10 +9,12 @@
  *   run.c        lifecycle: config, pid file, CA signer, sockets, poll loop
  *   messaging.c  ZAP handler (RFC 27) and the ROUTER on 8671: framing,
  *                unpacking, dispatch, replies, drop counters
- *   registry.c   nodes and tokens: join, heartbeats, link timeouts, remove
+ *   registry.c   nodes and tokens: join, heartbeats, link timeouts, remove;
+ *                the PSNs' outbox batches
  *   alarm.c      alarms kept in the store (Queue Link Error)
  *   control.c    the control socket: admin commands run in the daemon
- *   ca.c         `pan ca certs`: the CA tree as the admin page shows it
+ *   ca.c         `pan ca certs`: the CA tree as the admin page shows it;
+ *                `pan cert list|show`: the issued certificates
  *   admin.c      client side of the admin subcommands
  *   status.c     `pan status`, from the daemon or offline
  */
@@ -150,9 +152,16 @@ struct pan {
 	struct pan_ratelimit drop_rl[PAN_DROP_COUNT];
 	struct pan_ratelimit msg_rl[MSG_DROP_COUNT]; /* router_stats drops */
 	struct pan_ratelimit zap_rl;                 /* refused CURVE keys */
+	struct pan_ratelimit join_rl;  /* refused joins: anyone may send them */
+	struct pan_ratelimit reply_rl; /* replies that could not be delivered */
 	uint64_t zap_accepted, zap_refused;
 	uint64_t joins_accepted, joins_refused, joins_replayed;
 	uint64_t heartbeats;
+	/* Outbox batches from PSNs (registry_outbox()). */
+	uint64_t outbox_batches; /* batches handled */
+	uint64_t outbox_stored;  /* certificates stored */
+	uint64_t outbox_known;   /* redelivered: already stored, acked */
+	uint64_t outbox_refused; /* not the node's, malformed: not acked */
 };
 
 /* Subcommands (main.c). */
@@ -162,6 +171,7 @@ int pan_run_main(int argc, char **argv);
 int pan_node_main(int argc, char **argv);
 int pan_ca_main(int argc, char **argv);
 int pan_alarms_main(int argc, char **argv);
+int pan_cert_main(int argc, char **argv);
 
 /* run.c */
 const char *pan_link_name(enum pan_link link);
@@ -176,6 +186,12 @@ void messaging_zap(struct pan *p);
 /* Every message waiting on the ROUTER. */
 void messaging_router(struct pan *p);
 /* Count a drop and log it, at most one line a second per reason. */
+/*
+ * true when a line may be logged now (one a second per limiter); the lines
+ * held back meanwhile are counted and handed back with the next one, so a
+ * client that floods us with refusals cannot flood the log.
+ */
+bool messaging_ratelimit(struct pan_ratelimit *rl, uint64_t *suppressed);
 void messaging_drop(struct pan *p, enum pan_drop why, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Reply to one peer of the ROUTER; the envelope is sent as one frame. */
@@ -207,6 +223,14 @@ int registry_join(struct pan *p, const struct pan_peer *peer,
                   const Iselab__Envelope *env);
 int registry_heartbeat(struct pan *p, const struct pan_peer *peer,
                        const Iselab__Envelope *env);
+/*
+ * An OutboxBatch from a registered, non-removed node: each certificate
+ * must be issued by one of that node's CA certificates; what is not
+ * stored yet is stored (one transaction), and what is stored (or was
+ * already) is acked.  A refused item is logged, counted, not acked.
+ */
+int registry_outbox(struct pan *p, const struct pan_peer *peer,
+                    const Iselab__Envelope *env);
 /* Link timeouts; returns ms until it wants to run again. */
 int64_t registry_tick(struct pan *p);
 /* Write every changed last heartbeat (at shutdown). */
@@ -240,6 +264,9 @@ void control_serve(struct pan *p);
 
 /* ca.c */
 int ca_certs(struct pan *p, int argc, char **argv, FILE *out, FILE *err);
+/* `pan cert list`, `pan cert show SERIAL`: the store's certificates. */
+int ca_cert_list(struct pan *p, int argc, char **argv, FILE *out, FILE *err);
+int ca_cert_show(struct pan *p, int argc, char **argv, FILE *out, FILE *err);
 
 /* status.c: the node and its CA certificates, shared by both views. */
 int status_print_node(FILE *fp, const char *datadir,

@@ -13,20 +13,24 @@
  * accepted one is never half recorded.
  */
 #include <errno.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include "cert.h"
 #include "config.h"
 #include "csr.h"
 #include "join.h"
 #include "log.h"
+#include "outbox.h"
 #include "pan.h"
 #include "registry.pb-c.h"
 #include "signer.h"
@@ -358,11 +362,17 @@ join_refuse(struct pan *p, const struct pan_peer *peer,
 	Iselab__Error e = ISELAB__ERROR__INIT;
 	const Iselab__JoinRequest *jr = env->join_request;
 
+	uint64_t held;
+
 	p->joins_refused++;
-	log_warn(LOG_MESSAGING,
-	         "join of '%s' (%s) from CURVE key %s refused: "
-	         "%s",
-	         jr->hostname, proto_role_name(jr->role), peer->key_z85, why);
+	/* Any CURVE client may send joins: the log line is rate-limited. */
+	if (messaging_ratelimit(&p->join_rl, &held))
+		log_warn(LOG_MESSAGING,
+		         "join of '%s' (%s) from CURVE key %s refused: %s "
+		         "(%llu more refused joins not logged since the last "
+		         "line)",
+		         jr->hostname, proto_role_name(jr->role), peer->key_z85,
+		         why, (unsigned long long)held);
 	msg_init(&reply, env->request_id, p->id.hostname);
 	e.code = code;
 	e.message = (char *)why;
@@ -1372,4 +1382,254 @@ out:
 	if (r != NULL)
 		iselab__node_record__free_unpacked(r, NULL);
 	return rc;
+}
+
+/* ---- the outbox: certificates the nodes issued ------------------------- */
+
+/* The CA certificates a node holds (its Endpoint Sub CA or Node CA). */
+#define OUTBOX_NODE_CAS_MAX 4
+
+/* A node's CA certificates, from its record and the store. */
+static size_t
+outbox_node_cas(struct pan *p, const char *host, X509 **cas,
+                uint8_t kids[][STORE_KEY_ID_LEN])
+{
+	Iselab__NodeRecord *r;
+	struct store_cert *sc;
+	struct error err = {{0}};
+	size_t i, n = 0;
+
+	if (registry_record(p, host, &r, &err) == -1) {
+		log_error(LOG_MESSAGING, "outbox of %s: %s", host, err.msg);
+		return 0;
+	}
+	for (i = 0; i < r->n_certs && n < OUTBOX_NODE_CAS_MAX; i++) {
+		Iselab__IssuedCertRef *ref = r->certs[i];
+		enum cert_profile prof;
+
+		if (ref->issuer_key_id.len != STORE_KEY_ID_LEN ||
+		    cert_profile_from_name(ref->profile, &prof, NULL) == -1 ||
+		    !cert_profile_is_ca(prof))
+			continue;
+		sc = NULL;
+		if (store_get_cert(p->st, ref->issuer_key_id.data,
+		                   ref->serial.data, ref->serial.len, &sc,
+		                   NULL) != STORE_OK)
+			continue;
+		if (sc->status == STORE_STATUS_GOOD &&
+		    (cas[n] = cert_parse_der(sc->der, sc->der_len, NULL)) !=
+		        NULL) {
+			if (store_issuer_key_id(cas[n], kids[n], NULL) == 0)
+				n++;
+			else
+				X509_free(cas[n]);
+		}
+		store_cert_free(sc);
+	}
+	iselab__node_record__free_unpacked(r, NULL);
+	return n;
+}
+
+/* Which of cas issued x (issuer name and signature), or -1. */
+static int
+outbox_issuer(X509 *x, X509 **cas, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (X509_NAME_cmp(X509_get_issuer_name(x),
+		                  X509_get_subject_name(cas[i])) == 0 &&
+		    X509_verify(x, X509_get0_pubkey(cas[i])) == 1)
+			return (int)i;
+	ERR_clear_error();
+	return -1;
+}
+
+static bool
+outbox_profile_ok(const char *s)
+{
+	size_t i, len = strlen(s);
+
+	if (len == 0 || len > STORE_NAME_MAX)
+		return false;
+	for (i = 0; i < len; i++)
+		if (s[i] < 0x21 || s[i] > 0x7e)
+			return false;
+	return true;
+}
+
+/* Refuse one item: logged, counted, not acked (the node sends it again). */
+static void outbox_refuse(struct pan *p, const char *host, size_t i,
+                          const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void
+outbox_refuse(struct pan *p, const char *host, size_t i, const char *fmt, ...)
+{
+	char why[ERROR_MAX];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	p->outbox_refused++;
+	log_warn(LOG_MESSAGING, "outbox of %s: item %zu refused: %s", host, i,
+	         why);
+}
+
+/* One item that is not stored yet, waiting for the batch's transaction. */
+struct outbox_pending {
+	uint8_t kid[STORE_KEY_ID_LEN];
+	uint8_t serial[STORE_SERIAL_MAX];
+	size_t serial_len;
+	const ProtobufCBinaryData *key; /* the item's key, to ack */
+};
+
+int
+registry_outbox(struct pan *p, const struct pan_peer *peer,
+                const Iselab__Envelope *env)
+{
+	const Iselab__OutboxBatch *batch = env->outbox_batch;
+	Iselab__Envelope reply;
+	Iselab__OutboxAck ack = ISELAB__OUTBOX_ACK__INIT;
+	ProtobufCBinaryData acks[OUTBOX_BATCH_MAX];
+	struct outbox_pending pend[OUTBOX_BATCH_MAX];
+	uint8_t kids[OUTBOX_NODE_CAS_MAX][STORE_KEY_ID_LEN];
+	uint8_t key[OUTBOX_KEY_MAX];
+	X509 *cas[OUTBOX_NODE_CAS_MAX];
+	struct store_batch *b = NULL;
+	struct store_cert *sc;
+	struct error err = {{0}};
+	struct pan_node *n;
+	size_t ncas = 0, nacks = 0, npend = 0, stored = 0, i, j, klen;
+	int ci, rc;
+
+	if ((n = registry_find_key(p, peer->key)) == NULL) {
+		messaging_drop(p, PAN_DROP_UNKNOWN_KEY,
+		               "outbox batch for '%s' from CURVE key %s, which "
+		               "no registered node holds",
+		               env->sender, peer->key_z85);
+		return 0;
+	}
+	if (strcmp(env->sender, n->hostname) != 0) {
+		messaging_drop(p, PAN_DROP_FOREIGN,
+		               "outbox batch for '%s' from the CURVE key of %s",
+		               env->sender, n->hostname);
+		return 0;
+	}
+	if (batch->n_items > OUTBOX_BATCH_MAX) {
+		p->outbox_refused += batch->n_items;
+		log_warn(LOG_MESSAGING,
+		         "outbox of %s: a batch of %zu certificates refused "
+		         "(at most %d)",
+		         n->hostname, batch->n_items, OUTBOX_BATCH_MAX);
+		return 0;
+	}
+	p->outbox_batches++;
+	ncas = outbox_node_cas(p, n->hostname, cas, kids);
+	if ((b = store_batch_new()) == NULL) {
+		log_error(LOG_MESSAGING, "outbox of %s: out of memory",
+		          n->hostname);
+		goto out;
+	}
+	for (i = 0; i < batch->n_items; i++) {
+		const Iselab__OutboxItem *it = batch->items[i];
+		X509 *x;
+
+		if ((x = cert_parse_der(it->cert.data, it->cert.len, NULL)) ==
+		    NULL) {
+			outbox_refuse(p, n->hostname, i,
+			              "the certificate does not parse");
+			continue;
+		}
+		if (it->issued_at_ms < 0 ||
+		    outbox_key(it->issued_at_ms, x, key, &klen, NULL) == -1 ||
+		    klen != it->key.len ||
+		    memcmp(key, it->key.data, klen) != 0) {
+			outbox_refuse(p, n->hostname, i,
+			              "its key is not issued_at_ms || serial");
+			X509_free(x);
+			continue;
+		}
+		if (it->profile == NULL || !outbox_profile_ok(it->profile) ||
+		    X509_check_ca(x) != 0) {
+			outbox_refuse(p, n->hostname, i,
+			              "a CA certificate or a bad profile name");
+			X509_free(x);
+			continue;
+		}
+		if ((ci = outbox_issuer(x, cas, ncas)) == -1) {
+			char subject[CERT_CN_BUF + 64];
+
+			cert_name_string(X509_get_issuer_name(x), subject,
+			                 sizeof(subject));
+			outbox_refuse(p, n->hostname, i,
+			              "not issued by a CA certificate of %s "
+			              "(issuer %s)",
+			              n->hostname, subject);
+			X509_free(x);
+			continue;
+		}
+		/* Already stored (a redelivery) or earlier in this batch. */
+		sc = NULL;
+		rc = store_get_cert(p->st, kids[ci], key + OUTBOX_TIME_LEN,
+		                    klen - OUTBOX_TIME_LEN, &sc, &err);
+		store_cert_free(sc);
+		for (j = 0; rc == STORE_NOT_FOUND && j < npend; j++)
+			if (memcmp(pend[j].kid, kids[ci], STORE_KEY_ID_LEN) ==
+			        0 &&
+			    pend[j].serial_len == klen - OUTBOX_TIME_LEN &&
+			    memcmp(pend[j].serial, key + OUTBOX_TIME_LEN,
+			           pend[j].serial_len) == 0)
+				rc = STORE_EXISTS;
+		if (rc == STORE_OK || rc == STORE_EXISTS) {
+			p->outbox_known++;
+			acks[nacks++] = it->key;
+		} else if (rc == -1) {
+			log_error(LOG_MESSAGING, "outbox of %s: %s",
+			          n->hostname, err.msg);
+		} else if (store_batch_put_x509(
+		               b, x, kids[ci], n->hostname, it->profile,
+		               it->issued_at_ms / 1000) == -1) {
+			outbox_refuse(p, n->hostname, i,
+			              "the store refuses the certificate");
+		} else {
+			memcpy(pend[npend].kid, kids[ci], STORE_KEY_ID_LEN);
+			memcpy(pend[npend].serial, key + OUTBOX_TIME_LEN,
+			       klen - OUTBOX_TIME_LEN);
+			pend[npend].serial_len = klen - OUTBOX_TIME_LEN;
+			pend[npend].key = &it->key;
+			npend++;
+		}
+		X509_free(x);
+	}
+	/* One transaction for the batch; acked only once it is durable. */
+	if (npend > 0) {
+		if (store_apply(p->st, b, &err) != STORE_OK)
+			log_error(
+			    LOG_MESSAGING,
+			    "outbox of %s: %zu certificates not stored: %s",
+			    n->hostname, npend, err.msg);
+		else {
+			for (j = 0; j < npend; j++)
+				acks[nacks++] = *pend[j].key;
+			stored = npend;
+			p->outbox_stored += npend;
+		}
+	}
+	log_info(LOG_MESSAGING,
+	         "outbox of %s: %zu certificates, %zu stored, %zu already "
+	         "known, %zu not acked",
+	         n->hostname, batch->n_items, stored, nacks - stored,
+	         batch->n_items - nacks);
+	msg_init(&reply, env->request_id, p->id.hostname);
+	ack.n_keys = nacks;
+	ack.keys = acks;
+	reply.body_case = ISELAB__ENVELOPE__BODY_OUTBOX_ACK;
+	reply.outbox_ack = &ack;
+	(void)messaging_reply(p, peer->rid, peer->rid_len, &reply);
+out:
+	store_batch_free(b);
+	for (i = 0; i < ncas; i++)
+		X509_free(cas[i]);
+	return 0;
 }

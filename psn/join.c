@@ -8,11 +8,13 @@
  * hierarchy; in legacy the PAN's Node CA issued it), its EST server TLS
  * certificate and its EST client certificate, each with the AIA OCSP URL
  * of its own responder (DESIGN.md section 2), and records them in its
- * store, from which the OCSP responder will answer for them.
+ * store, from which the OCSP responder will answer for them, queuing each
+ * in the same transaction in its outbox for the PAN (common/outbox.h):
+ * `pan ca certs` and `pan cert list` show them once `psn run` delivered
+ * them.
  */
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 #include <openssl/x509.h>
 
@@ -21,6 +23,7 @@
 #include "keys.h"
 #include "log.h"
 #include "node.h"
+#include "outbox.h"
 #include "psn.h"
 #include "store.h"
 #include "util.h"
@@ -91,7 +94,11 @@ out:
 	return cert;
 }
 
-/* Record what the Endpoint Sub CA issued, for its OCSP responder. */
+/*
+ * Record what the Endpoint Sub CA issued, for its OCSP responder, and
+ * queue it for the PAN: one transaction, so nothing is recorded but not
+ * queued.
+ */
 static int
 psn_store(struct join_state *js, X509 **certs, const char *const *profiles,
           size_t n, struct error *err)
@@ -100,7 +107,8 @@ psn_store(struct join_state *js, X509 **certs, const char *const *profiles,
 	char path[PSN_PATH_MAX];
 	const char *d = js->opts->datadir;
 	struct store *st = NULL;
-	int64_t now = time(NULL);
+	struct store_batch *b = NULL;
+	int64_t now = time_now_ms();
 	size_t i;
 	int rc = -1;
 
@@ -117,12 +125,19 @@ psn_store(struct join_state *js, X509 **certs, const char *const *profiles,
 		return -1;
 	if (store_issuer_key_id(js->material.ca_cert, kid, err) == -1)
 		goto out;
+	if ((b = store_batch_new()) == NULL) {
+		error_set(err, "out of memory");
+		goto out;
+	}
 	for (i = 0; i < n; i++)
-		if (store_put_x509(st, certs[i], kid, js->opts->hostname,
-		                   profiles[i], now, err) == -1)
+		if (outbox_batch_add(b, certs[i], kid, profiles[i],
+		                     js->opts->hostname, now, err) == -1)
 			goto out;
+	if (store_apply(st, b, err) != STORE_OK)
+		goto out;
 	rc = 0;
 out:
+	store_batch_free(b);
 	store_close(st);
 	return rc;
 }
@@ -178,15 +193,5 @@ out:
 int
 psn_join_main(int argc, char **argv)
 {
-	struct join_opts o;
-	struct error err = {{0}};
-	int r;
-
-	if ((r = join_cli_parse(&psn_role, argc, argv, &o)) != 0)
-		return r == 1 ? PSN_EXIT_OK : PSN_EXIT_USAGE;
-	if (join_node(&psn_role, &o, psn_finish, &err) == -1) {
-		fprintf(stderr, "psn join: %s\n", err.msg);
-		return PSN_EXIT_FAIL;
-	}
-	return PSN_EXIT_OK;
+	return join_main(&psn_role, psn_finish, argc, argv);
 }

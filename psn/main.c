@@ -6,6 +6,7 @@
 
 #include "iselab-version.h"
 #include "psn.h"
+#include "services.h"
 
 static const struct {
 	const char *name;
@@ -17,6 +18,9 @@ static const struct {
     {"run", psn_run_main, "run the node in the foreground"},
     {"status", psn_status_main,
      "show this node, its PAN link, certificates and services"},
+    {"service", psn_service_main,
+     "run the CA service or the EST server in the foreground"},
+    {"user", psn_user_main, "add, remove or list EST enrollment users"},
 };
 
 static void

@@ -1,33 +1,23 @@
 /*
  * psn run: the PSN daemon in the foreground.
  *
- * Today it keeps the node's link to the PAN (heartbeats, acks, the link
- * state) and answers `psn status` on the control socket; the CA service,
- * the EST server and the OCSP responder join it as forked processes with
- * the EST and OCSP issues.  The pid file keeps a second daemon off the
- * data directory; SIGTERM and SIGINT stop it cleanly.
+ * The shared member daemon (join_run_main(), common/join.c) keeps the
+ * node's link to the PAN, its store, the control socket and the loop.
+ * What is the PSN's own comes in through its hooks: the outbox that
+ * delivers the certificates this node issued to the PAN (common/outbox.h),
+ * and the place where the CA service, the EST server and the OCSP
+ * responder are started and supervised as forked processes (start,
+ * child_exited, stop, service).
  */
-#include <errno.h>
-#include <getopt.h>
+#include <inttypes.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <unistd.h>
-
-#include <zmq.h>
 
 #include "join.h"
-#include "keys.h"
 #include "log.h"
-#include "node.h"
-#include "proc.h"
+#include "outbox.h"
 #include "psn.h"
+#include "services.h"
 #include "util.h"
-
-/* Most --set flags one command line takes. */
-#define RUN_SETS_MAX 64
-/* Longest path we build inside the data directory. */
-#define RUN_PATH_MAX 4096
 
 static const char *const psn_certs[] = {
     "endpoint-sub-ca.crt", "ocsp-responder.crt", "est-server.crt",
@@ -53,144 +43,151 @@ const struct join_role psn_role = {
     .services = psn_services,
 };
 
-static void
-run_usage(FILE *fp)
+/* What the PSN's hooks keep between calls. */
+struct psn_run {
+	struct outbox_sender outbox; /* set up on the first tick */
+	bool outbox_ready;           /* the store is open: outbox set up */
+	struct psn_services *svcs;   /* CA service + EST server; NULL: off */
+};
+
+/*
+ * Before the ZeroMQ context and the store exist, so the forked services
+ * inherit neither.  CA and EST services run only where session services
+ * are on (ISE-CA-EST.md, "Service status").
+ */
+static int
+psn_start(struct join_daemon *d, void *arg, const char *pass, size_t passlen,
+          struct error *err)
 {
-	fprintf(fp,
-	        "usage: psn run --data-dir DIR [--passphrase-file FILE] "
-	        "[--set key=value]...\n"
-	        "\n"
-	        "  --set key=value      heartbeat.interval (5s), "
-	        "heartbeat.timeout (15s),\n"
-	        "                       log.level (info); also from "
-	        "DIR/psn.conf and %s*\n"
-	        "  --passphrase-file F  the node passphrase; without it, %s\n",
-	        NODE_ENV_PREFIX, NODE_PASSPHRASE_ENV);
+	struct psn_run *r = arg;
+
+	if (!d->deployment.session_services) {
+		log_info(LOG_MAIN,
+		         "session services are off on %s: the CA "
+		         "and EST services do not run",
+		         d->id.hostname);
+		return 0;
+	}
+	return psn_services_start_cfg(&r->svcs, d->datadir, &d->id, d->cfg,
+	                              pass, passlen, err);
 }
 
-/* Bind the control socket: claim a dead daemon's file, bind, 0600. */
-static void *
-run_control(struct join_daemon *d, struct error *err)
+static void
+psn_child_exited(struct join_daemon *d, void *arg, pid_t pid, int status)
 {
-	char endpoint[PROC_ENDPOINT_MAX];
-	int zero = 0;
-	void *s;
+	struct psn_run *r = arg;
 
-	if (proc_ipc_claim(d->datadir, PROC_CONTROL_NAME, err) == -1 ||
-	    proc_ipc_endpoint(endpoint, sizeof(endpoint), d->datadir,
-	                      PROC_CONTROL_NAME, err) == -1)
+	(void)d;
+	if (r->svcs != NULL)
+		(void)psn_services_child_exited(r->svcs, pid, status);
+}
+
+static const char *
+psn_service(const struct join_daemon *d, void *arg, size_t i, pid_t *pid)
+{
+	struct psn_run *r = arg;
+
+	if (r->svcs == NULL)
 		return NULL;
-	if ((s = zmq_socket(d->zctx, ZMQ_REP)) == NULL) {
-		error_set(err, "zmq_socket: %s", zmq_strerror(errno));
-		return NULL;
+	return psn_services_state(r->svcs, d->role->services[i], pid);
+}
+
+static void
+psn_stop(struct join_daemon *d, void *arg)
+{
+	struct psn_run *r = arg;
+
+	(void)d;
+	psn_services_stop(r->svcs);
+	r->svcs = NULL;
+}
+
+static int
+psn_outbox_send(void *ctx, const Iselab__Envelope *env, struct error *err)
+{
+	struct join_daemon *d = ctx;
+
+	return join_link_send(d->link, env, err);
+}
+
+/* The store opens after start(): the outbox begins on the first tick. */
+static int64_t
+psn_tick(struct join_daemon *d, void *arg, int64_t now)
+{
+	struct psn_run *r = arg;
+
+	int64_t next, svc;
+
+	if (!r->outbox_ready) {
+		outbox_sender_init(&r->outbox, d->st, d->id.hostname, 0);
+		r->outbox_ready = true;
 	}
-	(void)zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof(zero));
-	if (zmq_bind(s, endpoint) == -1) {
-		error_set(err, "cannot bind %s: %s", endpoint,
-		          zmq_strerror(errno));
-		zmq_close(s);
-		return NULL;
+	next = outbox_sender_tick(
+	    &r->outbox, join_link_state(d->link) == JOIN_LINK_CONNECTED, now,
+	    psn_outbox_send, d);
+	if (r->svcs != NULL) {
+		psn_services_tick(r->svcs);
+		svc = psn_services_next_ms(r->svcs);
+		if (svc >= 0 && (next < 0 || svc < next))
+			next = svc;
 	}
-	if (proc_ipc_secure(d->datadir, PROC_CONTROL_NAME, err) == -1) {
-		zmq_close(s);
-		return NULL;
+	return next;
+}
+
+static int
+psn_message(struct join_daemon *d, void *arg, const Iselab__Envelope *env)
+{
+	struct psn_run *r = arg;
+	struct error err = {{0}};
+
+	(void)d;
+	if (env->body_case != ISELAB__ENVELOPE__BODY_OUTBOX_ACK ||
+	    !r->outbox_ready)
+		return 0;
+	if (outbox_sender_ack(&r->outbox, env, &err) == -1)
+		log_error(LOG_MESSAGING, "outbox ack from the PAN: %s",
+		          err.msg);
+	return 1;
+}
+
+static void
+psn_status(const struct join_daemon *d, void *arg, FILE *fp)
+{
+	struct psn_run *r = arg;
+	struct error err = {{0}};
+	size_t n;
+
+	if (d->st == NULL || outbox_count(d->st, &n, &err) == -1) {
+		fprintf(fp, "Outbox:          ? (%s)\n", err.msg);
+		return;
 	}
-	return s;
+	fprintf(fp, "Outbox:          %zu certificate%s waiting for the PAN", n,
+	        n == 1 ? "" : "s");
+	if (r->outbox_ready && r->outbox.inflight_id != 0)
+		fprintf(fp, ", batch %" PRIu64 " (%zu) awaiting its ack",
+		        r->outbox.inflight_id, r->outbox.inflight_count);
+	fprintf(fp, "\n");
 }
 
 int
 psn_run_main(int argc, char **argv)
 {
-	static const struct option longopts[] = {
-	    {"data-dir", required_argument, NULL, 'd'},
-	    {"passphrase-file", required_argument, NULL, 'p'},
-	    {"set", required_argument, NULL, 's'},
-	    {"help", no_argument, NULL, 'H'},
-	    {NULL, 0, NULL, 0},
+	static struct psn_run run;
+	/*
+	 * The CA service and the EST server are started in .start and
+	 * supervised in .tick and .child_exited (join.h, services.h).
+	 */
+	static const struct join_daemon_hooks hooks = {
+	    .arg = &run,
+	    .config = psn_services_config,
+	    .start = psn_start,
+	    .tick = psn_tick,
+	    .message = psn_message,
+	    .child_exited = psn_child_exited,
+	    .status = psn_status,
+	    .service = psn_service,
+	    .stop = psn_stop,
 	};
-	struct join_daemon d;
-	struct error err = {{0}};
-	char *sets[RUN_SETS_MAX], *pass = NULL, logdir[RUN_PATH_MAX];
-	const char *datadir = getenv(NODE_ENV_PREFIX "DATA_DIR");
-	const char *passfile = NULL;
-	size_t nsets = 0, passlen = 0;
-	char sock[PROC_ENDPOINT_MAX];
-	bool pidfile = false, bound;
-	int c, rc = PSN_EXIT_FAIL;
 
-	memset(&d, 0, sizeof(d));
-	d.signal_fd = -1;
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-		switch (c) {
-		case 'd':
-			datadir = optarg;
-			break;
-		case 'p':
-			passfile = optarg;
-			break;
-		case 's':
-			if (nsets == RUN_SETS_MAX) {
-				fprintf(stderr, "psn run: more than %d --set\n",
-				        RUN_SETS_MAX);
-				return PSN_EXIT_USAGE;
-			}
-			sets[nsets++] = optarg;
-			break;
-		case 'H':
-			run_usage(stdout);
-			return PSN_EXIT_OK;
-		default:
-			run_usage(stderr);
-			return PSN_EXIT_USAGE;
-		}
-	}
-	if (datadir == NULL || datadir[0] == '\0' || optind != argc) {
-		run_usage(stderr);
-		return PSN_EXIT_USAGE;
-	}
-	if (join_daemon_init(&d, &psn_role, datadir, sets, nsets, &err) == -1)
-		goto out;
-	if ((pass = node_passphrase(passfile, &passlen, &err)) == NULL)
-		goto out;
-	if (proc_pidfile_acquire(datadir, &err) == -1)
-		goto out;
-	pidfile = true;
-	if (node_path(logdir, sizeof(logdir), datadir, NODE_LOG_DIR, &err) ==
-	        -1 ||
-	    dir_create(logdir, 0750, &err) == -1 ||
-	    proc_log_open(d.id.hostname, "main", logdir, true, &err) == -1)
-		goto out;
-	if ((d.signal_fd = proc_signals_fd(&err)) == -1)
-		goto out;
-	if (join_daemon_start(&d, pass, passlen, &err) == -1)
-		goto out;
-	passphrase_free(pass, passlen);
-	pass = NULL;
-	if ((d.control = run_control(&d, &err)) == NULL)
-		goto out;
-	log_info(LOG_MAIN, "psn %s running, pid %ld, deployment %s",
-	         d.id.hostname, (long)getpid(), d.id.deployment_id);
-	if (join_daemon_loop(&d, &err) == -1)
-		goto out;
-	log_info(LOG_MAIN, "psn %s stopped", d.id.hostname);
-	rc = PSN_EXIT_OK;
-out:
-	if (rc != PSN_EXIT_OK) {
-		if (log_path() != NULL)
-			log_error(LOG_MAIN, "run failed: %s", err.msg);
-		fprintf(stderr, "psn run: %s\n", err.msg);
-	}
-	passphrase_free(pass, passlen);
-	bound = d.control != NULL;
-	join_daemon_close(&d);
-	/* Leave no socket file for status to knock on. */
-	if (bound && proc_ipc_path(sock, sizeof(sock), datadir,
-	                           PROC_CONTROL_NAME, NULL) == 0)
-		(void)unlink(sock);
-	if (d.signal_fd != -1)
-		close(d.signal_fd);
-	if (pidfile)
-		proc_pidfile_release(datadir);
-	return rc;
+	return join_run_main(&psn_role, &hooks, argc, argv);
 }

@@ -43,15 +43,5 @@ san_finish(struct join_state *js, struct error *err)
 int
 san_join_main(int argc, char **argv)
 {
-	struct join_opts o;
-	struct error err = {{0}};
-	int r;
-
-	if ((r = join_cli_parse(&san_role, argc, argv, &o)) != 0)
-		return r == 1 ? SAN_EXIT_OK : SAN_EXIT_USAGE;
-	if (join_node(&san_role, &o, san_finish, &err) == -1) {
-		fprintf(stderr, "san join: %s\n", err.msg);
-		return SAN_EXIT_FAIL;
-	}
-	return SAN_EXIT_OK;
+	return join_main(&san_role, san_finish, argc, argv);
 }

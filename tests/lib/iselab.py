@@ -583,6 +583,13 @@ class Joiner(Node):
 class Psn(Joiner):
     role = "psn"
 
+    def __init__(self, lab, hostname, datadir=None):
+        super().__init__(lab, hostname, datadir)
+        # `psn run` starts the EST server: on this node's own address, so
+        # that PSNs of parallel tests never share 8084.
+        self.address = lab.address()
+        self.run_args += ["--set", f"est.listen={self.address.ip}:8084"]
+
 
 class San(Joiner):
     role = "san"

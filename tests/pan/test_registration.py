@@ -387,3 +387,68 @@ def test_ca_certs_tree(lab, hierarchy):
     # At least the PAN's own chain; whatever else it exports must verify too.
     want = {"CN=Certificate Services Root CA - pan1", "CN=Certificate Services Node CA - pan1"}
     assert want <= subjects, subjects
+
+
+def cert_list(pan, *args, check=True):
+    """`pan cert list ARGS`: rows (fields) and the cursor of a next page."""
+    p = pan.cli("cert", "list", *args, check=check)
+    rows, after = [], None
+    for fields, line in [(ln.split(), ln) for ln in p.stdout.splitlines()[1:] if ln.strip()]:
+        if line.startswith("more:"):
+            after = fields[-1]
+        else:
+            rows.append(fields)
+    assert p.stdout.split()[:2] == ["SERIAL", "SUBJECT"], p.stdout
+    return rows, after
+
+
+def test_cert_list_and_show(lab):
+    pan = lab.pan()
+    nodes = {}
+    for name, role in [("psn1", "psn"), ("san1", "san")]:
+        n = lab.psn(name) if role == "psn" else lab.san(name)
+        n.join(pan.node_add(name, role), check=True)
+        nodes[name] = n
+    rows, after = cert_list(pan)
+    assert after is None
+    serials = [r[0] for r in rows]
+    assert len(serials) == len(set(serials)), rows
+    sub = cert_serial(nodes["psn1"].datadir / "ca/endpoint-sub-ca.crt").lstrip("0")
+    san = cert_serial(nodes["san1"].datadir / "ca/node-ca.crt").lstrip("0")
+    assert {sub, san} <= {s.lstrip("0") for s in serials}, rows
+    # Pages of one: the same records, in the same order, each once.
+    paged, after, pages = [], None, 0
+    while True:
+        page, after = cert_list(pan, "--limit", "1", *(["--after", after] if after else []))
+        paged += [r[0] for r in page]
+        pages += 1
+        assert pages <= len(serials) + 1
+        if after is None:
+            break
+    assert paged == serials
+    # Nothing issued by psn1 yet (it has not run); everything else by pan1.
+    assert cert_list(pan, "--node", "psn1")[0] == []
+    assert len(cert_list(pan, "--node", "pan1")[0]) == len(serials)
+    # Revoked: after removal, san1's Node CA.
+    pan.cli("node", "remove", "san1", check=True)
+    revoked = [r[0].lstrip("0") for r in cert_list(pan, "--status", "revoked")[0]]
+    assert revoked == [san], revoked
+    assert san not in [r[0].lstrip("0") for r in cert_list(pan, "--status", "good")[0]]
+    assert cert_list(pan, "--status", "hold")[0] == []
+    # show: details and the PEM the node holds; colons and case accepted.
+    colon = ":".join(san[i:i + 2] for i in range(0, len(san), 2)).upper() if len(san) % 2 == 0 else san
+    p = pan.cli("cert", "show", colon, check=True)
+    assert "Status:        revoked" in p.stdout, p.stdout
+    assert "Issuer node:   pan1" in p.stdout and "Profile:       node-ca" in p.stdout, p.stdout
+    assert split_pem(p.stdout)[0].strip() == (nodes["san1"].datadir / "ca/node-ca.crt").read_text().strip()
+    # Bad input: usage errors (2), an unknown serial (1).
+    for args in (["list", "--status", "bogus"], ["list", "--limit", "0"], ["list", "--limit", "x"],
+                 ["list", "--after", "zz"], ["list", "--nope"], ["show"], ["show", "xyz"],
+                 ["show", "11" * 21], ["frob"]):
+        p = pan.cli("cert", *args)
+        assert p.returncode == 2, f"{args}: {p.returncode} {p.stdout}{p.stderr}"
+        assert "pan cert" in p.stderr, p.stderr
+    p = pan.cli("cert", "show", "0123456789abcdef")
+    assert p.returncode == 1 and "no certificate" in p.stderr, p.stderr
+    assert pan.running
+    pan.stop()

@@ -3,6 +3,7 @@ in both OCSP hierarchies judged by openssl and zlint, its keys, heartbeats,
 and every refusal of a join, each leaving the PAN and the PSN unchanged."""
 
 import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -10,8 +11,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
-from iselab import (HEARTBEAT_TIMEOUT, LINK_TIMEOUT, PASSPHRASE, aia_ocsp,  # noqa: E402
-                    basic_constraints, cert_issuer, cert_subject, cert_text, ext_key_usage,
+from iselab import (BUILD, HEARTBEAT_TIMEOUT, LINK_TIMEOUT, PASSPHRASE, aia_ocsp,  # noqa: E402
+                    basic_constraints, cert_issuer, cert_serial, parse_table, cert_subject, cert_text, ext_key_usage,
                     files_below, has_ocsp_nocheck, key_usage, lab, openssl,  # noqa: F401
                     private_key_secrets, split_pem, subject_alt_names, verify, wait_for,
                     zlint_findings)
@@ -274,3 +275,162 @@ def test_psn_run_refuses_second_instance(lab):
     assert second.returncode > 0 and "already running" in second.stderr, second.stderr
     assert psn.running
     wait_for(lambda: pan.node_state("psn1") == "connected", LINK_TIMEOUT, "psn1 still connected")
+
+
+# -- the outbox: certificates the PSN issued reach the PAN, once -------------
+
+LOCAL_CERTS = ["ocsp-responder.crt", "est-server.crt", "est-client.crt"]
+OUTBOX_TIMEOUT = LINK_TIMEOUT + 15
+
+
+def cert_rows(pan, *args):
+    """`pan cert list ARGS`: {serial: fields}, failing on a serial listed twice."""
+    p = pan.cli("cert", "list", *args, check=True)
+    rows = {}
+    for fields, line in parse_table(p.stdout, "SERIAL"):
+        if line.startswith("more:"):
+            continue
+        assert fields[0] not in rows, f"{fields[0]} listed twice:\n{p.stdout}"
+        rows[fields[0]] = fields
+    return rows
+
+
+def local_serials(psn):
+    return {cert_serial(psn.datadir / "ca" / f).lstrip("0"): f for f in LOCAL_CERTS}
+
+
+def wait_delivered(pan, psn):
+    want = local_serials(psn)
+
+    def arrived():
+        return {s.lstrip("0") for s in cert_rows(pan, "--node", psn.hostname)} == set(want)
+
+    wait_for(arrived, OUTBOX_TIMEOUT, f"{psn.hostname}'s certificates to reach the PAN",
+             detail=lambda: pan.cli("cert", "list").stdout + psn.status(check=False).stdout
+             + "\n" + psn.diagnostics() + pan.diagnostics())
+
+
+def outbox_waiting(psn):
+    m = re.search(r"Outbox:\s+(\d+) certificates? waiting", psn.status().stdout)
+    assert m, psn.status().stdout
+    return int(m.group(1))
+
+
+def test_outbox_delivers_local_certs(lab):
+    pan, psn = joined_psn(lab)
+    # Before `psn run` the PAN names the responder without details.
+    assert "pending delivery from psn1" in pan.ca_certs()
+    count = pan.cert_count()
+    psn.start()
+    wait_delivered(pan, psn)
+    text = pan.ca_certs()
+    responder = cert_serial(psn.datadir / "ca/ocsp-responder.crt").lstrip("0")
+    block = text[text.index("OCSP Responder - psn1"):]
+    block = "\n".join(block.splitlines()[:2])
+    assert responder in block.lower().replace(":", ""), text
+    assert re.search(r"p-?256|prime256v1|secp256r1", block, re.I), block
+    assert re.search(r"\d{4}-\d{2}-\d{2}", block), block
+    assert "pending delivery" not in text, text
+    # The three local certificates, each exactly once, with their profile.
+    rows = cert_rows(pan, "--node", "psn1")
+    assert len(rows) == 3, rows
+    assert any("ocsp-responder" in " ".join(f) for f in rows.values()), rows
+    assert any("tls-server" in " ".join(f) for f in rows.values()), rows
+    assert any("tls-client" in " ".join(f) for f in rows.values()), rows
+    assert all(f[-1] == "good" for f in rows.values()), rows
+    if count is not None:
+        assert pan.cert_count() == count + 3
+    wait_for(lambda: outbox_waiting(psn) == 0, OUTBOX_TIMEOUT, "psn1's outbox to empty",
+             detail=lambda: psn.status().stdout)
+    # pan cert show: the details and the PEM of what the PSN holds.
+    p = pan.cli("cert", "show", responder, check=True)
+    assert "Issuer node:   psn1" in p.stdout, p.stdout
+    assert "Profile:       ocsp-responder" in p.stdout, p.stdout
+    pem = split_pem(p.stdout)
+    assert pem and pem[0].strip() == (psn.datadir / "ca/ocsp-responder.crt").read_text().strip()
+    psn.stop()
+    pan.stop()
+
+
+def test_outbox_waits_for_the_pan_and_stores_once(lab):
+    pan, psn = joined_psn(lab)
+    # The PAN is down before the PSN's first run: the outbox waits.
+    pan.stop()
+    psn.start()
+    time.sleep(2)
+    assert outbox_waiting(psn) == 3
+    pan.start()
+    wait_delivered(pan, psn)
+    wait_for(lambda: outbox_waiting(psn) == 0, OUTBOX_TIMEOUT, "psn1's outbox to empty",
+             detail=lambda: psn.status().stdout)
+    count = pan.cert_count()
+    # Restarts on both sides re-deliver nothing and duplicate nothing.
+    for _ in range(2):
+        psn.stop()
+        psn.start()
+        pan.wait_state("psn1", "connected")
+    pan.kill()
+    pan.start()
+    pan.wait_state("psn1", "connected")
+    rows = cert_rows(pan, "--node", "psn1")
+    assert len(rows) == 3, rows
+    assert pan.cert_count() == count
+    psn.stop()
+    pan.stop()
+
+
+def outbox_send(psn, *certs, check=True):
+    tool = BUILD / "tests" / "tools" / "outbox_send"
+    p = subprocess.run([str(tool), "--data-dir", str(psn.datadir), "--passphrase-file",
+                        psn.passfile, *map(str, certs)], capture_output=True, text=True,
+                       timeout=60)
+    if check:
+        assert p.returncode == 0, p.stdout + p.stderr
+    return p
+
+
+def test_outbox_redelivery_and_forgery(lab):
+    pan, psn = joined_psn(lab)
+    psn2 = lab.psn("psn2")
+    psn2.join(pan.node_add("psn2", "psn"), check=True)
+    psn.start()
+    wait_delivered(pan, psn)
+    psn.stop()
+    count = pan.cert_count()
+    d = psn.datadir / "ca"
+    # The same batch again (twice, and one certificate twice in it): all
+    # acked, nothing stored twice.
+    for _ in range(2):
+        p = outbox_send(psn, d / "est-client.crt", d / "est-server.crt", d / "est-client.crt")
+        assert p.stdout.split("\n")[:3] == ["item 0 acked", "item 1 acked", "item 2 acked"], p.stdout
+    assert len(cert_rows(pan, "--node", "psn1")) == 3
+    assert pan.cert_count() == count
+
+    # A forger with a CA of the same name as psn1's Endpoint Sub CA.
+    fk = lab.tmp / "forger.key"
+    fca = lab.tmp / "forger-ca.crt"
+    leaf_key = lab.tmp / "leaf.key"
+    csr = lab.tmp / "leaf.csr"
+    leaf = lab.tmp / "forged.crt"
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", str(fk), "-out", str(fca), "-days", "30", "-subj", "/" + SUB_CA_CN,
+            "-addext", "basicConstraints=critical,CA:TRUE,pathlen:0",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", str(leaf_key), "-out", str(csr), "-subj", "/CN=forged-endpoint")
+    openssl("x509", "-req", "-in", str(csr), "-CA", str(fca), "-CAkey", str(fk),
+            "-set_serial", "0x4242424242424242", "-days", "30", "-out", str(leaf))
+    assert cert_issuer(leaf) == SUB_CA_CN
+    # Forged, then psn2's certificate under psn1's key, then a genuine one.
+    other = psn2.datadir / "ca/est-client.crt"
+    p = outbox_send(psn, leaf, other, d / "est-client.crt")
+    assert p.stdout.split("\n")[:3] == ["item 0 not-acked", "item 1 not-acked",
+                                        "item 2 acked"], p.stdout
+    rows = cert_rows(pan)
+    assert "4242424242424242" not in rows, rows
+    assert cert_serial(other).lstrip("0") not in {s.lstrip("0") for s in rows}
+    assert pan.cert_count() == count
+    assert re.search(r"outbox of psn1: item 0 refused: not issued by a CA certificate of psn1",
+                     pan.log_text()), pan.log_text()[-3000:]
+    assert pan.running
+    pan.stop()

@@ -1,0 +1,809 @@
+/*
+ * est_service: the PSN's EST server process (services.h): common/est.c on
+ * common/http.c, on est.listen (0.0.0.0:8084 by default), with the PSN's
+ * backend.
+ *
+ * It holds no CA key.  Its only private key is its own TLS key
+ * (D/ca/est-server.key, decrypted with the node passphrase, which is then
+ * wiped).  The backend:
+ *   ca_certs / trust_anchors: the chain the CA service reads from disk,
+ *     fetched at start and every est.cacerts-refresh (5 minutes, as the
+ *     product), sooner (EST_RETRY_MS) while the last fetch failed, and at
+ *     once on SIGHUP.  An incomplete chain is refused here, so cacerts
+ *     and enrollment answer 503 with the CA service's reason.  The anchor
+ *     is the root; est adds the chain itself for path building.
+ *   is_revoked: the PSN's store, opened read-only (the CA service writes
+ *     it): REVOKED or HOLD is revoked.
+ *   check_basic: enrollment users in the store (services.c).
+ *   lookup_label: the built-in EAP authentication template, and the
+ *     templates in the store under "template/<label>".
+ *   enroll / serverkeygen: an EnrollRequest to the CA service; the CA
+ *     service down is 503 with the reason.  serverkeygen makes the key
+ *     here, in the EST process, never in the CA service.
+ * After every good refresh the TLS context is rebuilt with the new chain
+ * and swapped in (Redis' tlsConfigure pattern).
+ */
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <openssl/bn.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+#include <zmq.h>
+
+#include "cert.h"
+#include "chain.h"
+#include "config.h"
+#include "csr.h"
+#include "est.h"
+#include "http.h"
+#include "keys.h"
+#include "log.h"
+#include "node.h"
+#include "proc.h"
+#include "services.h"
+#include "store.h"
+#include "util.h"
+
+/* Longest path we build in the data directory. */
+#define EST_SVC_PATH_MAX 4096
+/* Retry interval for the CA chain while the last fetch failed. */
+#define EST_RETRY_MS 10000
+/* Longest template record in the store. */
+#define EST_TEMPLATE_MAX 4096
+/* Longest requester text sent to the CA service. */
+#define EST_REQUESTER_MAX 255
+
+/* The EST service process's state. */
+struct est_svc {
+	const struct psn_service_args *args; /* how we were started */
+	const struct config *cfg;            /* est.* and member keys */
+	struct config *own_cfg;              /* cfg when we loaded it */
+	char hostname[NODE_HOSTNAME_MAX + 1];
+	void *zctx;           /* ZeroMQ context of this process */
+	struct ca_client *ca; /* to the CA service (thread-safe) */
+	struct store *store;  /* read-only; shared by the workers */
+	X509 *sub;            /* our Endpoint Sub CA, for is_revoked */
+	uint8_t sub_kid[STORE_KEY_ID_LEN];
+	X509 *tls_cert;          /* D/ca/est-server.crt */
+	EVP_PKEY *tls_key;       /* its key */
+	STACK_OF(X509) * chain;  /* last fetched chain; main thread only */
+	struct est *est;         /* the protocol */
+	struct http_server *srv; /* the listener and workers */
+};
+
+static void
+est_svc_ready(struct psn_service_args *a, const char *msg)
+{
+	size_t len = strlen(msg);
+
+	if (a->ready_fd == -1)
+		return;
+	if (write(a->ready_fd, msg, len) != (ssize_t)len)
+		log_debug(LOG_EST, "start report cut short");
+	close(a->ready_fd);
+	a->ready_fd = -1;
+}
+
+/* --- backend --- */
+
+static STACK_OF(X509) * be_ca_certs(void *ctx, struct error *err)
+{
+	struct est_svc *s = ctx;
+	STACK_OF(X509) *certs = NULL, *copy;
+	enum ca_client_failure why;
+	char reason[ERROR_MAX];
+	struct error e = {{0}};
+	bool complete = false;
+
+	if (ca_client_chain(s->ca, &certs, &complete, reason, sizeof(reason),
+	                    &why, &e) == -1) {
+		error_set(err, "the CA service %s: %s",
+		          why == CA_CLIENT_UNAVAILABLE ? "is not available"
+		                                       : "failed",
+		          e.msg);
+		return NULL;
+	}
+	if (!complete) {
+		/* The product: cacerts fails when the chain is incomplete. */
+		error_set(err, "chain incomplete (CA service): %s", reason);
+		chain_free(certs);
+		return NULL;
+	}
+	if ((copy = X509_chain_up_ref(certs)) == NULL) {
+		error_set(err, "out of memory");
+		chain_free(certs);
+		return NULL;
+	}
+	chain_free(s->chain);
+	s->chain = copy;
+	return certs;
+}
+
+static STACK_OF(X509) * be_trust_anchors(void *ctx, struct error *err)
+{
+	struct est_svc *s = ctx;
+	STACK_OF(X509) * sk;
+	X509 *root;
+
+	if (s->chain == NULL || sk_X509_num(s->chain) == 0) {
+		error_set(err, "no CA chain fetched");
+		return NULL;
+	}
+	/* RFC 7030 3.3.2: client certificates chain to the deployment. */
+	root = sk_X509_value(s->chain, sk_X509_num(s->chain) - 1);
+	if ((sk = sk_X509_new_null()) == NULL || X509_up_ref(root) != 1) {
+		sk_X509_free(sk);
+		error_set(err, "out of memory");
+		return NULL;
+	}
+	if (!sk_X509_push(sk, root)) {
+		X509_free(root);
+		sk_X509_free(sk);
+		error_set(err, "out of memory");
+		return NULL;
+	}
+	return sk;
+}
+
+/* The serial's magnitude, big-endian; 0 or -1. */
+static int
+serial_bytes(const ASN1_INTEGER *serial, uint8_t *buf, size_t *len)
+{
+	BIGNUM *bn;
+	int n;
+
+	if ((bn = ASN1_INTEGER_to_BN(serial, NULL)) == NULL)
+		return -1;
+	n = BN_num_bytes(bn);
+	if (n <= 0 || n > STORE_SERIAL_MAX) {
+		BN_free(bn);
+		return -1;
+	}
+	*len = (size_t)BN_bn2bin(bn, buf);
+	BN_free(bn);
+	return 0;
+}
+
+static int
+status_revoked(enum store_cert_status st)
+{
+	return st == STORE_STATUS_REVOKED || st == STORE_STATUS_HOLD;
+}
+
+/*
+ * Our own certificates: the record decides, and a certificate our sub CA
+ * never recorded is unknown (refused).  Another issuer's (another PSN's
+ * endpoints): a record here decides; without one it is not revoked as far
+ * as this PSN knows, until revocations reach us with the PAN's events.
+ */
+static int
+be_is_revoked(void *ctx, const ASN1_INTEGER *serial, const X509_NAME *issuer)
+{
+	struct est_svc *s = ctx;
+	struct store_cert *rec = NULL;
+	struct store_cert_list list = {0};
+	uint8_t sn[STORE_SERIAL_MAX];
+	size_t snlen = 0, i;
+	struct error e = {{0}};
+	const unsigned char *p;
+	X509 *x;
+	int rc, ret = 0;
+
+	if (serial_bytes(serial, sn, &snlen) == -1)
+		return -1;
+	if (X509_NAME_cmp(issuer, X509_get_subject_name(s->sub)) == 0) {
+		rc = store_get_cert(s->store, s->sub_kid, sn, snlen, &rec, &e);
+		if (rc == STORE_NOT_FOUND) {
+			log_warn(LOG_EST,
+			         "client certificate of our sub CA not in the "
+			         "store: revocation status unknown");
+			return -1;
+		}
+		if (rc != STORE_OK) {
+			log_error(LOG_EST, "store: %s", e.msg);
+			return -1;
+		}
+		ret = status_revoked(rec->status);
+		store_cert_free(rec);
+		return ret;
+	}
+	if (store_find_by_serial(s->store, sn, snlen, &list, &e) == -1) {
+		log_error(LOG_EST, "store: %s", e.msg);
+		return -1;
+	}
+	for (i = 0; i < list.count; i++) {
+		p = list.certs[i].der;
+		if ((x = d2i_X509(NULL, &p, (long)list.certs[i].der_len)) ==
+		    NULL)
+			continue;
+		if (X509_NAME_cmp(X509_get_issuer_name(x), issuer) == 0 &&
+		    status_revoked(list.certs[i].status))
+			ret = 1;
+		X509_free(x);
+	}
+	store_cert_list_free(&list);
+	return ret;
+}
+
+static int
+be_check_basic(void *ctx, const char *user, const char *password)
+{
+	struct est_svc *s = ctx;
+	char key[STORE_KV_KEY_MAX + 1];
+	struct error e = {{0}};
+	uint8_t *val = NULL;
+	size_t vlen;
+	int rc, ok;
+
+	if (strlen(user) + strlen(PSN_USER_PREFIX) > STORE_KV_KEY_MAX ||
+	    user[0] == '\0') {
+		psn_user_verify_dummy(password);
+		return 0;
+	}
+	snprintf(key, sizeof(key), "%s%s", PSN_USER_PREFIX, user);
+	rc = store_kv_get(s->store, STORE_TABLE_CONFIG, key, strlen(key), &val,
+	                  &vlen, &e);
+	if (rc != STORE_OK) {
+		if (rc == -1)
+			log_error(LOG_EST, "store: %s", e.msg);
+		/* The same work for an unknown user: time tells nothing. */
+		psn_user_verify_dummy(password);
+		return 0;
+	}
+	ok = psn_user_verify((const char *)val, password);
+	free(val);
+	return ok;
+}
+
+/* The product's EAP authentication template (clientAuth, 730 days). */
+static void
+template_default(struct est_template *t)
+{
+	memset(t, 0, sizeof(*t));
+	snprintf(t->name, sizeof(t->name), "%s", PSN_TEMPLATE_DEFAULT);
+	t->profile = CERT_PROFILE_TLS_CLIENT;
+	t->validity = (time_t)PSN_TEMPLATE_DEFAULT_DAYS * 24 * 3600;
+	t->key_types = EST_KEY_BIT(KEY_EC_P256) | EST_KEY_BIT(KEY_EC_P384) |
+	               EST_KEY_BIT(KEY_RSA_2048) | EST_KEY_BIT(KEY_RSA_3072) |
+	               EST_KEY_BIT(KEY_RSA_4096);
+	t->keygen_type = KEY_EC_P256;
+	t->pop = EST_POP_OPTIONAL;
+	t->require_cn = true;
+}
+
+/* "730d", "12h", "90m", "3600s" or plain seconds. */
+static int
+parse_validity(const char *v, time_t *out)
+{
+	char *end;
+	long long n;
+
+	errno = 0;
+	n = strtoll(v, &end, 10);
+	if (errno != 0 || end == v || n <= 0)
+		return -1;
+	switch (*end) {
+	case 'd':
+		n *= 86400;
+		end++;
+		break;
+	case 'h':
+		n *= 3600;
+		end++;
+		break;
+	case 'm':
+		n *= 60;
+		end++;
+		break;
+	case 's':
+		end++;
+		break;
+	default:
+		break;
+	}
+	if (*end != '\0' || n > CA_SERVICE_VALIDITY_MAX)
+		return -1;
+	*out = (time_t)n;
+	return 0;
+}
+
+static int
+parse_key_types(char *v, unsigned *out)
+{
+	enum key_type kt;
+	char *tok;
+
+	*out = 0;
+	while ((tok = strsep(&v, ", ")) != NULL) {
+		if (*tok == '\0')
+			continue;
+		if (key_type_from_name(tok, &kt, NULL) == -1)
+			return -1;
+		*out |= EST_KEY_BIT(kt);
+	}
+	return *out != 0 ? 0 : -1;
+}
+
+/* One "key = value" line of a template record. */
+static int
+template_line(struct est_template *t, char *k, char *v, struct error *err)
+{
+	enum key_type kt;
+
+	if (strcmp(k, "profile") == 0) {
+		if (cert_profile_from_name(v, &t->profile, err) == -1 ||
+		    (t->profile != CERT_PROFILE_TLS_CLIENT &&
+		     t->profile != CERT_PROFILE_TLS_SERVER)) {
+			error_set(err, "profile must be tls-client or "
+			               "tls-server");
+			return -1;
+		}
+	} else if (strcmp(k, "validity") == 0) {
+		if (parse_validity(v, &t->validity) == -1) {
+			error_set(err, "bad validity '%.32s'", v);
+			return -1;
+		}
+	} else if (strcmp(k, "key-types") == 0) {
+		if (parse_key_types(v, &t->key_types) == -1) {
+			error_set(err, "bad key-types");
+			return -1;
+		}
+	} else if (strcmp(k, "keygen") == 0) {
+		if (key_type_from_name(v, &kt, err) == -1)
+			return -1;
+		t->keygen_type = kt;
+	} else if (strcmp(k, "pop") == 0) {
+		if (strcmp(v, "off") == 0)
+			t->pop = EST_POP_OFF;
+		else if (strcmp(v, "optional") == 0)
+			t->pop = EST_POP_OPTIONAL;
+		else if (strcmp(v, "required") == 0)
+			t->pop = EST_POP_REQUIRED;
+		else {
+			error_set(err, "pop must be off, optional or required");
+			return -1;
+		}
+	} else if (strcmp(k, "require-cn") == 0) {
+		if (strcmp(v, "yes") == 0 || strcmp(v, "true") == 0)
+			t->require_cn = true;
+		else if (strcmp(v, "no") == 0 || strcmp(v, "false") == 0)
+			t->require_cn = false;
+		else {
+			error_set(err, "require-cn must be yes or no");
+			return -1;
+		}
+	} else {
+		error_set(err, "unknown template key '%.32s'", k);
+		return -1;
+	}
+	return 0;
+}
+
+static char *
+trim(char *s)
+{
+	char *e;
+
+	while (*s == ' ' || *s == '\t')
+		s++;
+	e = s + strlen(s);
+	while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r'))
+		*--e = '\0';
+	return s;
+}
+
+/*
+ * A template record: "key = value" lines over the default template
+ * (docs/est.md).  Any bad line refuses the whole template.
+ */
+static int
+template_parse(const char *label, char *text, struct est_template *t,
+               struct error *err)
+{
+	char *line, *eq;
+
+	template_default(t);
+	snprintf(t->name, sizeof(t->name), "%s", label);
+	while ((line = strsep(&text, "\n")) != NULL) {
+		line = trim(line);
+		if (*line == '\0' || *line == '#')
+			continue;
+		if ((eq = strchr(line, '=')) == NULL) {
+			error_set(err, "line without '='");
+			return -1;
+		}
+		*eq = '\0';
+		if (template_line(t, trim(line), trim(eq + 1), err) == -1)
+			return -1;
+	}
+	if (!(t->key_types & EST_KEY_BIT(t->keygen_type))) {
+		error_set(err, "keygen type is not among key-types");
+		return -1;
+	}
+	return 0;
+}
+
+static int
+be_lookup_label(void *ctx, const char *label, struct est_template *out)
+{
+	struct est_svc *s = ctx;
+	char key[STORE_KV_KEY_MAX + 1];
+	struct error e = {{0}};
+	uint8_t *val = NULL;
+	size_t vlen;
+	int rc;
+
+	if (label == NULL || strcmp(label, "default") == 0 ||
+	    strcmp(label, PSN_TEMPLATE_DEFAULT) == 0) {
+		template_default(out);
+		return 1;
+	}
+	snprintf(key, sizeof(key), "%s%s", PSN_TEMPLATE_PREFIX, label);
+	rc = store_kv_get(s->store, STORE_TABLE_CONFIG, key, strlen(key), &val,
+	                  &vlen, &e);
+	if (rc == STORE_NOT_FOUND)
+		return 0;
+	if (rc != STORE_OK) {
+		log_error(LOG_EST, "store: %s", e.msg);
+		return -1;
+	}
+	if (vlen > EST_TEMPLATE_MAX ||
+	    template_parse(label, (char *)val, out, &e) == -1) {
+		log_error(LOG_EST, "template %s in the store: %s", label,
+		          vlen > EST_TEMPLATE_MAX ? "too long" : e.msg);
+		free(val);
+		return -1;
+	}
+	free(val);
+	return 1;
+}
+
+/* HTTP status for a CA service failure. */
+static int
+ca_status(enum ca_client_failure why)
+{
+	switch (why) {
+	case CA_CLIENT_UNAVAILABLE:
+		return 503; /* EST follows CA: retry later */
+	case CA_CLIENT_REFUSED:
+		return 400;
+	case CA_CLIENT_INTERNAL:
+		break;
+	}
+	return 500;
+}
+
+static X509 *
+est_svc_enroll(struct est_svc *s, X509_REQ *csr, const struct est_template *t,
+               const struct est_identity *id, int *status, struct error *err)
+{
+	struct ca_enroll req;
+	enum ca_client_failure why;
+	char who[EST_REQUESTER_MAX + 1];
+	struct error e = {{0}};
+	X509 *cert = NULL;
+
+	snprintf(who, sizeof(who), "%s %s from %s",
+	         id->auth == EST_AUTH_CERT ? "certificate" : "basic",
+	         id->user != NULL ? id->user : "-",
+	         id->peer != NULL ? id->peer : "-");
+	memset(&req, 0, sizeof(req));
+	req.csr = csr;
+	req.profile = t->profile;
+	req.validity = (int64_t)t->validity;
+	req.requester = who;
+	req.template_name = t->name;
+	if (ca_client_enroll(s->ca, &req, &cert, &why, &e) == -1) {
+		*status = ca_status(why);
+		if (why == CA_CLIENT_UNAVAILABLE)
+			error_set(err, "the CA service is not available: %s",
+			          e.msg);
+		else
+			error_set(err, "%s", e.msg);
+		log_warn(LOG_EST, "enrollment for %s: %s", who, err->msg);
+		return NULL;
+	}
+	return cert;
+}
+
+static X509 *
+be_enroll(void *ctx, X509_REQ *csr, const struct est_template *t,
+          const struct est_identity *id, int *status, struct error *err)
+{
+	return est_svc_enroll(ctx, csr, t, id, status, err);
+}
+
+/*
+ * RFC 7030 4.4: the key is made here, in the EST process (the CA service
+ * only signs), and a CSR for it repeats the client's subject and
+ * requested extensions.
+ */
+static int
+be_serverkeygen(void *ctx, X509_REQ *csr, const struct est_template *t,
+                enum key_type type, const struct est_identity *id,
+                EVP_PKEY **key, X509 **cert, int *status, struct error *err)
+{
+	STACK_OF(X509_EXTENSION) *exts = NULL;
+	X509_REQ *mine = NULL;
+	int ret = -1;
+
+	*key = NULL;
+	*cert = NULL;
+	if ((*key = key_generate(type, err)) == NULL)
+		return -1;
+	if ((mine = X509_REQ_new()) == NULL ||
+	    X509_REQ_set_version(mine, 0) != 1 ||
+	    X509_REQ_set_subject_name(mine, X509_REQ_get_subject_name(csr)) !=
+	        1 ||
+	    X509_REQ_set_pubkey(mine, *key) != 1) {
+		log_crypto(LOG_EST, err, "X509_REQ_set_pubkey", NULL);
+		goto out;
+	}
+	exts = X509_REQ_get_extensions(csr);
+	if (exts != NULL && sk_X509_EXTENSION_num(exts) > 0 &&
+	    X509_REQ_add_extensions(mine, exts) != 1) {
+		log_crypto(LOG_EST, err, "X509_REQ_add_extensions", NULL);
+		goto out;
+	}
+	if (csr_sign(mine, *key, err) == -1)
+		goto out;
+	if ((*cert = est_svc_enroll(ctx, mine, t, id, status, err)) == NULL)
+		goto out;
+	ret = 0;
+out:
+	sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+	X509_REQ_free(mine);
+	if (ret == -1) {
+		EVP_PKEY_free(*key);
+		*key = NULL;
+	}
+	return ret;
+}
+
+/* --- the process --- */
+
+/*
+ * A TLS context with our certificate and the CA certificates a client
+ * needs to build the path (everything of the chain but a self-signed
+ * root); before any chain was fetched, the sub CA alone.
+ */
+static SSL_CTX *
+est_svc_tls(struct est_svc *s, struct error *err)
+{
+	STACK_OF(X509) * send;
+	SSL_CTX *ctx;
+	X509 *x;
+	int i;
+
+	if ((send = sk_X509_new_null()) == NULL) {
+		error_set(err, "out of memory");
+		return NULL;
+	}
+	if (s->chain != NULL) {
+		for (i = 0; i < sk_X509_num(s->chain); i++) {
+			x = sk_X509_value(s->chain, i);
+			if (X509_check_issued(x, x) != X509_V_OK &&
+			    !sk_X509_push(send, x))
+				break;
+		}
+	} else
+		(void)sk_X509_push(send, s->sub);
+	ctx = http_tls_ctx_new(s->tls_cert, s->tls_key, send, err);
+	sk_X509_free(send);
+	return ctx;
+}
+
+/* Fetch the chain again; on success swap in a TLS context built on it. */
+static int
+est_svc_refresh(struct est_svc *s)
+{
+	struct error e = {{0}};
+	SSL_CTX *ctx;
+
+	if (est_refresh(s->est, &e) == -1)
+		return -1; /* est logged it, with the 503 it causes */
+	if (s->srv == NULL)
+		return 0;
+	if ((ctx = est_svc_tls(s, &e)) == NULL ||
+	    http_server_set_tls(s->srv, ctx, &e) == -1)
+		log_error(LOG_EST, "new TLS context: %s (keeping the old one)",
+		          e.msg);
+	SSL_CTX_free(ctx);
+	return 0;
+}
+
+/* Load what the process needs before it serves; the passphrase last. */
+static int
+est_svc_load(struct est_svc *s, struct error *err)
+{
+	const struct psn_service_args *a = s->args;
+	char path[EST_SVC_PATH_MAX];
+
+	if (node_path(path, sizeof(path), a->datadir,
+	              NODE_CA_DIR "/est-server.crt", err) == -1 ||
+	    (s->tls_cert = cert_load_pem(path, err)) == NULL)
+		return -1;
+	if (node_path(path, sizeof(path), a->datadir,
+	              NODE_CA_DIR "/est-server.key", err) == -1 ||
+	    (s->tls_key = key_load(path, a->pass, a->passlen, err)) == NULL)
+		return -1;
+	secure_zero(a->pass, a->passlen);
+	if (node_path(path, sizeof(path), a->datadir,
+	              NODE_CA_DIR "/endpoint-sub-ca.crt", err) == -1 ||
+	    (s->sub = cert_load_pem(path, err)) == NULL ||
+	    store_issuer_key_id(s->sub, s->sub_kid, err) == -1)
+		return -1;
+	return 0;
+}
+
+static int
+est_svc_open_store(struct est_svc *s, struct error *err)
+{
+	struct store_opts opts = {0};
+	char path[EST_SVC_PATH_MAX];
+
+	opts.read_only = true;
+	if (node_path(path, sizeof(path), s->args->datadir, NODE_STORE_DIR,
+	              err) == -1)
+		return -1;
+	return store_open(path, &opts, &s->store, err);
+}
+
+/* Serve until SIGTERM (SIGINT too in the foreground); refresh on time. */
+static int
+est_svc_loop(struct est_svc *s, int sigfd)
+{
+	int64_t every =
+	    config_get_duration(s->cfg, "est.cacerts-refresh") * 1000;
+	int64_t next, now, wait;
+	struct pollfd pfd;
+	struct error e = {{0}};
+	bool ok = est_chain_ok(s->est);
+	int sig;
+
+	next = time_mono_ms() + (ok ? every : EST_RETRY_MS);
+	for (;;) {
+		now = time_mono_ms();
+		if (now >= next) {
+			ok = est_svc_refresh(s) == 0;
+			next = now + (ok ? every : EST_RETRY_MS);
+			continue;
+		}
+		wait = next - now;
+		pfd.fd = sigfd;
+		pfd.events = POLLIN;
+		pfd.revents = 0;
+		if (poll(&pfd, 1, wait > INT_MAX ? INT_MAX : (int)wait) == -1) {
+			if (errno == EINTR)
+				continue;
+			log_error(LOG_EST, "poll: %s", strerror(errno));
+			return -1;
+		}
+		if (!(pfd.revents & POLLIN))
+			continue;
+		while ((sig = proc_signal_read(sigfd, &e)) > 0) {
+			if (sig == SIGTERM ||
+			    (sig == SIGINT && s->args->foreground))
+				return 0;
+			if (sig == SIGHUP) {
+				log_info(LOG_EST, "SIGHUP: fetching the CA "
+				                  "chain now");
+				next = 0;
+			}
+		}
+		if (sig == -1) {
+			log_error(LOG_EST, "%s", e.msg);
+			return -1;
+		}
+	}
+}
+
+int
+est_service_main(void *arg)
+{
+	struct psn_service_args *a = arg;
+	const struct config_address *addr;
+	struct http_config hc;
+	struct est_backend be;
+	struct est_svc s;
+	struct error e = {{0}};
+	char realm[EST_REALM_MAX];
+	SSL_CTX *ctx = NULL;
+	int sigfd = -1, ret = 1;
+
+	memset(&s, 0, sizeof(s));
+	s.args = a;
+	snprintf(s.hostname, sizeof(s.hostname), "%s", a->id->hostname);
+	/* Nothing inherited stays: sockets, store, pid file, ZeroMQ. */
+	if (proc_close_fds(&a->ready_fd, a->ready_fd == -1 ? 0 : 1, &e) == -1)
+		goto out;
+	/* A write to a client that went away is an error, not a death. */
+	(void)signal(SIGPIPE, SIG_IGN);
+	if ((s.cfg = a->cfg) == NULL &&
+	    (s.cfg = s.own_cfg = psn_services_config(a->datadir, a->sets,
+	                                             a->nsets, &e)) == NULL)
+		goto out;
+	addr = config_get_address(s.cfg, "est.listen");
+	if (addr->family == AF_UNSPEC) {
+		error_set(&e, "est.listen must be an IP address, not '%s'",
+		          addr->host);
+		goto out;
+	}
+	/* Blocked here, before the workers start, so they inherit it. */
+	if ((sigfd = proc_signals_fd(&e)) == -1)
+		goto out;
+	if (est_svc_load(&s, &e) == -1 || est_svc_open_store(&s, &e) == -1)
+		goto out;
+	if ((s.zctx = zmq_ctx_new()) == NULL) {
+		error_set(&e, "zmq_ctx_new: %s", zmq_strerror(errno));
+		goto out;
+	}
+	if ((s.ca = ca_client_new(s.zctx, a->datadir, CA_CLIENT_TIMEOUT_MS,
+	                          &e)) == NULL)
+		goto out;
+	memset(&be, 0, sizeof(be));
+	be.ctx = &s;
+	be.ca_certs = be_ca_certs;
+	be.trust_anchors = be_trust_anchors;
+	be.is_revoked = be_is_revoked;
+	be.check_basic = be_check_basic;
+	be.lookup_label = be_lookup_label;
+	be.enroll = be_enroll;
+	be.serverkeygen = be_serverkeygen;
+	snprintf(realm, sizeof(realm), "ISE EST %s", s.hostname);
+	if ((s.est = est_new(&be, realm, &e)) == NULL)
+		goto out;
+	/* When the CA starts on the EST server (product): fetch the chain. */
+	(void)est_refresh(s.est, NULL);
+	if ((ctx = est_svc_tls(&s, &e)) == NULL)
+		goto out;
+	memset(&hc, 0, sizeof(hc));
+	hc.address = addr->host;
+	hc.port = addr->port;
+	hc.workers = (unsigned)config_get_int(s.cfg, "est.workers");
+	hc.timeout = (unsigned)config_get_duration(s.cfg, "est.timeout");
+	hc.tls = ctx;
+	hc.category = LOG_EST;
+	if ((s.srv = http_server_start(&hc, est_handle, s.est, &e)) == NULL)
+		goto out;
+	log_info(LOG_EST,
+	         "EST server of %s listening on https://%s%s%s:%u%s, %u "
+	         "workers, pid %ld; CA chain %s",
+	         s.hostname, addr->family == AF_INET6 ? "[" : "", addr->host,
+	         addr->family == AF_INET6 ? "]" : "",
+	         (unsigned)http_server_port(s.srv), EST_PATH_PREFIX,
+	         http_server_workers(s.srv), (long)getpid(),
+	         est_chain_ok(s.est) ? "complete" : "NOT complete (503)");
+	est_svc_ready(a, "ok");
+	ret = est_svc_loop(&s, sigfd) == 0 ? 0 : 1;
+	log_info(LOG_EST, "EST server of %s stopping", s.hostname);
+out:
+	if (ret != 0 && e.msg[0] != '\0')
+		log_error(LOG_EST, "EST server cannot start: %s", e.msg);
+	if (ret != 0)
+		est_svc_ready(a, e.msg[0] != '\0' ? e.msg : "failed");
+	secure_zero(a->pass, a->passlen);
+	http_server_stop(s.srv);
+	est_free(s.est);
+	SSL_CTX_free(ctx);
+	ca_client_free(s.ca);
+	if (s.zctx != NULL)
+		zmq_ctx_term(s.zctx);
+	store_close(s.store);
+	chain_free(s.chain);
+	X509_free(s.sub);
+	X509_free(s.tls_cert);
+	EVP_PKEY_free(s.tls_key);
+	config_free(s.own_cfg);
+	if (sigfd != -1)
+		close(sigfd);
+	return ret;
+}

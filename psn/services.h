@@ -1,0 +1,214 @@
+/*
+ * services: the PSN's certificate services, each its own process
+ * (DESIGN.md section 1), and the supervisor that starts and watches them
+ * for `psn run`.
+ *
+ * - The CA service (ca_service.c, process "ca-service") is the only holder
+ *   of the Endpoint Sub CA key.  It has no network socket: its one way in
+ *   is a REP socket at ipc://D/ca-service.sock (0600).  It publishes the CA
+ *   chain and issues endpoint certificates, recording each in the PSN's
+ *   store and its outbox to the PAN before it answers.
+ * - The EST server (est_service.c, process "est") listens on 8084 and
+ *   holds no CA key, only its own TLS key.  It runs common/est.c with a
+ *   backend that asks the CA service to sign (the client below), reads
+ *   revocation status and enrollment users from the store (read-only), and
+ *   takes certificate templates from the store.
+ * - The supervisor (services.c) forks both, restarts a crashed one with
+ *   exponential backoff, and makes EST follow CA, as the product does:
+ *   while the CA service is down the EST server is stopped (8084 closed)
+ *   and it comes back when the CA service does.
+ *
+ * docs/est.md, "How the PSN runs it", describes the processes, the
+ * messages, the templates and the users.
+ */
+#ifndef ISELAB_PSN_SERVICES_H
+#define ISELAB_PSN_SERVICES_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <openssl/x509.h>
+
+#include "cert.h"
+#include "config.h"
+#include "node.h"
+
+struct error;
+
+/* The CA service's socket in the data directory (ca-service.sock). */
+#define CA_SERVICE_SOCKET "ca-service"
+/* Process names (ps, logs; at most PROC_NAME_MAX bytes). */
+#define CA_SERVICE_PROCESS  "ca-service"
+#define EST_SERVICE_PROCESS "est"
+/* How long a client waits for the CA service's answer. */
+#define CA_CLIENT_TIMEOUT_MS 10000
+/* Longest validity the CA service issues: the product's template limit. */
+#define CA_SERVICE_VALIDITY_MAX ((int64_t)3652 * 24 * 3600)
+/* Most subjectAltNames an enrollment may impose (cert.h CERT_SAN_MAX). */
+#define CA_SERVICE_SAN_MAX CERT_SAN_MAX
+/* Longest requester and template text carried for the log and store. */
+#define CA_SERVICE_TEXT_MAX 255
+
+/* The built-in template: the product's EAP authentication template. */
+#define PSN_TEMPLATE_DEFAULT      "EAP_Authentication_Certificate_Template"
+#define PSN_TEMPLATE_DEFAULT_DAYS 730
+/* Store keys (STORE_TABLE_CONFIG) of users and templates. */
+#define PSN_USER_PREFIX     "user/"
+#define PSN_TEMPLATE_PREFIX "template/"
+
+/*
+ * The configuration keys of the services (est.listen, est.cacerts-refresh,
+ * est.workers, est.timeout), to be merged into the PSN's table so that
+ * `psn run` accepts them from D/psn.conf, the environment and --set.
+ */
+extern const struct config_key psn_services_keys[];
+extern const size_t psn_services_nkeys;
+
+/*
+ * A configuration with the member daemon's keys (join_run_keys) and the
+ * services' keys: defaults < D/psn.conf < ISELAB_* < sets ("key=value").
+ */
+struct config *psn_services_config(const char *datadir, char *const *sets,
+                                   size_t nsets, struct error *err);
+
+/*
+ * What a service process is started with.  Under the supervisor the
+ * pointers point into the supervisor's memory, which the forked child has
+ * a copy of; the child wipes its copy of the passphrase once its keys are
+ * loaded.
+ */
+struct psn_service_args {
+	const char *datadir;
+	const struct node_identity *id;
+	char *pass; /* the node passphrase (a copy the service wipes) */
+	size_t passlen;
+	/*
+	 * The configuration (psn_services_config()); NULL: the service
+	 * loads its own from D/psn.conf, the environment and sets.
+	 */
+	const struct config *cfg;
+	char *const *sets; /* "key=value" overrides, may be NULL */
+	size_t nsets;
+	int ready_fd;    /* write "ok" or why not, then close; -1: none */
+	bool foreground; /* `psn service`: SIGINT stops it too */
+};
+
+/* The processes' bodies (proc_fork() functions): 0 on a clean stop. */
+int ca_service_main(void *arg);
+int est_service_main(void *arg);
+
+/*
+ * Client of the CA service, used by the EST server's worker threads and
+ * refresh timer: thread-safe (one REQ socket behind a mutex, made afresh
+ * after a timeout).
+ */
+struct ca_client;
+
+/* Why a CA service call failed. */
+enum ca_client_failure {
+	CA_CLIENT_UNAVAILABLE, /* not running, or no answer in time */
+	CA_CLIENT_REFUSED,     /* it refused the request (err says why) */
+	CA_CLIENT_INTERNAL,    /* it failed (store, signing) */
+};
+
+struct ca_client *ca_client_new(void *zmq_ctx, const char *datadir,
+                                int timeout_ms, struct error *err);
+void ca_client_free(struct ca_client *c);
+
+/*
+ * The chain as the CA service reads it: *certs (free with chain_free())
+ * holds what it found, issuing CA first; *complete says whether it is the
+ * whole chain to a root, reason (when not) why.  -1 with *why set when the
+ * call failed.
+ */
+int ca_client_chain(struct ca_client *c, STACK_OF(X509) * *certs,
+                    bool *complete, char *reason, size_t rlen,
+                    enum ca_client_failure *why, struct error *err);
+
+/* An enrollment as the CA service takes it. */
+struct ca_enroll {
+	X509_REQ *csr;
+	enum cert_profile profile;  /* TLS_CLIENT or TLS_SERVER */
+	int64_t validity;           /* seconds; 0: the profile's default */
+	const char *subject_cn;     /* NULL: the CSR's subject */
+	const struct cert_san *san; /* nsan > 0: instead of the CSR's */
+	size_t nsan;
+	const char *requester;     /* for the log */
+	const char *template_name; /* recorded with the certificate */
+};
+
+int ca_client_enroll(struct ca_client *c, const struct ca_enroll *req,
+                     X509 **out, enum ca_client_failure *why,
+                     struct error *err);
+
+/*
+ * Enrollment users (HTTP Basic): "pbkdf2-sha256$<iterations>$<salt
+ * hex>$<hash hex>" under PSN_USER_PREFIX<name> in STORE_TABLE_CONFIG.
+ */
+char *psn_user_hash(const char *password, struct error *err);
+/* 1 when password matches record, 0 when not or the record is bad. */
+int psn_user_verify(const char *record, const char *password);
+/* Burn the time of one verification (unknown users). */
+void psn_user_verify_dummy(const char *password);
+
+/*
+ * The supervisor (for the daemon's hook).
+ */
+struct psn_services;
+
+/*
+ * Fork the CA service and, once it is serving, the EST server, each as
+ * its own process (proc_fork) that re-opens the node log under its name.
+ * Returns when both are serving, or -1 with the reason (a wrong
+ * passphrase, a missing key, a port in use) after stopping what started.
+ * The supervisor keeps a locked, non-dumpable copy of the passphrase to
+ * restart the CA service; the caller wipes its own.
+ */
+int psn_services_start(struct psn_services **out, const char *datadir,
+                       const struct node_identity *id, const char *passphrase,
+                       size_t passlen, struct error *err);
+/*
+ * The same with the daemon's configuration (made by psn_services_config(),
+ * as the join_daemon_hooks config hook does), which must outlive the
+ * services: they read est.* from it, --set flags of `psn run` included.
+ */
+int psn_services_start_cfg(struct psn_services **out, const char *datadir,
+                           const struct node_identity *id,
+                           const struct config *cfg, const char *passphrase,
+                           size_t passlen, struct error *err);
+/*
+ * Call every loop turn: reaps our children, restarts a crashed service
+ * after its backoff (1 s doubling to 60 s, reset after a minute of good
+ * service), and keeps EST following CA.
+ */
+void psn_services_tick(struct psn_services *s);
+/* Milliseconds until tick has something to do (for the poll timeout). */
+int64_t psn_services_next_ms(const struct psn_services *s);
+/*
+ * For a pid the caller reaped: 1 (and logged, "est terminated signal 9")
+ * when it was one of ours, 0 otherwise.
+ */
+int psn_services_child_exited(struct psn_services *s, pid_t pid, int status);
+/*
+ * Rows of the status table ("%-32s %-14s %s\n": PROCESS NAME, STATE,
+ * PROCESS ID) for the CA and EST services.  Returns the length written,
+ * or -1 when it does not fit.
+ */
+int psn_services_status(struct psn_services *s, char *buf, size_t len);
+/*
+ * The state ("running", "initializing", "restarting", "not running") and
+ * pid (0: none) of the service whose status title is title ("Certificate
+ * Authority Service", "EST Service"); NULL when it is not one of ours.
+ */
+const char *psn_services_state(const struct psn_services *s, const char *title,
+                               pid_t *pid);
+/* SIGTERM both (EST first), wait, reap, wipe the passphrase, free. */
+void psn_services_stop(struct psn_services *s);
+
+/* Commands: `psn service ca|est|all ...` and `psn user add NAME ...`. */
+int psn_service_main(int argc, char **argv);
+int psn_user_main(int argc, char **argv);
+
+#endif
