@@ -153,7 +153,7 @@ def wait_for(pred, timeout, what, interval=0.2, detail=None):
         time.sleep(interval)
 
 
-def _ports_free(ip, ports=(MESSAGING_PORT, EVENTS_PORT)):
+def _ports_free(ip, ports=(MESSAGING_PORT, EVENTS_PORT, 8084, 2560, 8443)):
     for port in ports:
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
@@ -186,10 +186,11 @@ class Address:
 
 def allocate_address():
     """A 127.0.x.y address that no other test holds and where nothing
-    listens on 8671/8672.  127.0.0.1 is left alone (other services)."""
+    listens on the product's ports.  127.0.0.0/24 is left alone: the local
+    lab (deploy/lab) and other services live there."""
     ADDR_LOCK_DIR.mkdir(mode=0o777, exist_ok=True)
     start = secrets.randbelow(250)
-    for second in range(0, 256):
+    for second in range(1, 256):
         for i in range(253):
             last = 2 + (start + i) % 253
             ip = f"127.0.{second}.{last}"
