@@ -2704,8 +2704,13 @@ join_run_main(const struct join_role *role,
 		goto out;
 	if ((d.signal_fd = proc_signals_fd(&err)) == -1)
 		goto out;
-	/* Before any ZeroMQ context or store exists: see join.h. */
+	/*
+	 * Before any ZeroMQ context or store exists: see join.h.  The
+	 * deployment (session services on or off) is what start decides by.
+	 */
 	started = true;
+	if (join_deployment_read(datadir, &d.deployment, &err) == -1)
+		goto out;
 	if (hooks->start != NULL &&
 	    hooks->start(&d, hooks->arg, pass, passlen, &err) == -1)
 		goto out;
