@@ -395,3 +395,46 @@ def test_supervisor_restarts_and_est_follows_ca(lab):
 
     sup.stop()
     assert not tcp_listening(addr.ip)
+
+
+def test_psn_run_serves_est_and_reports_to_pan(lab):
+    """The daemon itself (not `psn service`): with session services on,
+    `psn run` starts the CA service and the EST server on the PSN's own
+    address; an enrolled certificate reaches the PAN through the outbox."""
+    pan, psn = joined_psn(lab)
+    psn.start()
+    wait_for(lambda: tcp_listening(psn.address.ip), START_TIMEOUT, "psn run to serve EST on 8084",
+             detail=psn.log_text)
+    st = psn.status().stdout
+    assert re.search(r"^Certificate Authority Service\s+running\s+\d+", st, re.M), st
+    assert re.search(r"^EST Service\s+running\s+\d+", st, re.M), st
+    est = Est(lab, psn, psn.address)
+    code, hdrs, body = est.request("cacerts")
+    assert code == 200, body
+    assert len(pkcs7_certs(lab, body, "run-cacerts")) == 3
+    key = plain_client_key(lab, psn)
+    code, _, body = est.request("simpleenroll", "--cert", str(psn.datadir / "ca/est-client.crt"),
+                                "--key", str(key), data=make_csr(lab, "device-run", "device-run"))
+    assert code == 200, body
+    cert = issued_cert(lab, body, "device-run")
+    check_issued(lab, psn, cert, "device-run")
+    serial = cert_serial(cert)
+    wait_for(lambda: serial in pan.cli("cert", "list", "--node", "psn1", check=True).stdout.lower(),
+             30, "the enrolled certificate to reach the PAN", detail=psn.log_text)
+    psn.stop()
+    assert not tcp_listening(psn.address.ip)
+
+
+def test_psn_run_session_services_off(lab):
+    """Session services off: CA and EST services do not run, 8084 stays closed."""
+    pan = lab.pan()
+    js = pan.node_add("psn1", "psn", session="off")
+    psn = lab.psn("psn1")
+    psn.join(js, check=True)
+    psn.start()
+    pan.wait_state("psn1", "connected", timeout=30)
+    st = psn.status().stdout
+    assert re.search(r"^Certificate Authority Service\s+not running", st, re.M), st
+    assert re.search(r"^EST Service\s+not running", st, re.M), st
+    assert not tcp_listening(psn.address.ip)
+    assert "session services are off" in psn.log_text()
