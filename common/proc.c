@@ -907,3 +907,27 @@ control_reply(void *rep_socket, uint64_t request_id, int status,
 	env.control_response = &cr;
 	return proc_send(rep_socket, &env, err);
 }
+
+void *
+proc_req_socket(void *zmq_ctx, const char *endpoint, int timeout_ms,
+                struct error *err)
+{
+	void *sock;
+	int zero = 0;
+
+	if ((sock = zmq_socket(zmq_ctx, ZMQ_REQ)) == NULL) {
+		error_set(err, "zmq_socket: %s", zmq_strerror(errno));
+		return NULL;
+	}
+	if (zmq_setsockopt(sock, ZMQ_LINGER, &zero, sizeof(zero)) == -1 ||
+	    zmq_setsockopt(sock, ZMQ_SNDTIMEO, &timeout_ms,
+	                   sizeof(timeout_ms)) == -1 ||
+	    zmq_setsockopt(sock, ZMQ_RCVTIMEO, &timeout_ms,
+	                   sizeof(timeout_ms)) == -1 ||
+	    zmq_connect(sock, endpoint) == -1) {
+		error_set(err, "zmq %s: %s", endpoint, zmq_strerror(errno));
+		zmq_close(sock);
+		return NULL;
+	}
+	return sock;
+}

@@ -178,4 +178,13 @@ int control_call(const char *datadir, const char *const *argv, int argc,
 int control_reply(void *rep_socket, uint64_t request_id, int status,
                   const char *out, const char *errtext, struct error *err);
 
+/*
+ * A REQ socket to one of the node's own services (ipc://D/x.sock) that
+ * never blocks the caller beyond timeout_ms: linger 0, send and receive
+ * timeouts.  After a timeout a REQ socket is stuck in its state machine,
+ * so the caller closes it and asks for a new one.  NULL with err set.
+ */
+void *proc_req_socket(void *zmq_ctx, const char *endpoint, int timeout_ms,
+                      struct error *err);
+
 #endif

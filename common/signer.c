@@ -607,26 +607,10 @@ out:
 static int
 signer_socket(struct signer *s, struct error *err)
 {
-	int zero = 0;
-
 	if (s->sock != NULL)
 		zmq_close(s->sock);
-	if ((s->sock = zmq_socket(s->ctx, ZMQ_REQ)) == NULL) {
-		error_set(err, "zmq_socket: %s", zmq_strerror(errno));
-		return -1;
-	}
-	if (zmq_setsockopt(s->sock, ZMQ_LINGER, &zero, sizeof(zero)) == -1 ||
-	    zmq_setsockopt(s->sock, ZMQ_SNDTIMEO, &s->timeout_ms,
-	                   sizeof(s->timeout_ms)) == -1 ||
-	    zmq_setsockopt(s->sock, ZMQ_RCVTIMEO, &s->timeout_ms,
-	                   sizeof(s->timeout_ms)) == -1 ||
-	    zmq_connect(s->sock, s->endpoint) == -1) {
-		error_set(err, "zmq %s: %s", s->endpoint, zmq_strerror(errno));
-		zmq_close(s->sock);
-		s->sock = NULL;
-		return -1;
-	}
-	return 0;
+	s->sock = proc_req_socket(s->ctx, s->endpoint, s->timeout_ms, err);
+	return s->sock != NULL ? 0 : -1;
 }
 
 struct signer *

@@ -704,26 +704,10 @@ out:
 static int
 ca_client_socket(struct ca_client *c, struct error *err)
 {
-	int zero = 0;
-
 	if (c->sock != NULL)
 		zmq_close(c->sock);
-	if ((c->sock = zmq_socket(c->ctx, ZMQ_REQ)) == NULL) {
-		error_set(err, "zmq_socket: %s", zmq_strerror(errno));
-		return -1;
-	}
-	if (zmq_setsockopt(c->sock, ZMQ_LINGER, &zero, sizeof(zero)) == -1 ||
-	    zmq_setsockopt(c->sock, ZMQ_SNDTIMEO, &c->timeout_ms,
-	                   sizeof(c->timeout_ms)) == -1 ||
-	    zmq_setsockopt(c->sock, ZMQ_RCVTIMEO, &c->timeout_ms,
-	                   sizeof(c->timeout_ms)) == -1 ||
-	    zmq_connect(c->sock, c->endpoint) == -1) {
-		error_set(err, "zmq %s: %s", c->endpoint, zmq_strerror(errno));
-		zmq_close(c->sock);
-		c->sock = NULL;
-		return -1;
-	}
-	return 0;
+	c->sock = proc_req_socket(c->ctx, c->endpoint, c->timeout_ms, err);
+	return c->sock != NULL ? 0 : -1;
 }
 
 struct ca_client *
