@@ -370,9 +370,43 @@ http_worker_main(void *arg)
 	return NULL;
 }
 
-/* A listening socket with SO_REUSEPORT on address:port. */
+/*
+ * Is address:port free?  SO_REUSEPORT lets any process of the same user
+ * bind a port we listen on and silently take a share of our connections
+ * (a second PSN started on the same address, say), so before our own
+ * sockets we bind once without it: that fails while anyone listens there.
+ * SO_REUSEADDR only lets the probe past TIME_WAIT leftovers of a previous
+ * run, never past a listener.
+ */
 static int
-http_listen(const char *address, uint16_t port, uint16_t *bound,
+http_port_free(const struct addrinfo *ai, const char *address, uint16_t port,
+               struct error *err)
+{
+	int fd, one = 1, rc = -1;
+
+	if ((fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0)) == -1) {
+		error_set(err, "socket: %s", strerror(errno));
+		return -1;
+	}
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1)
+		error_set(err, "setsockopt: %s", strerror(errno));
+	else if (bind(fd, ai->ai_addr, ai->ai_addrlen) == -1)
+		error_set(err,
+		          "bind %s port %u: %s (is another server "
+		          "listening there?)",
+		          address, (unsigned)port, strerror(errno));
+	else
+		rc = 0;
+	close(fd);
+	return rc;
+}
+
+/*
+ * A listening socket with SO_REUSEPORT on address:port.  The first of a
+ * server's sockets (first) checks that nobody else listens there.
+ */
+static int
+http_listen(const char *address, uint16_t port, bool first, uint16_t *bound,
             struct error *err)
 {
 	struct addrinfo hints, *res = NULL;
@@ -390,6 +424,8 @@ http_listen(const char *address, uint16_t port, uint16_t *bound,
 		error_set(err, "address %s: %s", address, gai_strerror(rc));
 		return -1;
 	}
+	if (first && port != 0 && http_port_free(res, address, port, err) == -1)
+		goto fail;
 	fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
 	            0);
 	if (fd == -1) {
@@ -528,7 +564,7 @@ http_server_start(const struct http_config *cfg, http_handler handler,
 		srv->workers[i].fd = -1;
 		srv->nworkers = i + 1;
 		srv->workers[i].fd =
-		    http_listen(cfg->address, port, &port, err);
+		    http_listen(cfg->address, port, i == 0, &port, err);
 		if (srv->workers[i].fd == -1)
 			goto fail;
 		if (http_worker_setup(srv, &srv->workers[i], err) == -1)

@@ -336,6 +336,34 @@ test_bad_config(void **state)
 	http_server_stop(NULL);
 }
 
+static void
+test_port_in_use_refused(void **state)
+{
+	struct http_server *first, *second;
+	struct http_config cfg;
+	struct error err;
+
+	(void)state;
+	/*
+	 * SO_REUSEPORT would let a second server share the port silently;
+	 * the second start must fail instead, and the first keep serving.
+	 */
+	first = start(NULL, 5);
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.address = "127.0.0.1";
+	cfg.port = http_server_port(first);
+	cfg.workers = 2;
+	second = http_server_start(&cfg, echo, NULL, &err);
+	assert_null(second);
+	assert_non_null(strstr(err.msg, "another server"));
+	http_server_stop(first);
+	/* Once it is gone the port is free again. */
+	second = http_server_start(&cfg, echo, NULL, &err);
+	if (second == NULL)
+		fail_msg("%s", err.msg);
+	http_server_stop(second);
+}
+
 int
 main(void)
 {
@@ -347,6 +375,7 @@ main(void)
 	    cmocka_unit_test(test_deadline_drops_silent_client),
 	    cmocka_unit_test(test_set_tls),
 	    cmocka_unit_test(test_bad_config),
+	    cmocka_unit_test(test_port_in_use_refused),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
