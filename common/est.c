@@ -75,6 +75,7 @@ struct est {
 	char realm[EST_REALM_MAX];
 	pthread_mutex_t lock; /* guards ca (the pointer, not the set) */
 	struct est_ca *ca;
+	size_t b64_line; /* base64 line length of answers; 0: one line */
 };
 
 /* One request in progress. */
@@ -117,6 +118,12 @@ est_ca_get(struct est *est)
 	return ca;
 }
 
+void
+est_set_base64_line(struct est *est, size_t line_len)
+{
+	est->b64_line = line_len;
+}
+
 struct est *
 est_new(const struct est_backend *backend, const char *realm, struct error *err)
 {
@@ -133,6 +140,7 @@ est_new(const struct est_backend *backend, const char *realm, struct error *err)
 		return NULL;
 	}
 	est->be = *backend;
+	est->b64_line = EST_B64_LINE;
 	snprintf(est->realm, sizeof(est->realm), "%s",
 	         realm != NULL ? realm : "EST");
 	pthread_mutex_init(&est->lock, NULL);
@@ -287,7 +295,7 @@ est_refresh(struct est *est, struct error *err)
 		         lerr.msg);
 	} else {
 		ca->cacerts =
-		    base64_encode(der, len, EST_B64_LINE, &ca->cacerts_len);
+		    base64_encode(der, len, est->b64_line, &ca->cacerts_len);
 		if (ca->cacerts == NULL)
 			snprintf(ca->reason, sizeof(ca->reason),
 			         "out of memory");
@@ -644,7 +652,7 @@ est_reply_b64(struct est_req *r, const char *ctype, const uint8_t *der,
 	char *b64;
 	size_t blen;
 
-	if ((b64 = base64_encode(der, len, EST_B64_LINE, &blen)) == NULL) {
+	if ((b64 = base64_encode(der, len, r->est->b64_line, &blen)) == NULL) {
 		est_refuse(r, 500, "out of memory");
 		return;
 	}
@@ -1076,9 +1084,9 @@ est_serverkeygen(struct est_req *r)
 	p8len = (size_t)i2d_PKCS8_PRIV_KEY_INFO(p8, &p);
 	if ((one = sk_X509_new_null()) == NULL || !sk_X509_push(one, cert) ||
 	    est_certs_only(one, &p7der, &p7len, &err) == -1 ||
-	    (k64 = base64_encode(p8der, p8len, EST_B64_LINE, &k64len)) ==
+	    (k64 = base64_encode(p8der, p8len, r->est->b64_line, &k64len)) ==
 	        NULL ||
-	    (c64 = base64_encode(p7der, p7len, EST_B64_LINE, &c64len)) ==
+	    (c64 = base64_encode(p7der, p7len, r->est->b64_line, &c64len)) ==
 	        NULL) {
 		est_refuse(r, 500, "cannot encode the answer");
 		goto out;

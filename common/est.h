@@ -125,6 +125,13 @@ struct est;
  */
 struct est *est_new(const struct est_backend *backend, const char *realm,
                     struct error *err);
+/*
+ * Base64 line length of the answers: EST_B64_LINE by default (RFC 7030
+ * 4.1.3 shows line breaks, and the product's server sends them); 0 sends
+ * one line, for clients that cannot skip line breaks (strongSwan's pki
+ * 5.9 decodes base64 without skipping them).  Call before est_refresh().
+ */
+void est_set_base64_line(struct est *est, size_t line_len);
 void est_free(struct est *est);
 
 /*

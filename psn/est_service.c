@@ -761,6 +761,8 @@ est_service_main(void *arg)
 	snprintf(realm, sizeof(realm), "ISE EST %s", s.hostname);
 	if ((s.est = est_new(&be, realm, &e)) == NULL)
 		goto out;
+	est_set_base64_line(
+	    s.est, (size_t)config_get_int(s.cfg, "est.base64-line-length"));
 	/* When the CA starts on the EST server (product): fetch the chain. */
 	(void)est_refresh(s.est, NULL);
 	if ((ctx = est_svc_tls(&s, &e)) == NULL)

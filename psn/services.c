@@ -81,6 +81,10 @@
 const struct config_key psn_services_keys[] = {
     {"est.listen", CONFIG_ADDRESS, "0.0.0.0:8084",
      "address the EST server listens on (HTTPS, RFC 7030)", 0, 0, NULL, 0},
+    {"est.base64-line-length", CONFIG_INT, "64",
+     "base64 line length of EST answers; 0: one line (strongSwan pki 5.9 "
+     "cannot read line breaks)",
+     0, 76, NULL, 0},
     {"est.cacerts-refresh", CONFIG_DURATION, "5m",
      "how often the EST server fetches the CA chain from the CA service", 1,
      86400, NULL, 0},
