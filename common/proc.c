@@ -931,3 +931,47 @@ proc_req_socket(void *zmq_ctx, const char *endpoint, int timeout_ms,
 	}
 	return sock;
 }
+
+int
+proc_serve(void *rep, int sigfd, bool stop_on_sigint,
+           void (*handle)(void *ctx, void *rep), void *ctx)
+{
+	zmq_pollitem_t items[2];
+	struct error e = {{0}};
+	int sig;
+
+	for (;;) {
+		memset(items, 0, sizeof(items));
+		items[0].socket = rep;
+		items[0].events = ZMQ_POLLIN;
+		items[1].fd = sigfd;
+		items[1].events = ZMQ_POLLIN;
+		if (zmq_poll(items, 2, -1) == -1) {
+			if (errno == EINTR)
+				continue;
+			log_error(LOG_CA_SERVICE, "zmq_poll: %s",
+			          zmq_strerror(errno));
+			return -1;
+		}
+		if (items[1].revents & ZMQ_POLLIN) {
+			while ((sig = proc_signal_read(sigfd, &e)) > 0) {
+				if (sig == SIGTERM ||
+				    (sig == SIGINT && stop_on_sigint))
+					return 0;
+				/*
+				 * SIGINT from a terminal reaches the whole
+				 * process group: the parent decides when we
+				 * stop, by SIGTERM.
+				 */
+				log_debug(LOG_CA_SERVICE, "ignoring signal %d",
+				          sig);
+			}
+			if (sig == -1) {
+				log_error(LOG_CA_SERVICE, "%s", e.msg);
+				return -1;
+			}
+		}
+		if (items[0].revents & ZMQ_POLLIN)
+			handle(ctx, rep);
+	}
+}

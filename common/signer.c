@@ -367,47 +367,11 @@ signer_handle(struct signer_proc *sp, void *rep)
 	msg_free(env);
 }
 
-/* Serve until SIGTERM.  0 on a clean stop. */
-static int
-signer_serve(struct signer_proc *sp, void *rep, int sigfd)
+/* proc_serve() wants a void * context. */
+static void
+signer_handle_cb(void *ctx, void *rep)
 {
-	zmq_pollitem_t items[2];
-	struct error e = {{0}};
-	int sig;
-
-	for (;;) {
-		memset(items, 0, sizeof(items));
-		items[0].socket = rep;
-		items[0].events = ZMQ_POLLIN;
-		items[1].fd = sigfd;
-		items[1].events = ZMQ_POLLIN;
-		if (zmq_poll(items, 2, -1) == -1) {
-			if (errno == EINTR)
-				continue;
-			log_error(LOG_CA_SERVICE, "zmq_poll: %s",
-			          zmq_strerror(errno));
-			return -1;
-		}
-		if (items[1].revents & ZMQ_POLLIN) {
-			while ((sig = proc_signal_read(sigfd, &e)) > 0) {
-				if (sig == SIGTERM)
-					return 0;
-				/*
-				 * SIGINT from a terminal reaches the whole
-				 * process group: the main process decides
-				 * when we stop, by SIGTERM.
-				 */
-				log_debug(LOG_CA_SERVICE, "ignoring signal %d",
-				          sig);
-			}
-			if (sig == -1) {
-				log_error(LOG_CA_SERVICE, "%s", e.msg);
-				return -1;
-			}
-		}
-		if (items[0].revents & ZMQ_POLLIN)
-			signer_handle(sp, rep);
-	}
+	signer_handle((struct signer_proc *)ctx, rep);
 }
 
 static int
@@ -474,7 +438,7 @@ signer_main(void *arg)
 	log_info(LOG_CA_SERVICE, "CA signer for %s serving %s", a->hostname,
 	         endpoint);
 	signer_ready(a, "ok");
-	ret = signer_serve(&sp, rep, sigfd) == 0 ? 0 : 1;
+	ret = proc_serve(rep, sigfd, false, signer_handle_cb, &sp) == 0 ? 0 : 1;
 	log_info(LOG_CA_SERVICE,
 	         "CA signer stopping: %llu issued, %llu refused, %llu bad "
 	         "messages",

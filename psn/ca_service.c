@@ -541,44 +541,11 @@ ca_handle(struct ca_proc *cp, void *rep)
 	msg_free(env);
 }
 
-/* Serve until SIGTERM (or SIGINT in the foreground).  0 on a clean stop. */
-static int
-ca_serve(struct ca_proc *cp, void *rep, int sigfd)
+/* proc_serve() wants a void * context. */
+static void
+ca_handle_cb(void *ctx, void *rep)
 {
-	zmq_pollitem_t items[2];
-	struct error e = {{0}};
-	int sig;
-
-	for (;;) {
-		memset(items, 0, sizeof(items));
-		items[0].socket = rep;
-		items[0].events = ZMQ_POLLIN;
-		items[1].fd = sigfd;
-		items[1].events = ZMQ_POLLIN;
-		if (zmq_poll(items, 2, -1) == -1) {
-			if (errno == EINTR)
-				continue;
-			log_error(LOG_CA_SERVICE, "zmq_poll: %s",
-			          zmq_strerror(errno));
-			return -1;
-		}
-		if (items[1].revents & ZMQ_POLLIN) {
-			while ((sig = proc_signal_read(sigfd, &e)) > 0) {
-				if (sig == SIGTERM ||
-				    (sig == SIGINT && cp->args->foreground))
-					return 0;
-				/* The supervisor decides when we stop. */
-				log_debug(LOG_CA_SERVICE, "ignoring signal %d",
-				          sig);
-			}
-			if (sig == -1) {
-				log_error(LOG_CA_SERVICE, "%s", e.msg);
-				return -1;
-			}
-		}
-		if (items[0].revents & ZMQ_POLLIN)
-			ca_handle(cp, rep);
-	}
+	ca_handle((struct ca_proc *)ctx, rep);
 }
 
 /* Load the sub CA certificate and key, and everything derived. */
@@ -668,7 +635,10 @@ ca_service_main(void *arg)
 	log_info(LOG_CA_SERVICE, "CA service of %s serving %s, pid %ld",
 	         cp.hostname, endpoint, (long)getpid());
 	ca_ready(a, "ok");
-	ret = ca_serve(&cp, rep, sigfd) == 0 ? 0 : 1;
+	ret =
+	    proc_serve(rep, sigfd, cp.args->foreground, ca_handle_cb, &cp) == 0
+	        ? 0
+	        : 1;
 	log_info(LOG_CA_SERVICE,
 	         "CA service stopping: %llu issued, %llu refused, %llu bad "
 	         "messages",
