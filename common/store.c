@@ -62,6 +62,7 @@ enum store_db {
 	STORE_DB_ALARMS,
 	STORE_DB_CONFIG,
 	STORE_DB_OUTBOX,
+	STORE_DB_EVENTS,
 	STORE_DB_COUNT
 };
 
@@ -93,6 +94,8 @@ static const struct store_db_def {
     [STORE_DB_CONFIG] = {"config", 0, true},
     /* PSN: certificates waiting for the PAN's ack (common/outbox.h) */
     [STORE_DB_OUTBOX] = {"outbox", 0, true},
+    /* admin nodes: seq (8 bytes big-endian) -> Event (common/events.h) */
+    [STORE_DB_EVENTS] = {"events", 0, true},
 };
 
 /* The named database behind each generic table. */
@@ -102,6 +105,7 @@ static const enum store_db store_table_db[STORE_TABLE_COUNT] = {
     [STORE_TABLE_ALARMS] = STORE_DB_ALARMS,
     [STORE_TABLE_CONFIG] = STORE_DB_CONFIG,
     [STORE_TABLE_OUTBOX] = STORE_DB_OUTBOX,
+    [STORE_TABLE_EVENTS] = STORE_DB_EVENTS,
 };
 
 _Static_assert(STORE_DB_COUNT <= STORE_MAX_DBS, "raise STORE_MAX_DBS");
@@ -1383,6 +1387,56 @@ out:
 	return ret;
 }
 
+/*
+ * Set a record's status as another node decided it (an event from the
+ * PAN): no transition check, the decision was made there.  STORE_OK,
+ * STORE_NOT_FOUND (no such record here), or -1.
+ */
+static int
+status_assign_txn(struct store *st, MDB_txn *txn, const uint8_t *pkey,
+                  size_t plen, Iselab__CertStatus to, int64_t when,
+                  int reason, struct error *err)
+{
+	Iselab__CertRecord *rec = NULL;
+	uint8_t *buf = NULL;
+	char object[STORE_KEY_STR_MAX];
+	size_t blen;
+	MDB_val k, v;
+	int rc, ret = -1;
+
+	key_string(pkey, plen, object);
+	k = (MDB_val){plen, (void *)pkey};
+	rc = mdb_get(txn, st->dbi[STORE_DB_CERTS], &k, &v);
+	if (rc == MDB_NOTFOUND)
+		return STORE_NOT_FOUND;
+	if (rc != 0)
+		return store_fail(st, err, "mdb_get", object, rc);
+	if ((rec = record_unpack(st, &k, &v, err)) == NULL)
+		goto out;
+	rec->status = to;
+	rec->revoked_at = to == ISELAB__CERT_STATUS__CERT_STATUS_GOOD ? 0 : when;
+	rec->revocation_reason =
+	    to == ISELAB__CERT_STATUS__CERT_STATUS_GOOD ? 0 : (uint32_t)reason;
+	rec->updated_at = when;
+	blen = iselab__cert_record__get_packed_size(rec);
+	if ((buf = malloc(blen)) == NULL) {
+		error_set(err, "out of memory");
+		goto out;
+	}
+	iselab__cert_record__pack(rec, buf);
+	v = (MDB_val){blen, buf};
+	if ((rc = mdb_put(txn, st->dbi[STORE_DB_CERTS], &k, &v, 0)) != 0) {
+		store_fail(st, err, "mdb_put", object, rc);
+		goto out;
+	}
+	ret = STORE_OK;
+out:
+	if (rec != NULL)
+		iselab__cert_record__free_unpacked(rec, NULL);
+	free(buf);
+	return ret;
+}
+
 /* Normalise the key and check the time of a status change. */
 static int
 status_key(const uint8_t *ikid, const uint8_t *serial, size_t serial_len,
@@ -2081,6 +2135,16 @@ store_kv_foreach(struct store *st, enum store_table t,
                            const void *val, size_t vlen),
                  void *ctx, struct error *err)
 {
+	return store_kv_foreach_from(st, t, NULL, 0, fn, ctx, err);
+}
+
+int
+store_kv_foreach_from(struct store *st, enum store_table t, const void *start,
+                      size_t slen,
+                      int (*fn)(void *ctx, const void *key, size_t klen,
+                                const void *val, size_t vlen),
+                      void *ctx, struct error *err)
+{
 	enum store_db db;
 	MDB_txn *txn = NULL;
 	MDB_cursor *cur = NULL;
@@ -2094,6 +2158,11 @@ store_kv_foreach(struct store *st, enum store_table t,
 		          store_tables[db].name);
 		return -1;
 	}
+	if (start != NULL && (slen == 0 || slen > STORE_KV_KEY_MAX)) {
+		error_set(err, "%s: a start key has 1 to %d bytes",
+		          store_tables[db].name, STORE_KV_KEY_MAX);
+		return -1;
+	}
 	if (!st->present[db])
 		return 0;
 	if (txn_begin(st, false, &txn, err) == -1)
@@ -2103,8 +2172,13 @@ store_kv_foreach(struct store *st, enum store_table t,
 		           rc);
 		goto out;
 	}
-	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
-	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+	if (start != NULL) {
+		k.mv_data = (void *)start;
+		k.mv_size = slen;
+		rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+	} else
+		rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+	for (; rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
 		if ((ret = fn(ctx, k.mv_data, k.mv_size, v.mv_data,
 		              v.mv_size)) != 0)
 			goto out;
@@ -2123,6 +2197,54 @@ out:
 	return ret;
 }
 
+int
+store_kv_last(struct store *st, enum store_table t, uint8_t **key,
+              size_t *klen, struct error *err)
+{
+	enum store_db db;
+	MDB_txn *txn = NULL;
+	MDB_cursor *cur = NULL;
+	MDB_val k, v;
+	int rc, ret = -1;
+
+	*key = NULL;
+	*klen = 0;
+	if (kv_db(t, &db, err) == -1)
+		return -1;
+	if (!st->present[db])
+		return STORE_NOT_FOUND;
+	if (txn_begin(st, false, &txn, err) == -1)
+		return -1;
+	if ((rc = mdb_cursor_open(txn, st->dbi[db], &cur)) != 0) {
+		store_fail(st, err, "mdb_cursor_open", store_tables[db].name,
+		           rc);
+		goto out;
+	}
+	rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+	if (rc == MDB_NOTFOUND) {
+		ret = STORE_NOT_FOUND;
+		goto out;
+	}
+	if (rc != 0) {
+		store_fail(st, err, "mdb_cursor_get", store_tables[db].name,
+		           rc);
+		goto out;
+	}
+	if ((*key = malloc(k.mv_size + 1)) == NULL) {
+		error_set(err, "out of memory");
+		goto out;
+	}
+	memcpy(*key, k.mv_data, k.mv_size);
+	(*key)[k.mv_size] = 0;
+	*klen = k.mv_size;
+	ret = STORE_OK;
+out:
+	if (cur != NULL)
+		mdb_cursor_close(cur);
+	txn_abort(txn);
+	return ret;
+}
+
 /* --- write batches --- */
 
 enum batch_op_type {
@@ -2130,6 +2252,7 @@ enum batch_op_type {
 	BATCH_KV_DEL,
 	BATCH_PUT_CERT,
 	BATCH_REVOKE,
+	BATCH_SET_STATUS,
 };
 
 /* One operation of a batch; everything it points at is owned by it. */
@@ -2145,6 +2268,7 @@ struct batch_op {
 	size_t plen;                  /* REVOKE: bytes of pkey */
 	int64_t when;                 /* REVOKE: revocation time */
 	int reason;                   /* REVOKE: CRLReason */
+	Iselab__CertStatus status;    /* SET_STATUS: the status to set */
 };
 
 struct store_batch {
@@ -2345,6 +2469,59 @@ store_batch_revoke(struct store_batch *b,
 	return 0;
 }
 
+int
+store_batch_set_status(struct store_batch *b,
+                       const uint8_t issuer_key_id[STORE_KEY_ID_LEN],
+                       const uint8_t *serial, size_t serial_len,
+                       enum store_cert_status status, int64_t when,
+                       int reason)
+{
+	struct batch_op *op;
+	struct error e;
+	uint8_t pkey[STORE_PKEY_MAX];
+	size_t plen;
+
+	if (b == NULL)
+		return -1;
+	if (issuer_key_id == NULL) {
+		error_set(&e, "no issuer key id");
+		return batch_refuse(b, &e);
+	}
+	switch (status) {
+	case STORE_STATUS_GOOD:
+		break;
+	case STORE_STATUS_HOLD:
+		if (reason != STORE_REASON_CERTIFICATE_HOLD) {
+			error_set(&e, "hold with reason %d", reason);
+			return batch_refuse(b, &e);
+		}
+		break;
+	case STORE_STATUS_REVOKED:
+		if (!reason_revocable(reason)) {
+			error_set(&e, "reason %d (%s) cannot be used to revoke",
+			          reason, store_reason_name(reason));
+			return batch_refuse(b, &e);
+		}
+		break;
+	default:
+		error_set(&e, "status %d cannot be set", (int)status);
+		return batch_refuse(b, &e);
+	}
+	if (status_key(issuer_key_id, serial, serial_len, when, pkey, &plen,
+	               &e) == -1)
+		return batch_refuse(b, &e);
+	if ((op = batch_slot(b)) == NULL)
+		return -1;
+	op->type = BATCH_SET_STATUS;
+	memcpy(op->pkey, pkey, plen);
+	op->plen = plen;
+	op->when = when;
+	op->reason = reason;
+	op->status = (Iselab__CertStatus)status;
+	b->count++;
+	return 0;
+}
+
 /*
  * One operation in the open transaction.  STORE_OK, or what makes the
  * whole batch fail (STORE_EXISTS, STORE_NOT_FOUND, -1) with err set.
@@ -2383,6 +2560,11 @@ batch_op_apply(struct store *st, MDB_txn *txn, const struct batch_op *op,
 			          n, object);
 		}
 		return rc == STORE_UNCHANGED ? STORE_OK : rc;
+	case BATCH_SET_STATUS:
+		rc = status_assign_txn(st, txn, op->pkey, op->plen, op->status,
+		                       op->when, op->reason, err);
+		/* Not held here: nothing to set (another node's certificate). */
+		return rc == STORE_NOT_FOUND ? STORE_OK : rc;
 	}
 	error_set(err, "operation %zu of the batch: unknown type", n);
 	return -1;

@@ -172,6 +172,7 @@ enum store_table {
 	STORE_TABLE_ALARMS, /* alarm key -> alarm record */
 	STORE_TABLE_CONFIG, /* setting name -> value */
 	STORE_TABLE_OUTBOX, /* PSN: issued_at_ms || serial -> OutboxItem */
+	STORE_TABLE_EVENTS, /* admin nodes: seq (8 bytes BE) -> Event */
 	STORE_TABLE_COUNT
 };
 
@@ -321,7 +322,23 @@ int store_kv_foreach(struct store *st, enum store_table t,
                                const void *val, size_t vlen),
                      void *ctx, struct error *err);
 
-/* "nodes", "tokens", "alarms", "config", "outbox"; "?" otherwise. */
+/*
+ * As foreach, from the first key >= start (start NULL: the first key),
+ * for a walk that resumes where a previous one stopped.
+ */
+int store_kv_foreach_from(struct store *st, enum store_table t,
+                          const void *start, size_t slen,
+                          int (*fn)(void *ctx, const void *key, size_t klen,
+                                    const void *val, size_t vlen),
+                          void *ctx, struct error *err);
+/*
+ * The greatest key of a table: STORE_OK with *key a malloc'd copy (free()
+ * it), STORE_NOT_FOUND when the table is empty, or -1.
+ */
+int store_kv_last(struct store *st, enum store_table t, uint8_t **key,
+                  size_t *klen, struct error *err);
+
+/* "nodes", "tokens", "alarms", "config", "outbox", "events"; "?" otherwise. */
 const char *store_table_name(enum store_table t);
 
 /*
@@ -360,6 +377,19 @@ int store_batch_revoke(struct store_batch *b,
                        const uint8_t issuer_key_id[STORE_KEY_ID_LEN],
                        const uint8_t *serial, size_t serial_len, int64_t when,
                        int reason);
+
+/*
+ * Set a certificate's status as decided elsewhere (an event from the PAN,
+ * which checked the transition): GOOD (released), HOLD (reason
+ * certificateHold) or REVOKED (a revocable reason), with when as the
+ * revocation and update time.  No transition check; a certificate not in
+ * this store is skipped without failing the batch.
+ */
+int store_batch_set_status(struct store_batch *b,
+                           const uint8_t issuer_key_id[STORE_KEY_ID_LEN],
+                           const uint8_t *serial, size_t serial_len,
+                           enum store_cert_status status, int64_t when,
+                           int reason);
 
 /*
  * Apply every operation in one write transaction, committed and synced

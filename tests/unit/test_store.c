@@ -1864,6 +1864,117 @@ test_batch(void **state)
 }
 
 /* A read-only store refuses a batch and stays as it was. */
+/* Status set from elsewhere (an event), and the walk / last helpers. */
+static int
+count_fn(void *ctx, const void *key, size_t klen, const void *val,
+         size_t vlen)
+{
+	(void)key;
+	(void)val;
+	(void)vlen;
+	if (klen > 0 && ((const char *)key)[0] == 'z')
+		return 1; /* stop */
+	(*(size_t *)ctx)++;
+	return 0;
+}
+
+static void
+test_set_status_and_walks(void **state)
+{
+	struct store *st;
+	struct store_batch *b;
+	struct store_cert *got = NULL;
+	struct error err = {{0}};
+	EVP_PKEY *cakey;
+	X509 *ca, *leaf;
+	uint8_t ikid[STORE_KEY_ID_LEN], *last = NULL;
+	const uint8_t sn[] = {0x21, 0x01}, other[] = {0x21, 0x02};
+	size_t n = 0, len;
+
+	(void)state;
+	assert_non_null(cakey = EVP_EC_gen("P-256"));
+	ca = make_x509(cakey, NULL, cakey, "Endpoint Sub CA",
+	               (const uint8_t *)"\x01", 1, false);
+	leaf = make_x509(cakey, ca, cakey, "phone", sn, 2, false);
+	assert_int_equal(store_issuer_key_id(ca, ikid, &err), 0);
+	st = open_store();
+	assert_int_equal(store_put_x509(st, leaf, ikid, "psn1", "t", 1, &err),
+	                 STORE_OK);
+	/* Any order the PAN decided: hold, revoked, even back to good. */
+	b = store_batch_new();
+	assert_int_equal(store_batch_set_status(b, ikid, sn, 2,
+	                                        STORE_STATUS_HOLD, 1000,
+	                                        STORE_REASON_CERTIFICATE_HOLD),
+	                 0);
+	/* Another node's certificate: skipped, the batch still applies. */
+	assert_int_equal(store_batch_set_status(b, ikid, other, 2,
+	                                        STORE_STATUS_REVOKED, 1000,
+	                                        STORE_REASON_KEY_COMPROMISE),
+	                 0);
+	assert_int_equal(store_apply(st, b, &err), STORE_OK);
+	store_batch_free(b);
+	assert_int_equal(store_get_cert(st, ikid, sn, 2, &got, &err), STORE_OK);
+	assert_int_equal(got->status, STORE_STATUS_HOLD);
+	assert_int_equal(got->revoked_at, 1000);
+	store_cert_free(got);
+	b = store_batch_new();
+	assert_int_equal(store_batch_set_status(b, ikid, sn, 2,
+	                                        STORE_STATUS_GOOD, 2000, 0),
+	                 0);
+	assert_int_equal(store_apply(st, b, &err), STORE_OK);
+	store_batch_free(b);
+	assert_int_equal(store_get_cert(st, ikid, sn, 2, &got, &err), STORE_OK);
+	assert_int_equal(got->status, STORE_STATUS_GOOD);
+	assert_int_equal(got->revoked_at, 0);
+	assert_int_equal(got->updated_at, 2000);
+	store_cert_free(got);
+	/* Refused adds: a hold that is not certificateHold, no status. */
+	b = store_batch_new();
+	assert_int_equal(store_batch_set_status(b, ikid, sn, 2,
+	                                        STORE_STATUS_HOLD, 1, 1),
+	                 -1);
+	assert_int_equal(store_batch_set_status(b, ikid, sn, 2,
+	                                        STORE_STATUS_REVOKED, 1,
+	                                        STORE_REASON_REMOVE_FROM_CRL),
+	                 -1);
+	assert_int_equal(store_apply(st, b, &err), -1);
+	store_batch_free(b);
+
+	/* kv walks from a key, and the last key. */
+	assert_int_equal(store_kv_last(st, STORE_TABLE_CONFIG, &last, &len,
+	                               &err),
+	                 STORE_NOT_FOUND);
+	assert_int_equal(store_kv_put(st, STORE_TABLE_CONFIG, "a1", 2, "", 0,
+	                              &err),
+	                 0);
+	assert_int_equal(store_kv_put(st, STORE_TABLE_CONFIG, "b1", 2, "", 0,
+	                              &err),
+	                 0);
+	assert_int_equal(store_kv_put(st, STORE_TABLE_CONFIG, "b2", 2, "", 0,
+	                              &err),
+	                 0);
+	assert_int_equal(store_kv_put(st, STORE_TABLE_CONFIG, "z9", 2, "", 0,
+	                              &err),
+	                 0);
+	assert_int_equal(store_kv_foreach_from(st, STORE_TABLE_CONFIG, "b", 1,
+	                                       count_fn, &n, &err),
+	                 1);
+	assert_int_equal(n, 2);
+	assert_int_equal(store_kv_foreach_from(st, STORE_TABLE_CONFIG, "", 0,
+	                                       count_fn, &n, &err),
+	                 -1);
+	assert_int_equal(store_kv_last(st, STORE_TABLE_CONFIG, &last, &len,
+	                               &err),
+	                 STORE_OK);
+	assert_int_equal(len, 2);
+	assert_memory_equal(last, "z9", 2);
+	free(last);
+	store_close(st);
+	X509_free(leaf);
+	X509_free(ca);
+	EVP_PKEY_free(cakey);
+}
+
 static void
 test_batch_read_only(void **state)
 {
@@ -1915,6 +2026,8 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_kv, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_kv_old_store, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_batch, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_set_status_and_walks, setup,
+	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_batch_read_only, setup,
 	                                    teardown),
 	};
