@@ -9,8 +9,16 @@
  * bufferevent, which frees the SSL, which runs our free function.  libevent
  * 2.1 has no hook of its own for "connection closed" before the first
  * request, and no total request deadline (2.2 adds both).
+ *
+ * Plain listeners (OCSP) have no SSL to carry it, so their connections are
+ * kept on a per-worker list, each holding a reference on its bufferevent
+ * (bufferevent_incref): the memory stays valid whatever evhttp does, and a
+ * sweep notices the ones evhttp has freed (bufferevent_free() clears the
+ * callbacks; evhttp's event callback is set for as long as it uses the
+ * connection) and drops our reference, which closes the socket.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -28,6 +36,7 @@
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/http_struct.h>
 #include <event2/keyvalq_struct.h>
 #include <event2/thread.h>
 
@@ -53,7 +62,11 @@ struct http_worker {
 	int fd;                  /* our SO_REUSEPORT listening socket */
 	struct event_base *base; /* this worker's loop */
 	struct evhttp *http;     /* this worker's evhttp */
-	unsigned nconns;         /* open TLS connections (worker only) */
+	unsigned nconns;         /* open connections (worker only) */
+	struct http_conn *plains; /* plain listeners: our connections */
+	struct event *sweep;      /* plain listeners: frees what evhttp let go */
+	struct http_linger *lingers; /* closing connections (worker only) */
+	unsigned nlingers;           /* entries in lingers */
 };
 
 struct http_server {
@@ -70,11 +83,34 @@ struct http_server {
 	struct http_worker workers[HTTP_WORKERS_MAX];
 };
 
-/* One TLS connection, attached to its SSL (http_conn_index). */
+/*
+ * One connection: a TLS one attached to its SSL (http_conn_index), a
+ * plain one on its worker's list, holding a reference on its bev.
+ */
 struct http_conn {
 	struct http_worker *w;   /* owning worker */
 	struct bufferevent *bev; /* the connection's bufferevent */
 	struct event *deadline;  /* drops the connection when it fires */
+	struct http_conn *next;  /* plain: in w->plains */
+};
+
+/* How often a plain listener's sweep looks for connections evhttp freed. */
+#define HTTP_SWEEP_MS 200
+
+/*
+ * A connection closed after an error answer, in stages (RFC 9112 section
+ * 9.6): our write side is shut, and what the client still sends is read
+ * and discarded for a little while, so that closing with unread data does
+ * not reset the connection under the answer before the client has read
+ * it.  Holds a dup of the socket: libevent closes its own descriptor as
+ * soon as the answer is written.
+ */
+struct http_linger {
+	struct http_worker *w;
+	int fd;                   /* our dup of the socket */
+	size_t drained;           /* bytes read and thrown away */
+	struct event *ev;         /* readable, or the time is up */
+	struct http_linger *next; /* in w->lingers */
 };
 
 struct http_request {
@@ -87,9 +123,15 @@ struct http_request {
 	int status;                /* answer given, 0 before */
 };
 
+/* Staged close: how long, and how much, we read after an error answer. */
+#define HTTP_LINGER_SECONDS 2
+#define HTTP_LINGER_BYTES   (1024 * 1024)
+
 static pthread_once_t http_once = PTHREAD_ONCE_INIT;
 static int http_once_rc = -1;
 static int http_conn_index = -1;
+/* The worker whose loop runs on this thread (NULL elsewhere). */
+static _Thread_local struct http_worker *http_self;
 
 static void
 http_conn_free_cb(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
@@ -221,6 +263,96 @@ http_conn_drop(evutil_socket_t unused, short what, void *arg)
 		shutdown(fd, SHUT_RDWR);
 }
 
+/* Arm a new connection's deadline (or drop it at once over the limit). */
+static void
+http_conn_arm(struct http_worker *w, struct http_conn *c)
+{
+	struct http_server *srv = w->srv;
+	struct timeval now0 = {0, 0};
+
+	if (c->deadline == NULL)
+		return;
+	/* Over the limit (closing ones count): drop as soon as the loop runs. */
+	if (w->nconns + w->nlingers > srv->max_conns) {
+		log_warn(srv->cat,
+		         "http: worker has %u connections and %u closing "
+		         "(limit %u), refusing one",
+		         w->nconns - 1, w->nlingers, srv->max_conns);
+		evtimer_add(c->deadline, &now0);
+	} else
+		evtimer_add(c->deadline, &srv->timeout);
+}
+
+static struct bufferevent *
+http_plain_bevcb(struct event_base *base, void *arg)
+{
+	struct http_worker *w = arg;
+	struct http_conn *c;
+	struct bufferevent *bev;
+
+	if ((c = calloc(1, sizeof(*c))) == NULL)
+		return NULL;
+	if ((bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE)) ==
+	    NULL) {
+		free(c);
+		return NULL;
+	}
+	/* Ours too: valid until the sweep sees evhttp has let it go. */
+	bufferevent_incref(bev);
+	c->w = w;
+	c->bev = bev;
+	c->deadline = evtimer_new(base, http_conn_drop, c);
+	c->next = w->plains;
+	w->plains = c;
+	w->nconns++;
+	http_conn_arm(w, c);
+	return bev;
+}
+
+/* Our reference on c's bev goes (closing the socket if evhttp is done). */
+static void
+http_plain_free(struct http_conn *c)
+{
+	if (c->deadline != NULL)
+		event_free(c->deadline);
+	bufferevent_decref(c->bev);
+	c->w->nconns--;
+	free(c);
+}
+
+static void
+http_plain_sweep(evutil_socket_t unused, short what, void *arg)
+{
+	struct http_worker *w = arg;
+	struct http_conn **pp = &w->plains, *c;
+	bufferevent_event_cb eventcb;
+
+	(void)unused;
+	(void)what;
+	while ((c = *pp) != NULL) {
+		eventcb = NULL;
+		bufferevent_getcb(c->bev, NULL, NULL, &eventcb, NULL);
+		if (eventcb != NULL) {
+			pp = &c->next;
+			continue;
+		}
+		*pp = c->next;
+		http_plain_free(c);
+	}
+}
+
+/* A plain connection's state, from its bufferevent. */
+static struct http_conn *
+http_plain_find(struct http_worker *w, struct bufferevent *bev)
+{
+	struct http_conn *c;
+
+	for (c = w->plains; c != NULL; c = c->next)
+		if (c->bev == bev)
+			return c;
+	return NULL;
+}
+
 static struct bufferevent *
 http_bevcb(struct event_base *base, void *arg)
 {
@@ -228,7 +360,6 @@ http_bevcb(struct event_base *base, void *arg)
 	struct http_server *srv = w->srv;
 	struct bufferevent *bev = NULL;
 	struct http_conn *c = NULL;
-	struct timeval now0 = {0, 0};
 	SSL *ssl;
 
 	pthread_mutex_lock(&srv->tls_lock);
@@ -259,17 +390,8 @@ http_bevcb(struct event_base *base, void *arg)
 	}
 	bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
 	c->bev = bev;
-	if ((c->deadline = evtimer_new(base, http_conn_drop, c)) != NULL) {
-		/* Over the limit: drop as soon as the loop runs again. */
-		if (w->nconns > srv->max_conns) {
-			log_warn(srv->cat,
-			         "http: worker has %u connections "
-			         "(limit %u), refusing one",
-			         w->nconns - 1, srv->max_conns);
-			evtimer_add(c->deadline, &now0);
-		} else
-			evtimer_add(c->deadline, &srv->timeout);
-	}
+	c->deadline = evtimer_new(base, http_conn_drop, c);
+	http_conn_arm(w, c);
 	return bev;
 }
 
@@ -325,10 +447,13 @@ http_gencb(struct evhttp_request *ev, void *arg)
 		    (bev = evhttp_connection_get_bufferevent(evcon)) != NULL &&
 		    (req.ssl = bufferevent_openssl_get_ssl(bev)) != NULL) {
 			req.conn = SSL_get_ex_data(req.ssl, http_conn_index);
-			/* Complete in time: the deadline stops here. */
-			if (req.conn != NULL && req.conn->deadline != NULL)
-				evtimer_del(req.conn->deadline);
-		}
+		} else if (!srv->tls &&
+		           (bev = evhttp_connection_get_bufferevent(evcon)) !=
+		               NULL)
+			req.conn = http_plain_find(w, bev);
+		/* Complete in time: the deadline stops here. */
+		if (req.conn != NULL && req.conn->deadline != NULL)
+			evtimer_del(req.conn->deadline);
 	}
 	/*
 	 * When our bevcb fails (out of memory) evhttp falls back to a plain
@@ -366,8 +491,99 @@ http_worker_main(void *arg)
 {
 	struct http_worker *w = arg;
 
+	http_self = w;
 	event_base_dispatch(w->base);
+	http_self = NULL;
 	return NULL;
+}
+
+static void
+http_linger_free(struct http_linger *l)
+{
+	struct http_linger **pp;
+
+	for (pp = &l->w->lingers; *pp != NULL; pp = &(*pp)->next)
+		if (*pp == l) {
+			*pp = l->next;
+			l->w->nlingers--;
+			break;
+		}
+	if (l->ev != NULL)
+		event_free(l->ev);
+	close(l->fd);
+	free(l);
+}
+
+/* Read and discard until EOF, the time limit or the byte limit. */
+static void
+http_linger_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct http_linger *l = arg;
+	char buf[16384];
+	ssize_t n;
+
+	if (what & EV_READ) {
+		while ((n = read(fd, buf, sizeof(buf))) > 0) {
+			l->drained += (size_t)n;
+			if (l->drained >= HTTP_LINGER_BYTES)
+				break;
+		}
+		if (n == -1 && (errno == EAGAIN || errno == EINTR) &&
+		    l->drained < HTTP_LINGER_BYTES)
+			return; /* more may come; the timeout still runs */
+	}
+	http_linger_free(l);
+}
+
+/*
+ * on_complete callback of an error answer with "Connection: close": the
+ * answer is in the kernel, and evhttp is about to close its descriptor.
+ * Keep the socket open through a dup, send FIN after the answer, and
+ * read what the client still sends for a bounded time before closing.
+ * Without it, a client still sending its (refused) body would get a
+ * reset, which may destroy the answer before it reads it.
+ */
+static void
+http_linger_start(struct evhttp_request *ev, void *arg)
+{
+	struct http_worker *w = arg;
+	struct evhttp_connection *evcon = evhttp_request_get_connection(ev);
+	struct bufferevent *bev;
+	struct http_linger *l;
+	struct timeval tv = {HTTP_LINGER_SECONDS, 0};
+	evutil_socket_t fd;
+	int dfd;
+
+	/*
+	 * Lingering sockets count against the connection limit: a client
+	 * making refusal after refusal must not pile up descriptors.  Over
+	 * it, the socket is closed at once, as libevent would.
+	 */
+	if (w->nconns + w->nlingers >= w->srv->max_conns || evcon == NULL ||
+	    (bev = evhttp_connection_get_bufferevent(evcon)) == NULL ||
+	    (fd = bufferevent_getfd(bev)) < 0)
+		return;
+	if ((l = calloc(1, sizeof(*l))) == NULL)
+		return;
+	if ((dfd = fcntl(fd, F_DUPFD_CLOEXEC, 0)) == -1) {
+		free(l);
+		return;
+	}
+	l->w = w;
+	l->fd = dfd;
+	(void)shutdown(dfd, SHUT_WR);
+	if ((l->ev = event_new(w->base, dfd, EV_READ | EV_PERSIST,
+	                       http_linger_cb, l)) == NULL ||
+	    event_add(l->ev, &tv) == -1) {
+		if (l->ev != NULL)
+			event_free(l->ev);
+		close(dfd);
+		free(l);
+		return;
+	}
+	l->next = w->lingers;
+	w->lingers = l;
+	w->nlingers++;
 }
 
 /*
@@ -483,10 +699,13 @@ http_worker_setup(struct http_server *srv, struct http_worker *w,
 	evhttp_set_max_headers_size(w->http, HTTP_MAX_HEADERS);
 	evhttp_set_timeout_tv(w->http, &srv->timeout);
 	/*
-	 * Answer 413 to an oversized body and read the rest before closing,
-	 * so the client sees the status rather than a reset.
+	 * No EVHTTP_SERVER_LINGERING_CLOSE: with it libevent reads (and
+	 * throws away) the whole announced body before it answers 413, so a
+	 * client announcing gigabytes keeps us reading them.  Without it the
+	 * 413 goes out as soon as Content-Length (or the chunks so far) is
+	 * over the limit, and the connection is closed in stages after it
+	 * (evhttp_send_error below, http_linger_start).
 	 */
-	evhttp_set_flags(w->http, EVHTTP_SERVER_LINGERING_CLOSE);
 	evhttp_set_allowed_methods(
 	    w->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
 	                 EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
@@ -494,6 +713,17 @@ http_worker_setup(struct http_server *srv, struct http_worker *w,
 	evhttp_set_gencb(w->http, http_gencb, w);
 	if (srv->tls)
 		evhttp_set_bevcb(w->http, http_bevcb, w);
+	else {
+		struct timeval ivl = {0, HTTP_SWEEP_MS * 1000};
+
+		evhttp_set_bevcb(w->http, http_plain_bevcb, w);
+		if ((w->sweep = event_new(w->base, -1, EV_PERSIST,
+		                          http_plain_sweep, w)) == NULL ||
+		    event_add(w->sweep, &ivl) == -1) {
+			error_set(err, "cannot create the connection sweep");
+			return -1;
+		}
+	}
 	if (evhttp_accept_socket(w->http, w->fd) == -1) {
 		error_set(err, "evhttp_accept_socket failed");
 		return -1;
@@ -509,9 +739,20 @@ http_server_free(struct http_server *srv)
 	for (i = 0; i < srv->nworkers; i++) {
 		struct http_worker *w = &srv->workers[i];
 
+		while (w->lingers != NULL)
+			http_linger_free(w->lingers);
 		/* evhttp_free closes the listening socket it accepted. */
 		if (w->http != NULL)
 			evhttp_free(w->http);
+		/* evhttp freed its connections: ours go too. */
+		while (w->plains != NULL) {
+			struct http_conn *c = w->plains;
+
+			w->plains = c->next;
+			http_plain_free(c);
+		}
+		if (w->sweep != NULL)
+			event_free(w->sweep);
 		else if (w->fd != -1)
 			close(w->fd);
 		if (w->base != NULL)
@@ -802,6 +1043,8 @@ http_reason(int status)
 		return "Payload Too Large";
 	case 415:
 		return "Unsupported Media Type";
+	case 417:
+		return "Expectation Failed";
 	case 500:
 		return "Internal Server Error";
 	case 501:
@@ -810,6 +1053,89 @@ http_reason(int status)
 		return "Service Unavailable";
 	}
 	return status < 400 ? "OK" : "Error";
+}
+
+/*
+ * The requests libevent refuses by itself never reach our handler: a
+ * request line or header it cannot parse, or a head over
+ * evhttp_set_max_headers_size() (400), a body over
+ * evhttp_set_max_body_size() (413), a method it does not allow (501), an Expect other than
+ * 100-continue (417).  libevent 2.1 answers them with
+ * evhttp_send_error(), which sends an HTML page, and has no hook to change
+ * that (2.2 adds evhttp_set_errorcb()).  Every refusal of ours is a
+ * text/plain reason, so this file defines evhttp_send_error() itself: the
+ * library is built without -Bsymbolic and calls its exported functions
+ * through the PLT, so the executable's definition takes the place of the
+ * library's for libevent's own calls too (tests/unit/test_http.c and the
+ * EST conformance tests check that the answers are text/plain).  It keeps
+ * the documented contract: one answer with "Connection: close", after
+ * which evhttp closes the connection (in stages: http_linger_start).
+ */
+void
+evhttp_send_error(struct evhttp_request *req, int error, const char *reason)
+{
+	struct evkeyvalq *out = evhttp_request_get_output_headers(req);
+	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+	struct http_worker *w = http_self;
+	struct evbuffer *body;
+	char text[256], *addr = NULL;
+	ev_uint16_t port = 0;
+
+	switch (error) {
+	case HTTP_BADREQUEST:
+		/* libevent 2.1 says 400 for a head over its limit too. */
+		snprintf(text, sizeof(text),
+		         "bad request: the request line or headers could not "
+		         "be parsed or are over %d bytes",
+		         HTTP_MAX_HEADERS);
+		break;
+	case HTTP_ENTITYTOOLARGE:
+		snprintf(text, sizeof(text),
+		         "request body too large: at most %d bytes",
+		         HTTP_MAX_BODY);
+		break;
+	case HTTP_NOTIMPLEMENTED:
+		snprintf(text, sizeof(text), "method not implemented");
+		break;
+	case 417:
+		snprintf(text, sizeof(text),
+		         "Expect: only 100-continue is supported");
+		break;
+	default:
+		snprintf(text, sizeof(text), "%s",
+		         reason != NULL ? reason : http_reason(error));
+		break;
+	}
+	if (evcon != NULL)
+		evhttp_connection_get_peer(evcon, &addr, &port);
+	log_info(w != NULL ? w->srv->cat : LOG_MAIN,
+	         "http: request from %s:%u refused %d: %s",
+	         addr != NULL ? addr : "?", (unsigned)port, error, text);
+	/*
+	 * As libevent's own (evhttp_send_page_): HTTP/1.1 when the request
+	 * line was not understood (2.1 has no setter: http_struct.h), and no
+	 * header of an answer begun before.
+	 */
+	if (req->major == 0) {
+		req->major = 1;
+		req->minor = 1;
+	}
+	evhttp_clear_headers(out);
+	evhttp_add_header(out, "Content-Type", "text/plain; charset=utf-8");
+	evhttp_add_header(out, "Connection", "close");
+	if ((body = evbuffer_new()) == NULL ||
+	    evbuffer_add_printf(body, "%s\n", text) == -1) {
+		if (body != NULL)
+			evbuffer_free(body);
+		/* What libevent does when it cannot allocate: drop it. */
+		if (evcon != NULL)
+			evhttp_connection_free(evcon);
+		return;
+	}
+	if (w != NULL && evcon != NULL)
+		evhttp_request_set_on_complete_cb(req, http_linger_start, w);
+	evhttp_send_reply(req, error, http_reason(error), body);
+	evbuffer_free(body);
 }
 
 void

@@ -18,6 +18,9 @@
  * cacerts works without a client certificate and a bad one gets a clear
  * HTTP answer rather than a handshake alert.
  *
+ * Every refusal is a text/plain reason, libevent's own too (a request it
+ * cannot parse, a body over the limit: see evhttp_send_error in http.c).
+ *
  * Slow clients: libevent's timeouts drop a connection idle for the timeout;
  * on TLS listeners we also give every request a total deadline (handshake,
  * headers and body must arrive within the timeout of the connection start or
@@ -39,9 +42,12 @@
 struct error;
 struct evbuffer;
 
-/* Largest request body (an EST CSR is 1-3 KiB); libevent answers 413. */
+/*
+ * Largest request body (an EST CSR is 1-3 KiB): 413 as soon as the
+ * announced length is over it, then the connection is closed.
+ */
 #define HTTP_MAX_BODY (64 * 1024)
-/* Largest request line plus headers; libevent answers 431/400. */
+/* Largest request line plus headers: 400 (libevent 2.1), then closed. */
 #define HTTP_MAX_HEADERS (16 * 1024)
 /* Default idle timeout and total per-request deadline, in seconds. */
 #define HTTP_TIMEOUT_DEFAULT 10

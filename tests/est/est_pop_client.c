@@ -11,9 +11,12 @@
  *	    [--user U --pass P] [--tls 1.2|1.3] [--label L]
  *	    [--binding right|wrong|none] [--resume] [--cn CN]
  *	    [--op simpleenroll|simplereenroll] [--key-type ec:p256]
+ *	    [--servername NAME]
  *
  * --resume first fetches cacerts on one connection, then resumes that
  * session for the enrollment (tls-unique is then the server's Finished).
+ * --servername: the name the server's certificate must carry (and the SNI
+ * name), when it is not --host (a PSN's EST certificate names psn1).
  * Prints "binding TYPE", "reused 0|1", "status NNN", then the body.
  */
 #include <arpa/inet.h>
@@ -39,6 +42,7 @@
 static const char *host = "127.0.0.1", *cafile, *certfile, *keyfile;
 static const char *user, *pass, *label, *binding_mode = "right";
 static const char *cn = "pop-client", *op = "simpleenroll";
+static const char *servername;
 static int port, tlsver = 13;
 
 static void
@@ -66,7 +70,11 @@ tls_connect(SSL_CTX *ctx, SSL_SESSION *sess)
 		die("connect");
 	if ((ssl = SSL_new(ctx)) == NULL || SSL_set_fd(ssl, fd) != 1)
 		die("SSL_new");
-	SSL_set1_host(ssl, host);
+	if (servername != NULL) {
+		SSL_set1_host(ssl, servername);
+		SSL_set_tlsext_host_name(ssl, servername);
+	} else
+		SSL_set1_host(ssl, host);
 	if (sess != NULL)
 		SSL_set_session(ssl, sess);
 	if (SSL_connect(ssl) != 1)
@@ -162,6 +170,7 @@ main(int argc, char *argv[])
 	    {"cn", required_argument, NULL, 'n'},
 	    {"op", required_argument, NULL, 'o'},
 	    {"key-type", required_argument, NULL, 'K'},
+	    {"servername", required_argument, NULL, 'S'},
 	    {NULL, 0, NULL, 0},
 	};
 	const char *ktname = "ec:p256", *btype = NULL;
@@ -223,6 +232,9 @@ main(int argc, char *argv[])
 			break;
 		case 'K':
 			ktname = optarg;
+			break;
+		case 'S':
+			servername = optarg;
 			break;
 		default:
 			die("bad option");

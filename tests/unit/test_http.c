@@ -1,7 +1,8 @@
 /*
  * Unit tests for common/http.c: a real server on 127.0.0.1 (port 0), spoken
  * to with plain sockets and with OpenSSL clients: request fields reach the
- * handler, the body limit answers 413, TLS below 1.2 gets no handshake, the
+ * handler, the body limit answers 413 at once and libevent's own refusals
+ * are plain text, TLS below 1.2 gets no handshake, the
  * channel binding seen by the server equals the client's (TLS 1.2 and 1.3),
  * the request deadline drops a silent client, a replaced TLS context serves
  * new connections, and bad configuration is refused.
@@ -154,6 +155,18 @@ test_plain_request(void **state)
 	http_server_stop(srv);
 }
 
+/* An answer of libevent's own error path: plain text, then closed. */
+static void
+check_refusal(const char *buf, const char *status, const char *reason)
+{
+	if (strstr(buf, status) == NULL || strstr(buf, reason) == NULL ||
+	    strstr(buf, "Content-Type: text/plain") == NULL ||
+	    strstr(buf, "Connection: close") == NULL ||
+	    strstr(buf, "<HTML") != NULL)
+		fail_msg("want %s with text/plain \"%s\" in:\n%s", status,
+		         reason, buf);
+}
+
 static void
 test_body_limit(void **state)
 {
@@ -161,6 +174,7 @@ test_body_limit(void **state)
 	char head[256], buf[4096], *body;
 	size_t blen = HTTP_MAX_BODY + 1;
 	int fd = tcp_connect(http_server_port(srv));
+	int64_t t0;
 
 	(void)state;
 	body = calloc(1, blen);
@@ -169,13 +183,67 @@ test_body_limit(void **state)
 	snprintf(head, sizeof(head),
 	         "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n",
 	         blen);
+	/*
+	 * The announced length is enough: 413 at once, without waiting for
+	 * (or reading) the body, and the connection is closed after it.
+	 */
+	t0 = time_mono_ms();
 	assert_int_equal(write(fd, head, strlen(head)), (ssize_t)strlen(head));
-	/* Lingering close: libevent drains the body, then answers 413. */
+	read_all(fd, NULL, buf, sizeof(buf));
+	assert_true(time_mono_ms() - t0 < 3000);
+	close(fd);
+	check_refusal(buf, "HTTP/1.1 413 ", "request body too large");
+
+	/* A client that sends the body anyway still reads the answer. */
+	fd = tcp_connect(http_server_port(srv));
+	assert_int_equal(write(fd, head, strlen(head)), (ssize_t)strlen(head));
 	assert_int_equal(write(fd, body, blen), (ssize_t)blen);
 	read_all(fd, NULL, buf, sizeof(buf));
 	close(fd);
 	free(body);
-	assert_non_null(strstr(buf, "413"));
+	check_refusal(buf, "HTTP/1.1 413 ", "request body too large");
+	http_server_stop(srv);
+}
+
+static void
+send_str(int fd, const char *s)
+{
+	assert_int_equal(write(fd, s, strlen(s)), (ssize_t)strlen(s));
+}
+
+/* libevent's other refusals are plain text too. */
+static void
+test_parse_errors_plain_text(void **state)
+{
+	struct http_server *srv = start(NULL, 0);
+	char buf[4096], *big;
+	size_t n = HTTP_MAX_HEADERS + 100;
+	int fd;
+
+	(void)state;
+	fd = tcp_connect(http_server_port(srv));
+	send_str(fd, "GARBAGE\r\n\r\n");
+	read_all(fd, NULL, buf, sizeof(buf));
+	close(fd);
+	check_refusal(buf, "HTTP/1.1 400 ", "could not be parsed");
+
+	big = malloc(n + 64);
+	assert_non_null(big);
+	memcpy(big, "GET / HTTP/1.1\r\nX-Big: ", 24);
+	memset(big + 24, 'a', n);
+	memcpy(big + 24 + n, "\r\n\r\n", 4);
+	fd = tcp_connect(http_server_port(srv));
+	assert_int_equal(write(fd, big, n + 28), (ssize_t)(n + 28));
+	read_all(fd, NULL, buf, sizeof(buf));
+	close(fd);
+	free(big);
+	check_refusal(buf, "HTTP/1.1 400 ", "over 16384 bytes");
+
+	fd = tcp_connect(http_server_port(srv));
+	send_str(fd, "TRACE / HTTP/1.1\r\nHost: x\r\n\r\n");
+	read_all(fd, NULL, buf, sizeof(buf));
+	close(fd);
+	check_refusal(buf, "HTTP/1.1 501 ", "not implemented");
 	http_server_stop(srv);
 }
 
@@ -287,6 +355,50 @@ test_deadline_drops_silent_client(void **state)
 	SSL_CTX_free(ctx);
 }
 
+/*
+ * Plain HTTP too: a client that is never idle (a byte every 200 ms) but
+ * never finishes its request is dropped at the 1 s deadline; one that
+ * finishes in time is served, and its connection gets a fresh deadline.
+ */
+static void
+test_deadline_plain_trickle(void **state)
+{
+	struct http_server *srv = start(NULL, 1);
+	int fd = tcp_connect(http_server_port(srv));
+	int64_t t0 = time_mono_ms(), dropped = -1;
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	char buf[512];
+	int i;
+	ssize_t n;
+
+	(void)state;
+	assert_int_equal(write(fd, "GET /", 5), 5);
+	for (i = 0; i < 30 && dropped < 0; i++) {
+		if (poll(&p, 1, 200) == 1) {
+			if (read(fd, buf, sizeof(buf)) <= 0)
+				dropped = time_mono_ms() - t0;
+		} else if (write(fd, "a", 1) != 1)
+			dropped = time_mono_ms() - t0;
+	}
+	assert_true(dropped >= 800 && dropped < 4000);
+	close(fd);
+	/* A request that completes is answered on the same listener. */
+	fd = tcp_connect(http_server_port(srv));
+	assert_int_equal(write(fd, "GET /ok HTTP/1.1\r\nHost: x\r\n\r\n", 30),
+	                 30);
+	p.fd = fd;
+	assert_int_equal(poll(&p, 1, 3000), 1);
+	n = read(fd, buf, sizeof(buf) - 1);
+	assert_true(n > 0);
+	buf[n] = '\0';
+	assert_non_null(strstr(buf, "200"));
+	close(fd);
+	/* Many short connections: the sweep lets every one go. */
+	for (i = 0; i < 200; i++)
+		close(tcp_connect(http_server_port(srv)));
+	http_server_stop(srv);
+}
+
 static void
 test_set_tls(void **state)
 {
@@ -370,9 +482,11 @@ main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_plain_request),
 	    cmocka_unit_test(test_body_limit),
+	    cmocka_unit_test(test_parse_errors_plain_text),
 	    cmocka_unit_test(test_tls_binding),
 	    cmocka_unit_test(test_tls11_refused),
 	    cmocka_unit_test(test_deadline_drops_silent_client),
+	    cmocka_unit_test(test_deadline_plain_trickle),
 	    cmocka_unit_test(test_set_tls),
 	    cmocka_unit_test(test_bad_config),
 	    cmocka_unit_test(test_port_in_use_refused),
