@@ -979,10 +979,22 @@ add_key_ids(X509 *x, EVP_PKEY *subject_key, X509 *issuer_cert,
 	ASN1_OCTET_STRING *os = NULL;
 	AUTHORITY_KEYID *akid = NULL;
 	const ASN1_OCTET_STRING *issuer_ski;
+	const ASN1_BIT_STRING *bits;
+	unsigned int mdlen = 0;
 	int rc = -1;
 
-	if (key_id(subject_key, ski, err) == -1) {
-		error_prefix(err, "subject key identifier");
+	/*
+	 * Method (1) over the key bits x already holds (X509_set_pubkey ran):
+	 * the same value as key_id(subject_key), without encoding the key
+	 * again, which OpenSSL 3.0 makes costly (docs/PERFORMANCE.md).
+	 */
+	(void)subject_key;
+	if ((bits = X509_get0_pubkey_bitstr(x)) == NULL ||
+	    !EVP_Digest(bits->data, (size_t)bits->length, ski, &mdlen,
+	                EVP_sha1(), NULL) ||
+	    mdlen != KEY_ID_LEN) {
+		log_crypto(LOG_CA_SERVICE_CERT, err, "EVP_Digest",
+		           "subject key identifier");
 		return -1;
 	}
 	/*

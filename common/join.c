@@ -28,6 +28,7 @@
 #include "config.h"
 #include "csr.h"
 #include "curve.h"
+#include "events.h"
 #include "join.h"
 #include "keys.h"
 #include "log.h"
@@ -61,6 +62,8 @@
  * queue of a connection that is not up.
  */
 #define LINK_SNDHWM 2
+/* A catch-up request unanswered for this long is sent again. */
+#define LINK_CATCHUP_RETRY_MS 3000
 /* Longest IPv6 address text in brackets (INET6_ADDRSTRLEN - 1). */
 #define JOIN_IPV6_TEXT_MAX 45
 /* Longest status text the daemon sends (a page of text). */
@@ -1534,6 +1537,20 @@ struct join_link {
 	struct msg_stats stats;       /* what arrived on the DEALER */
 	join_link_handler_fn handler; /* other bodies; NULL: none */
 	void *handler_ctx;            /* its first argument */
+
+	/* The event log (events.h): PUB from the PAN, catch-up on sock. */
+	void *sub;                   /* SUB, CURVE client; NULL: no events */
+	uint64_t applied;            /* last event applied here */
+	join_link_events_fn apply;   /* applies events; NULL: not yet */
+	void *apply_ctx;
+	int64_t catchup_sent;        /* mono ms of the open request, 0: none */
+	uint64_t events_published;   /* events that came on the SUB */
+	uint64_t events_caught_up;   /* events that came in batches */
+	bool apply_failed;           /* the last apply failed: say it once */
+
+	/* This node's active alarms, sent in every heartbeat. */
+	struct join_alarm alarms[JOIN_ALARMS_MAX];
+	size_t nalarms;
 };
 
 const char *
@@ -1594,11 +1611,35 @@ join_link_new(void *zctx, const char *hostname, const struct join_admin *pan,
 		          zmq_strerror(errno));
 		goto fail;
 	}
+	if (pan->events[0] != '\0') {
+		if ((l->sub = curve_client(zctx, ZMQ_SUB, pan->events,
+		                           pan->curve_public, curve_key,
+		                           LINK_RECONNECT_IVL_MS,
+		                           LINK_RECONNECT_IVL_MAX_MS, err)) ==
+		    NULL)
+			goto fail;
+		if (zmq_setsockopt(l->sub, ZMQ_SUBSCRIBE, "", 0) == -1 ||
+		    zmq_setsockopt(l->sub, ZMQ_HEARTBEAT_IVL, &ivl,
+		                   sizeof(ivl)) == -1 ||
+		    zmq_setsockopt(l->sub, ZMQ_HEARTBEAT_TIMEOUT, &hb_timeout,
+		                   sizeof(hb_timeout)) == -1) {
+			error_set(err, "zmq_setsockopt: %s",
+			          zmq_strerror(errno));
+			goto fail;
+		}
+		if (zmq_connect(l->sub, pan->events) == -1) {
+			error_set(err, "cannot connect to %s: %s", pan->events,
+			          zmq_strerror(errno));
+			goto fail;
+		}
+	}
 	log_info(LOG_MESSAGING,
 	         "heartbeats to the PAN %s at %s every %" PRId64 " ms "
-	         "(timeout %" PRId64 " ms)",
+	         "(timeout %" PRId64 " ms); events from %s",
 	         l->pan, join_endpoint_address(l->endpoint), interval_ms,
-	         timeout_ms);
+	         timeout_ms,
+	         pan->events[0] != '\0' ? join_endpoint_address(pan->events)
+	                                : "nowhere (no events endpoint)");
 	return l;
 fail:
 	join_link_free(l);
@@ -1612,6 +1653,8 @@ join_link_free(struct join_link *l)
 		return;
 	if (l->sock != NULL)
 		zmq_close(l->sock);
+	if (l->sub != NULL)
+		zmq_close(l->sub);
 	free(l);
 }
 
@@ -1660,6 +1703,201 @@ join_link_send(struct join_link *l, const Iselab__Envelope *env,
 	return send_envelope(l->sock, env, ZMQ_DONTWAIT, err);
 }
 
+/*
+ * The event log, member side (events.h): events come on the SUB as the
+ * PAN publishes them, and in EventBatch answers to our EventsRequest when
+ * we missed some.  Either way they are applied in order, each once.
+ */
+
+void
+join_link_set_events(struct join_link *l, uint64_t applied,
+                     join_link_events_fn fn, void *ctx)
+{
+	l->applied = applied;
+	l->apply = fn;
+	l->apply_ctx = ctx;
+}
+
+void *
+join_link_events_socket(const struct join_link *l)
+{
+	return l->sub;
+}
+
+uint64_t
+join_link_applied(const struct join_link *l)
+{
+	return l->applied;
+}
+
+uint64_t
+join_link_pan_seq(const struct join_link *l)
+{
+	return l->pan_event_seq > l->applied ? l->pan_event_seq : l->applied;
+}
+
+/* Ask the PAN for the events after the last applied, unless asked lately. */
+static void
+link_catch_up(struct join_link *l, int64_t now)
+{
+	Iselab__Envelope env;
+	Iselab__EventsRequest req = ISELAB__EVENTS_REQUEST__INIT;
+	struct error err;
+
+	if (l->apply == NULL || l->pan_event_seq <= l->applied)
+		return;
+	if (l->catchup_sent != 0 &&
+	    now - l->catchup_sent < LINK_CATCHUP_RETRY_MS)
+		return;
+	msg_init(&env, l->next_id++, l->hostname);
+	req.after_seq = l->applied;
+	env.body_case = ISELAB__ENVELOPE__BODY_EVENTS_REQUEST;
+	env.events_request = &req;
+	if (send_envelope(l->sock, &env, ZMQ_DONTWAIT, &err) == -1) {
+		log_debug(LOG_MESSAGING, "events request not sent: %s",
+		          err.msg);
+		return;
+	}
+	l->catchup_sent = now;
+	log_info(LOG_MESSAGING,
+	         "catching up: asked the PAN %s for the events after %" PRIu64
+	         " (it has %" PRIu64 ")",
+	         l->pan, l->applied, l->pan_event_seq);
+}
+
+/* Apply what follows l->applied among evs; the count applied. */
+static size_t
+link_apply(struct join_link *l, Iselab__Event *const *evs, size_t n)
+{
+	struct error err = {{0}};
+	uint64_t before = l->applied;
+	int rc;
+
+	if (l->apply == NULL || n == 0)
+		return 0;
+	rc = l->apply(l->apply_ctx, evs, n, &l->applied, &err);
+	if (rc < 0) {
+		/* Stay where we are: the next catch-up tries again. */
+		if (!l->apply_failed)
+			log_error(LOG_MESSAGING,
+			          "cannot apply event %" PRIu64 ": %s",
+			          before + 1, err.msg);
+		l->apply_failed = true;
+		return 0;
+	}
+	if (l->apply_failed && rc > 0)
+		log_info(LOG_MESSAGING, "events apply again");
+	l->apply_failed = false;
+	return (size_t)rc;
+}
+
+static void
+link_event_batch(struct join_link *l, const Iselab__EventBatch *b, int64_t now)
+{
+	size_t got;
+
+	l->catchup_sent = 0;
+	if (b->last_seq > l->pan_event_seq)
+		l->pan_event_seq = b->last_seq;
+	got = link_apply(l, b->events, b->n_events);
+	l->events_caught_up += got;
+	if (got > 0)
+		log_info(LOG_MESSAGING,
+		         "caught up %zu event(s), now at %" PRIu64 " of %" PRIu64,
+		         got, l->applied, l->pan_event_seq);
+	/* More to fetch: ask at once, as long as we move forward. */
+	if (got > 0)
+		link_catch_up(l, now);
+}
+
+void
+join_link_recv_events(struct join_link *l, int64_t now)
+{
+	Iselab__Envelope *env;
+	struct error err;
+	uint8_t *buf;
+	size_t len;
+
+	if (l->sub == NULL)
+		return;
+	while ((buf = recv_payload(l->sub, &len, ZMQ_DONTWAIT)) != NULL) {
+		env = msg_unpack(buf, len, &l->stats, &err);
+		free(buf);
+		if (env == NULL) {
+			log_warn(LOG_MESSAGING,
+			         "dropped an event from the PAN %s: %s", l->pan,
+			         err.msg);
+			continue;
+		}
+		if (env->body_case != ISELAB__ENVELOPE__BODY_EVENT) {
+			l->stats.dropped[MSG_DROP_UNHANDLED]++;
+			log_warn(LOG_MESSAGING,
+			         "dropped a '%s' message on the events socket",
+			         msg_body_name(env->body_case));
+			msg_free(env);
+			continue;
+		}
+		if (env->event->seq > l->pan_event_seq)
+			l->pan_event_seq = env->event->seq;
+		if (env->event->seq == l->applied + 1)
+			l->events_published +=
+			    link_apply(l, &env->event, 1);
+		/* Further on than the next: we missed some. */
+		link_catch_up(l, now);
+		msg_free(env);
+	}
+}
+
+/* This node's alarms. */
+
+int
+join_link_alarm_set(struct join_link *l, const char *name, int severity,
+                    const char *text)
+{
+	struct join_alarm *a = NULL;
+	size_t i;
+
+	for (i = 0; i < l->nalarms; i++)
+		if (strcmp(l->alarms[i].name, name) == 0)
+			a = &l->alarms[i];
+	if (a != NULL && a->severity == severity &&
+	    strncmp(a->text, text, sizeof(a->text) - 1) == 0)
+		return 0;
+	if (a == NULL) {
+		if (l->nalarms == JOIN_ALARMS_MAX)
+			return -1;
+		a = &l->alarms[l->nalarms++];
+	}
+	snprintf(a->name, sizeof(a->name), "%s", name);
+	snprintf(a->text, sizeof(a->text), "%s", text);
+	a->severity = severity;
+	/* Tell the PAN now rather than at the next interval. */
+	l->next_send = 0;
+	return 1;
+}
+
+int
+join_link_alarm_clear(struct join_link *l, const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < l->nalarms; i++) {
+		if (strcmp(l->alarms[i].name, name) != 0)
+			continue;
+		l->alarms[i] = l->alarms[--l->nalarms];
+		l->next_send = 0;
+		return 1;
+	}
+	return 0;
+}
+
+const struct join_alarm *
+join_link_alarms(const struct join_link *l, size_t *n)
+{
+	*n = l->nalarms;
+	return l->alarms;
+}
+
 /* 0 sent, -1 not (no connection up). */
 static int
 link_send_heartbeat(struct join_link *l)
@@ -1670,7 +1908,19 @@ link_send_heartbeat(struct join_link *l)
 
 	msg_init(&env, l->next_id++, l->hostname);
 	hb.sent_ms = time_now_ms();
-	hb.last_event_seq = 0; /* events arrive with a later issue */
+	Iselab__NodeAlarm na[JOIN_ALARMS_MAX], *nap[JOIN_ALARMS_MAX];
+	size_t i;
+
+	hb.last_event_seq = l->applied;
+	for (i = 0; i < l->nalarms; i++) {
+		iselab__node_alarm__init(&na[i]);
+		na[i].name = l->alarms[i].name;
+		na[i].severity = (uint32_t)l->alarms[i].severity;
+		na[i].text = l->alarms[i].text;
+		nap[i] = &na[i];
+	}
+	hb.n_alarms = l->nalarms;
+	hb.alarms = l->nalarms > 0 ? nap : NULL;
 	env.body_case = ISELAB__ENVELOPE__BODY_HEARTBEAT;
 	env.heartbeat = &hb;
 	if (send_envelope(l->sock, &env, ZMQ_DONTWAIT, &err) == -1) {
@@ -1759,6 +2009,10 @@ join_link_recv(struct join_link *l, int64_t now)
 			l->last_ack = now;
 			l->last_ack_real = time_now_ms();
 			l->pan_event_seq = env->heartbeat_ack->last_event_seq;
+			link_catch_up(l, now);
+			break;
+		case ISELAB__ENVELOPE__BODY_EVENT_BATCH:
+			link_event_batch(l, env->event_batch, now);
 			break;
 		case ISELAB__ENVELOPE__BODY_ERROR:
 			log_warn(LOG_MESSAGING, "the PAN %s says: %s", l->pan,
@@ -1799,6 +2053,56 @@ const char *const join_env_ignore[] = {
     NODE_ENV_PREFIX "BUILD_DIR",
     NULL,
 };
+
+/* Severity names of `alarm raise`, as AlarmSeverity numbers them. */
+static const char *const alarm_severities[] = {
+    "", "critical", "major", "minor", "warning", "info",
+};
+
+/*
+ * `alarm raise NAME SEVERITY TEXT` / `alarm clear NAME`: a service of this
+ * node (provisioning, the supervisor) reports an alarm about itself.  The
+ * link sends the active ones in every heartbeat.  An exit status.
+ */
+static int
+daemon_alarm(struct join_daemon *d, size_t argc, char **argv, char *errtext,
+             size_t len)
+{
+	size_t i;
+	int rc;
+
+	if (strcmp(argv[1], "raise") == 0 && argc == 5) {
+		for (i = 1; i < ARRAY_SIZE(alarm_severities); i++)
+			if (strcmp(argv[3], alarm_severities[i]) == 0)
+				break;
+		if (i == ARRAY_SIZE(alarm_severities) || argv[2][0] == '\0' ||
+		    strlen(argv[2]) >= sizeof(((struct join_alarm *)0)->name)) {
+			snprintf(errtext, len,
+			         "alarm raise: a name (under 64 characters) "
+			         "and a severity: critical, major, minor, "
+			         "warning or info\n");
+			return 2;
+		}
+		rc = join_link_alarm_set(d->link, argv[2], (int)i, argv[4]);
+		if (rc == -1) {
+			snprintf(errtext, len, "alarm raise: %d alarms active\n",
+			         JOIN_ALARMS_MAX);
+			return 1;
+		}
+		if (rc == 1)
+			log_warn(LOG_MAIN, "alarm raised: %s (%s): %s", argv[2],
+			         argv[3], argv[4]);
+		return 0;
+	}
+	if (strcmp(argv[1], "clear") == 0 && argc == 3) {
+		if (join_link_alarm_clear(d->link, argv[2]) == 1)
+			log_info(LOG_MAIN, "alarm cleared: %s", argv[2]);
+		return 0;
+	}
+	snprintf(errtext, len,
+	         "usage: alarm raise NAME SEVERITY TEXT | alarm clear NAME\n");
+	return 2;
+}
 
 /* Answer one control request on the REP socket: it must get a reply. */
 static void
@@ -1842,10 +2146,17 @@ daemon_control(struct join_daemon *d)
 			cr.err = errtext;
 		} else
 			cr.out = out;
+	} else if (req->control_request->n_argv >= 3 &&
+	           strcmp(req->control_request->argv[0], "alarm") == 0) {
+		cr.status = daemon_alarm(d, req->control_request->n_argv,
+		                         req->control_request->argv, errtext,
+		                         sizeof(errtext));
+		if (cr.status != 0)
+			cr.err = errtext;
 	} else {
 		cr.status = 2;
 		snprintf(errtext, sizeof(errtext),
-		         "%s: the daemon answers only 'status'\n",
+		         "%s: the daemon answers only 'status' and 'alarm'\n",
 		         req->control_request->n_argv > 0
 		             ? req->control_request->argv[0]
 		             : "(empty request)");
@@ -1907,11 +2218,13 @@ join_daemon_loop(struct join_daemon *d, struct error *err)
 	int64_t wait, hook;
 
 	for (;;) {
-		zmq_pollitem_t items[3] = {
+		zmq_pollitem_t items[4] = {
 		    {join_link_socket(d->link), 0, ZMQ_POLLIN, 0},
 		    {d->control, 0, ZMQ_POLLIN, 0},
 		    {NULL, d->signal_fd, ZMQ_POLLIN, 0},
+		    {join_link_events_socket(d->link), 0, ZMQ_POLLIN, 0},
 		};
+		int nitems = items[3].socket != NULL ? 4 : 3;
 
 		wait = join_link_tick(d->link, time_mono_ms());
 		if (d->hooks->tick != NULL) {
@@ -1919,7 +2232,7 @@ join_daemon_loop(struct join_daemon *d, struct error *err)
 			if (hook >= 0 && hook < wait)
 				wait = hook;
 		}
-		if (zmq_poll(items, ARRAY_SIZE(items), (long)wait) == -1) {
+		if (zmq_poll(items, nitems, (long)wait) == -1) {
 			if (errno == EINTR)
 				continue;
 			error_set(err, "zmq_poll: %s", zmq_strerror(errno));
@@ -1929,6 +2242,8 @@ join_daemon_loop(struct join_daemon *d, struct error *err)
 			join_link_recv(d->link, time_mono_ms());
 		if (items[1].revents & ZMQ_POLLIN)
 			daemon_control(d);
+		if (nitems > 3 && (items[3].revents & ZMQ_POLLIN))
+			join_link_recv_events(d->link, time_mono_ms());
 		if ((items[2].revents & ZMQ_POLLIN) && daemon_signal(d))
 			return 0;
 	}
@@ -2029,6 +2344,21 @@ join_status_text(const struct join_role *role, const char *datadir,
 		} else
 			fprintf(fp, ", no heartbeat ack yet");
 		fprintf(fp, "\n");
+		/* "applied N of M": tests and scripts wait on this line. */
+		fprintf(fp, "Events:          applied %" PRIu64 " of %" PRIu64
+		            "\n",
+		        join_link_applied(d->link), join_link_pan_seq(d->link));
+		{
+			const struct join_alarm *al;
+			size_t n, k;
+
+			al = join_link_alarms(d->link, &n);
+			for (k = 0; k < n; k++)
+				fprintf(fp, "Alarm:           %s (%s): %s\n",
+				        al[k].name,
+				        alarm_severities[al[k].severity],
+				        al[k].text);
+		}
 		if (d->hooks != NULL && d->hooks->status != NULL)
 			d->hooks->status(d, d->hooks->arg, fp);
 	}
@@ -2623,6 +2953,29 @@ run_message(void *ctx, const Iselab__Envelope *env)
 	return d->hooks->message(d, d->hooks->arg, env);
 }
 
+/* The link's events, into the node's store (events.h). */
+static int
+run_apply_events(void *ctx, Iselab__Event *const *evs, size_t n,
+                 uint64_t *applied, struct error *err)
+{
+	struct join_daemon *d = ctx;
+	uint64_t from = *applied;
+	char what[128];
+	size_t i;
+	int rc;
+
+	if ((rc = events_apply(d->st, evs, n, applied, err)) <= 0)
+		return rc;
+	for (i = 0; i < n; i++) {
+		if (evs[i]->seq <= from || evs[i]->seq > *applied)
+			continue;
+		events_describe(evs[i], what, sizeof(what));
+		log_info(LOG_MESSAGING, "event %" PRIu64 " applied: %s",
+		         evs[i]->seq, what);
+	}
+	return rc;
+}
+
 /* D/store: the node's certificates (and the PSN's outbox). */
 static int
 run_store(struct join_daemon *d, struct error *err)
@@ -2722,6 +3075,15 @@ join_run_main(const struct join_role *role,
 		join_link_set_handler(d.link, run_message, &d);
 	if (run_store(&d, &err) == -1)
 		goto out;
+	{
+		uint64_t applied;
+
+		if (events_applied(d.st, &applied, &err) == -1)
+			goto out;
+		join_link_set_events(d.link, applied, run_apply_events, &d);
+		log_info(LOG_MESSAGING, "events applied so far: %" PRIu64,
+		         applied);
+	}
 	if ((d.control = run_control(&d, &err)) == NULL)
 		goto out;
 	log_info(LOG_MAIN, "%s %s running, pid %ld, deployment %s", role->name,

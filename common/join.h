@@ -329,6 +329,44 @@ void join_link_set_handler(struct join_link *l, join_link_handler_fn fn,
  */
 int join_link_send(struct join_link *l, const Iselab__Envelope *env,
                    struct error *err);
+/*
+ * The event log (events.h).  fn applies, in one transaction, the events
+ * of evs that follow *applied and advances it; it returns how many it
+ * applied, or -1 with err set (nothing applied).
+ */
+typedef int (*join_link_events_fn)(void *ctx, Iselab__Event *const *evs,
+                                   size_t n, uint64_t *applied,
+                                   struct error *err);
+/* Start taking events, the last applied being applied. */
+void join_link_set_events(struct join_link *l, uint64_t applied,
+                          join_link_events_fn fn, void *ctx);
+/* The SUB on the PAN's events endpoint, for zmq_poll; NULL if none. */
+void *join_link_events_socket(const struct join_link *l);
+/* Read and apply everything waiting on the SUB. */
+void join_link_recv_events(struct join_link *l, int64_t now_mono);
+/* The last event applied here, and the newest the PAN announced. */
+uint64_t join_link_applied(const struct join_link *l);
+uint64_t join_link_pan_seq(const struct join_link *l);
+
+/*
+ * The node's own alarms, sent whole in every heartbeat (NodeAlarm): the
+ * PAN raises what is listed and clears what no longer is.  set returns 1
+ * when that changed the list (a heartbeat goes at once), 0 when the alarm
+ * was already there as it is, -1 when JOIN_ALARMS_MAX are active; clear
+ * returns 1 when it was active, 0 when not.
+ */
+#define JOIN_ALARMS_MAX 16
+struct join_alarm {
+	char name[64];
+	char text[256];
+	int severity; /* AlarmSeverity (registry.proto) */
+};
+int join_link_alarm_set(struct join_link *l, const char *name, int severity,
+                        const char *text);
+int join_link_alarm_clear(struct join_link *l, const char *name);
+const struct join_alarm *join_link_alarms(const struct join_link *l,
+                                          size_t *n);
+
 /* Our host name, the sender of every envelope on the link. */
 const char *join_link_hostname(const struct join_link *l);
 enum join_link_state join_link_state(const struct join_link *l);

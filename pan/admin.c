@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "enroll.h"
 #include "node.h"
 #include "pan.h"
 #include "proc.h"
@@ -31,7 +32,25 @@ static const char *const ca_usage =
 static const char *const cert_usage =
     "usage: pan cert list [--node HOST] [--status good|revoked|hold] "
     "[--limit N] [--after CURSOR] --data-dir DIR\n"
-    "       pan cert show SERIAL --data-dir DIR\n";
+    "       pan cert show SERIAL --data-dir DIR\n"
+    "       pan cert revoke SERIAL|--subject DN [--node HOST] "
+    "[--reason REASON] --data-dir DIR\n"
+    "       pan cert hold|release SERIAL|--subject DN [--node HOST] "
+    "--data-dir DIR\n";
+static const char *const user_usage =
+    "usage: pan user add NAME --data-dir DIR   (password: one line on "
+    "stdin, or " ENROLL_PASSWORD_ENV ")\n"
+    "       pan user remove NAME --data-dir DIR\n"
+    "       pan user list --data-dir DIR\n";
+static const char *const template_usage =
+    "usage: pan template add LABEL [--profile tls-client|tls-server] "
+    "[--validity 730d]\n"
+    "                 [--key-types ec:p256,ec:p384,rsa:2048,...] "
+    "[--keygen TYPE]\n"
+    "                 [--pop off|optional|required] [--require-cn "
+    "yes|no] --data-dir DIR\n"
+    "       pan template list --data-dir DIR\n"
+    "       pan template remove LABEL --data-dir DIR\n";
 static const char *const alarms_usage =
     "usage: pan alarms [--all] --data-dir DIR\n";
 
@@ -185,7 +204,9 @@ int
 pan_cert_main(int argc, char **argv)
 {
 	if (argc < 2 ||
-	    (strcmp(argv[1], "list") != 0 && strcmp(argv[1], "show") != 0)) {
+	    (strcmp(argv[1], "list") != 0 && strcmp(argv[1], "show") != 0 &&
+	     strcmp(argv[1], "revoke") != 0 && strcmp(argv[1], "hold") != 0 &&
+	     strcmp(argv[1], "release") != 0)) {
 		if (argc >= 2 && strcmp(argv[1], "--help") == 0) {
 			fputs(cert_usage, stdout);
 			return PAN_EXIT_OK;
@@ -197,4 +218,86 @@ pan_cert_main(int argc, char **argv)
 		return PAN_EXIT_USAGE;
 	}
 	return admin_forward("cert", cert_usage, argc, argv);
+}
+
+/*
+ * `pan user add` reads the password here and sends only its salted hash
+ * (common/enroll.h): the password never reaches the daemon, the store or
+ * any other node.
+ */
+int
+pan_user_main(int argc, char **argv)
+{
+	char *fwd[ADMIN_ARGS_MAX + 2], *pw = NULL, *rec = NULL;
+	const char *datadir;
+	struct error err = {{0}};
+	bool answered;
+	int n, i, rc;
+
+	n = admin_args("user", argc, argv, &datadir, fwd);
+	if (n == -2) {
+		fputs(user_usage, stdout);
+		return PAN_EXIT_OK;
+	}
+	if (n < 2 || (strcmp(fwd[1], "add") != 0 &&
+	              strcmp(fwd[1], "remove") != 0 &&
+	              strcmp(fwd[1], "list") != 0)) {
+		if (n >= 2)
+			fprintf(stderr, "pan user: unknown command '%s'\n",
+			        fwd[1]);
+		fputs(user_usage, stderr);
+		return PAN_EXIT_USAGE;
+	}
+	for (i = 2; i < n; i++)
+		if (fwd[i][0] == '-') {
+			fprintf(stderr, "pan user: unknown option '%s'\n%s",
+			        fwd[i], user_usage);
+			return PAN_EXIT_USAGE;
+		}
+	if (strcmp(fwd[1], "add") == 0) {
+		if (n != 3) {
+			fprintf(stderr, "pan user add: one user name\n%s",
+			        user_usage);
+			return PAN_EXIT_USAGE;
+		}
+		if (enroll_user_name_check(fwd[2], &err) == -1) {
+			fprintf(stderr, "pan user add: %s\n", err.msg);
+			return PAN_EXIT_USAGE;
+		}
+		if ((pw = enroll_user_password(&err)) == NULL ||
+		    (rec = enroll_user_hash(pw, &err)) == NULL) {
+			fprintf(stderr, "pan user add: %s\n", err.msg);
+			if (pw != NULL)
+				secure_zero(pw, strlen(pw));
+			free(pw);
+			return PAN_EXIT_FAIL;
+		}
+		secure_zero(pw, strlen(pw));
+		free(pw);
+		fwd[n++] = "--record";
+		fwd[n++] = rec;
+	}
+	rc = admin_call("user", datadir, fwd, n, PAN_CONTROL_TIMEOUT_MS, false,
+	                &answered);
+	free(rec);
+	return rc;
+}
+
+int
+pan_template_main(int argc, char **argv)
+{
+	if (argc < 2 || (strcmp(argv[1], "add") != 0 &&
+	                 strcmp(argv[1], "list") != 0 &&
+	                 strcmp(argv[1], "remove") != 0)) {
+		if (argc >= 2 && strcmp(argv[1], "--help") == 0) {
+			fputs(template_usage, stdout);
+			return PAN_EXIT_OK;
+		}
+		if (argc >= 2)
+			fprintf(stderr, "pan template: unknown command '%s'\n",
+			        argv[1]);
+		fputs(template_usage, stderr);
+		return PAN_EXIT_USAGE;
+	}
+	return admin_forward("template", template_usage, argc, argv);
 }

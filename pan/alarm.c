@@ -124,6 +124,27 @@ alarm_scan_fn(void *ctx, const void *key, size_t klen, const void *val,
 	return 0;
 }
 
+static int
+alarm_load_reported(void *ctx, const void *key, size_t klen, const void *val,
+                    size_t vlen)
+{
+	struct pan *p = ctx;
+	Iselab__AlarmRecord *rec;
+	struct pan_node *n;
+
+	(void)key;
+	(void)klen;
+	if ((rec = iselab__alarm_record__unpack(NULL, vlen, val)) == NULL)
+		return 0;
+	if (rec->reported && rec->cleared_at == 0 &&
+	    (n = registry_find(p, rec->node)) != NULL &&
+	    n->nreported < PAN_NODE_ALARMS_MAX)
+		snprintf(n->reported[n->nreported++], PAN_ALARM_NAME_MAX, "%s",
+		         rec->name);
+	iselab__alarm_record__free_unpacked(rec, NULL);
+	return 0;
+}
+
 int
 alarm_load(struct pan *p, struct error *err)
 {
@@ -134,6 +155,10 @@ alarm_load(struct pan *p, struct error *err)
 	                     err) == -1)
 		return -1;
 	p->next_alarm_id = s.max_id + 1;
+	/* The nodes' reported alarms that are active, to compare reports. */
+	if (store_kv_foreach(p->st, STORE_TABLE_ALARMS, alarm_load_reported, p,
+	                     err) == -1)
+		return -1;
 	return 0;
 }
 
@@ -166,9 +191,19 @@ alarm_find_active(struct pan *p, const char *name, const char *node,
 	return 0;
 }
 
+static int alarm_raise_as(struct pan *p, const char *name, const char *node,
+                          int severity, const char *text, bool reported);
+
 int
 alarm_raise(struct pan *p, const char *name, const char *node, int severity,
             const char *text)
+{
+	return alarm_raise_as(p, name, node, severity, text, false);
+}
+
+static int
+alarm_raise_as(struct pan *p, const char *name, const char *node,
+               int severity, const char *text, bool reported)
 {
 	Iselab__AlarmRecord rec = ISELAB__ALARM_RECORD__INIT, *old = NULL;
 	struct error err = {{0}};
@@ -185,6 +220,7 @@ alarm_raise(struct pan *p, const char *name, const char *node, int severity,
 	rec.severity = severity;
 	rec.text = (char *)text;
 	rec.raised_at = time(NULL);
+	rec.reported = reported;
 	if (alarm_put(p, &rec, &err) == -1)
 		goto fail;
 	p->next_alarm_id++;
@@ -293,4 +329,69 @@ out:
 			iselab__alarm_record__free_unpacked(s.list[i], NULL);
 	free(s.list);
 	return rc;
+}
+
+/* Printable text only: a node's words go into our log and our tables. */
+static void
+alarm_clean(const char *in, char *out, size_t len)
+{
+	size_t i;
+
+	for (i = 0; in[i] != '\0' && i + 1 < len; i++)
+		out[i] = (in[i] >= 0x20 && in[i] != 0x7f) || (in[i] & 0x80)
+		             ? in[i]
+		             : ' ';
+	out[i] = '\0';
+}
+
+void
+alarm_reported(struct pan *p, struct pan_node *n,
+               Iselab__NodeAlarm *const *alarms, size_t count)
+{
+	char name[PAN_ALARM_NAME_MAX], text[PAN_ALARM_TEXT_MAX];
+	size_t i, k;
+	int sev;
+
+	if (count > PAN_NODE_ALARMS_MAX)
+		count = PAN_NODE_ALARMS_MAX;
+	/* Cleared: reported before, not now. */
+	for (k = 0; k < n->nreported;) {
+		for (i = 0; i < count; i++)
+			if (alarms[i]->name != NULL &&
+			    strncmp(alarms[i]->name, n->reported[k],
+			            PAN_ALARM_NAME_MAX - 1) == 0)
+				break;
+		if (i < count) {
+			k++;
+			continue;
+		}
+		(void)alarm_clear(p, n->reported[k], n->hostname);
+		memcpy(n->reported[k], n->reported[--n->nreported],
+		       PAN_ALARM_NAME_MAX);
+	}
+	/* Raised: reported now, not before. */
+	for (i = 0; i < count; i++) {
+		if (alarms[i]->name == NULL || alarms[i]->name[0] == '\0')
+			continue;
+		alarm_clean(alarms[i]->name, name, sizeof(name));
+		for (k = 0; k < n->nreported; k++)
+			if (strcmp(n->reported[k], name) == 0)
+				break;
+		if (k < n->nreported || n->nreported == PAN_NODE_ALARMS_MAX)
+			continue;
+		alarm_clean(alarms[i]->text != NULL ? alarms[i]->text : "",
+		            text, sizeof(text));
+		sev = (int)alarms[i]->severity;
+		if (sev < ISELAB__ALARM_SEVERITY__ALARM_SEVERITY_CRITICAL ||
+		    sev > ISELAB__ALARM_SEVERITY__ALARM_SEVERITY_INFO)
+			sev = ISELAB__ALARM_SEVERITY__ALARM_SEVERITY_MAJOR;
+		if (alarm_raise_as(p, name, n->hostname, sev, text, true) == 0)
+			memcpy(n->reported[n->nreported++], name, sizeof(name));
+	}
+}
+
+void
+alarm_reported_clear_node(struct pan *p, struct pan_node *n)
+{
+	alarm_reported(p, n, NULL, 0);
 }

@@ -446,7 +446,7 @@ ca_cert_list(struct pan *p, int argc, char **argv, FILE *out, FILE *errf)
 }
 
 /* A serial as hex, with optional "0x" and ':' between bytes. */
-static int
+int
 ca_parse_serial(const char *s, uint8_t *out, size_t *len)
 {
 	char hex[2 * STORE_SERIAL_MAX + 2];

@@ -39,7 +39,12 @@ static const struct control_cmd control_cmds[] = {
     {"ca", "certs", ca_certs},
     {"cert", "list", ca_cert_list},
     {"cert", "show", ca_cert_show},
+    {"cert", "revoke", revoke_cert},
+    {"cert", "hold", revoke_cert},
+    {"cert", "release", revoke_cert},
     {"alarms", NULL, alarm_list},
+    {"user", NULL, eventlog_user},
+    {"template", NULL, eventlog_template},
     {"status", NULL, status_daemon},
 };
 

@@ -18,6 +18,10 @@ static const struct cli_command commands[] = {
      "certificates"},
     {"cert", pan_cert_main,
      "cert list|show: the certificates the deployment issued"},
+    {"user", pan_user_main,
+     "add, remove or list EST enrollment users (replicated to every PSN)"},
+    {"template", pan_template_main,
+     "add, list or remove certificate templates (EST labels)"},
     {"alarms", pan_alarms_main,
      "active alarms (--all: cleared ones "
      "too)"},

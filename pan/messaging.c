@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/socket.h>
 
 #include <zmq.h>
@@ -31,6 +32,11 @@
 #define ZAP_ENDPOINT "inproc://zeromq.zap.01"
 /* ZAP domain of our sockets; the handler serves only this one. */
 #define ZAP_DOMAIN "iselab"
+/*
+ * The PUB's domain: only registered nodes subscribe (the log carries
+ * user hashes), where the ROUTER must let unknown keys in to join.
+ */
+#define ZAP_DOMAIN_EVENTS "iselab-events"
 /* Frames of a ZAP request: version .. mechanism, then credentials. */
 #define ZAP_FRAMES_MAX 8
 /* Longest ZAP frame we copy (request ids and credentials are short). */
@@ -236,8 +242,10 @@ curve_server(struct pan *p, int type, const char *key, const char *secret_z85,
 	/* CURVE wants the Z85 text with its NUL (41 bytes). */
 	if (zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, secret_z85, CURVE_Z85_LEN) ==
 	        -1 ||
-	    zmq_setsockopt(s, ZMQ_ZAP_DOMAIN, ZAP_DOMAIN, strlen(ZAP_DOMAIN)) ==
-	        -1) {
+	    zmq_setsockopt(s, ZMQ_ZAP_DOMAIN,
+	                   type == ZMQ_PUB ? ZAP_DOMAIN_EVENTS : ZAP_DOMAIN,
+	                   strlen(type == ZMQ_PUB ? ZAP_DOMAIN_EVENTS
+	                                          : ZAP_DOMAIN)) == -1) {
 		error_set(err, "zmq_setsockopt(CURVE): %s",
 		          zmq_strerror(errno));
 		goto fail;
@@ -321,6 +329,37 @@ messaging_open(struct pan *p, const char *curve_secret_z85, struct error *err)
 	return 0;
 }
 
+int
+messaging_events_rebind(struct pan *p, struct error *err)
+{
+	char secret[CURVE_Z85_LEN];
+	size_t len = sizeof(secret);
+	int tries;
+
+	if (p->pub == NULL)
+		return 0;
+	if (zmq_getsockopt(p->pub, ZMQ_CURVE_SECRETKEY, secret, &len) == -1) {
+		error_set(err, "zmq_getsockopt(ZMQ_CURVE_SECRETKEY): %s",
+		          zmq_strerror(errno));
+		return -1;
+	}
+	zmq_close(p->pub);
+	p->pub = NULL;
+	/* The old socket's port is freed by the I/O thread: a moment. */
+	for (tries = 0; tries < 50 && p->pub == NULL; tries++) {
+		p->pub = curve_server(p, ZMQ_PUB, "events.listen", secret, err);
+		if (p->pub == NULL)
+			(void)nanosleep(&(struct timespec){0, 20 * 1000 * 1000},
+			                NULL);
+	}
+	secure_zero(secret, sizeof(secret));
+	if (p->pub == NULL)
+		return -1;
+	log_info(LOG_MESSAGING, "events socket bound again: every node "
+	                        "subscribes anew through ZAP");
+	return 0;
+}
+
 void
 messaging_close(struct pan *p)
 {
@@ -400,6 +439,12 @@ messaging_zap(struct pan *p)
 		user_id[0] = '\0';
 		code = "400";
 		text = "node removed from the deployment";
+	} else if (lens[2] == strlen(ZAP_DOMAIN_EVENTS) &&
+	           memcmp(frames[2], ZAP_DOMAIN_EVENTS, lens[2]) == 0 &&
+	           registry_find_key(p, frames[6]) == NULL) {
+		p->zap_refused++;
+		code = "400";
+		text = "events are for registered nodes only";
 	} else {
 		/* Any other key may connect: a joining node is not known
 		 * yet.  Messages are attributed to the key from here on. */
@@ -480,11 +525,20 @@ on_outbox(void *ctx, const Iselab__Envelope *env)
 	return registry_outbox(c->p, &c->peer, env);
 }
 
+static int
+on_events_request(void *ctx, const Iselab__Envelope *env)
+{
+	struct dispatch_ctx *c = ctx;
+
+	return eventlog_request(c->p, &c->peer, env);
+}
+
 /* What nodes may send to 8671; anything else is counted as unhandled. */
 static const struct msg_handler router_handlers[] = {
     {ISELAB__ENVELOPE__BODY_JOIN_REQUEST, on_join},
     {ISELAB__ENVELOPE__BODY_HEARTBEAT, on_heartbeat},
     {ISELAB__ENVELOPE__BODY_OUTBOX_BATCH, on_outbox},
+    {ISELAB__ENVELOPE__BODY_EVENTS_REQUEST, on_events_request},
 };
 
 /* One message: the routing id ROUTER added, and the node's payload. */

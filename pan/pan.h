@@ -66,6 +66,12 @@ struct signer;
 /* The alarm the product raises for a node link that misses heartbeats. */
 #define PAN_ALARM_QUEUE_LINK "Queue Link Error"
 
+/* Alarms one node may report about itself at a time, and a name's size. */
+#define PAN_NODE_ALARMS_MAX 16
+#define PAN_ALARM_NAME_MAX  64
+/* Longest alarm text kept from a node's report. */
+#define PAN_ALARM_TEXT_MAX 256
+
 /* A node's link as `pan node list` shows it (docs/registration.md). */
 enum pan_link {
 	PAN_LINK_REGISTERED,   /* not heard from since join or PAN start */
@@ -95,6 +101,9 @@ struct pan_node {
 	int64_t last_heartbeat; /* realtime ms of it; 0: never */
 	int64_t persisted_hb;   /* last_heartbeat as the store has it */
 	int64_t cert_expiry;    /* notAfter of its CA certificate, seconds */
+	/* Alarms it reports about itself (Heartbeat.alarms) that are active. */
+	char reported[PAN_NODE_ALARMS_MAX][PAN_ALARM_NAME_MAX];
+	size_t nreported;
 };
 
 /* A drop reason's log rate limit: one line per second, the rest counted. */
@@ -162,6 +171,8 @@ struct pan {
 	uint64_t outbox_stored;  /* certificates stored */
 	uint64_t outbox_known;   /* redelivered: already stored, acked */
 	uint64_t outbox_refused; /* not the node's, malformed: not acked */
+
+	uint64_t event_seq; /* the newest event in the log (eventlog.c) */
 };
 
 /* Subcommands (main.c). */
@@ -172,6 +183,8 @@ int pan_node_main(int argc, char **argv);
 int pan_ca_main(int argc, char **argv);
 int pan_alarms_main(int argc, char **argv);
 int pan_cert_main(int argc, char **argv);
+int pan_user_main(int argc, char **argv);
+int pan_template_main(int argc, char **argv);
 
 /* run.c */
 const char *pan_link_name(enum pan_link link);
@@ -181,6 +194,11 @@ void pan_format_time(int64_t secs, char *buf, size_t len);
 int messaging_open(struct pan *p, const char *curve_secret_z85,
                    struct error *err);
 void messaging_close(struct pan *p);
+/*
+ * Close and bind the PUB again, so that every subscriber reconnects
+ * through ZAP: a removed node's subscription ends there.
+ */
+int messaging_events_rebind(struct pan *p, struct error *err);
 /* One ZAP request (RFC 27); called when the ZAP socket is readable. */
 void messaging_zap(struct pan *p);
 /* Every message waiting on the ROUTER. */
@@ -254,7 +272,29 @@ int alarm_raise(struct pan *p, const char *name, const char *node, int severity,
 /* Clear the active alarm name for node, if there is one. */
 int alarm_clear(struct pan *p, const char *name, const char *node);
 int alarm_list(struct pan *p, int argc, char **argv, FILE *out, FILE *err);
+/*
+ * A node's own report of its active alarms (every heartbeat): raise what
+ * is new, clear what it reported before and no longer does.
+ */
+void alarm_reported(struct pan *p, struct pan_node *n,
+                    Iselab__NodeAlarm *const *alarms, size_t count);
+/* Clear every alarm the node reported (it was removed). */
+void alarm_reported_clear_node(struct pan *p, struct pan_node *n);
 size_t alarm_active_count(struct pan *p);
+
+/* eventlog.c: the event log (common/events.h) and what travels in it. */
+int eventlog_open(struct pan *p, struct error *err);
+/*
+ * Number ev, write it and its effect in one transaction, publish it.
+ * 0, or -1 with err set and nothing written.
+ */
+int eventlog_commit(struct pan *p, Iselab__Event *ev, struct error *err);
+/* An EventsRequest from a node: the events it missed. */
+int eventlog_request(struct pan *p, const struct pan_peer *peer,
+                     const Iselab__Envelope *env);
+int eventlog_user(struct pan *p, int argc, char **argv, FILE *out, FILE *err);
+int eventlog_template(struct pan *p, int argc, char **argv, FILE *out,
+                      FILE *err);
 
 /* control.c */
 int control_open(struct pan *p, struct error *err);
@@ -267,6 +307,14 @@ int ca_certs(struct pan *p, int argc, char **argv, FILE *out, FILE *err);
 /* `pan cert list`, `pan cert show SERIAL`: the store's certificates. */
 int ca_cert_list(struct pan *p, int argc, char **argv, FILE *out, FILE *err);
 int ca_cert_show(struct pan *p, int argc, char **argv, FILE *out, FILE *err);
+/* A serial as hex ("0x" and ':' allowed); -1 when it is not one. */
+int ca_parse_serial(const char *s, uint8_t *out, size_t *len);
+
+/*
+ * revoke.c: `pan cert revoke|hold|release`: check the transition here,
+ * then one event per certificate (the PAN's store and every node's).
+ */
+int revoke_cert(struct pan *p, int argc, char **argv, FILE *out, FILE *err);
 
 /* status.c: the node and its CA certificates, shared by both views. */
 int status_print_node(FILE *fp, const char *datadir,

@@ -1007,9 +1007,10 @@ registry_heartbeat(struct pan *p, const struct pan_peer *peer,
 	n->last_heartbeat = time_now_ms();
 	if (n->link != PAN_LINK_CONNECTED)
 		link_up(p, n);
+	alarm_reported(p, n, env->heartbeat->alarms, env->heartbeat->n_alarms);
 	msg_init(&reply, env->request_id, p->id.hostname);
 	ack.sent_ms = time_now_ms();
-	ack.last_event_seq = 0;
+	ack.last_event_seq = p->event_seq;
 	reply.body_case = ISELAB__ENVELOPE__BODY_HEARTBEAT_ACK;
 	reply.heartbeat_ack = &ack;
 	(void)messaging_reply(p, peer->rid, peer->rid_len, &reply);
@@ -1365,6 +1366,10 @@ registry_node_remove(struct pan *p, int argc, char **argv, FILE *out,
 	n->link = PAN_LINK_REMOVED;
 	n->last_seen_mono = 0;
 	(void)alarm_clear(p, PAN_ALARM_QUEUE_LINK, host);
+	alarm_reported_clear_node(p, n);
+	/* Cut its event subscription: every subscriber passes ZAP again. */
+	if (messaging_events_rebind(p, &err) == -1)
+		log_error(LOG_MESSAGING, "events socket: %s", err.msg);
 	fprintf(
 	    out,
 	    "%s removed: %zu certificate%s revoked "

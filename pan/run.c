@@ -499,7 +499,7 @@ run_daemon(struct pan *p, char *pass, size_t passlen, int readyfd)
 	    store_open(path, NULL, &p->st, &err) == -1)
 		goto out;
 	if (run_load_ca(p, &err) == -1 || registry_load(p, &err) == -1 ||
-	    alarm_load(p, &err) == -1)
+	    alarm_load(p, &err) == -1 || eventlog_open(p, &err) == -1)
 		goto out;
 
 	if ((p->zctx = zmq_ctx_new()) == NULL) {

@@ -115,6 +115,8 @@ status_daemon(struct pan *p, int argc, char **argv, FILE *out, FILE *errf)
 	        nlink[PAN_LINK_CONNECTED], nlink[PAN_LINK_DISCONNECTED],
 	        nlink[PAN_LINK_REMOVED]);
 	fprintf(out, "Active alarms:   %zu\n", alarm_active_count(p));
+	fprintf(out, "Event log:       %llu events\n",
+	        (unsigned long long)p->event_seq);
 	fprintf(out, "Messaging:       %s (listening on %s), events %s\n",
 	        p->messaging_endpoint,
 	        config_get_string(p->cfg, "messaging.listen"),

@@ -118,19 +118,6 @@ ca_printable(const char *s, char *buf, size_t len)
 			buf[i] = '?';
 }
 
-static void
-ca_ready(struct psn_service_args *a, const char *msg)
-{
-	size_t len = strlen(msg);
-
-	if (a->ready_fd == -1)
-		return;
-	if (write(a->ready_fd, msg, len) != (ssize_t)len)
-		log_debug(LOG_CA_SERVICE, "start report cut short");
-	close(a->ready_fd);
-	a->ready_fd = -1;
-}
-
 /* --- the chain --- */
 
 /*
@@ -634,7 +621,7 @@ ca_service_main(void *arg)
 		goto out;
 	log_info(LOG_CA_SERVICE, "CA service of %s serving %s, pid %ld",
 	         cp.hostname, endpoint, (long)getpid());
-	ca_ready(a, "ok");
+	psn_service_ready(a, "ok");
 	ret =
 	    proc_serve(rep, sigfd, cp.args->foreground, ca_handle_cb, &cp) == 0
 	        ? 0
@@ -651,7 +638,7 @@ ca_service_main(void *arg)
 out:
 	if (ret != 0) {
 		log_error(LOG_CA_SERVICE, "CA service cannot start: %s", e.msg);
-		ca_ready(a, e.msg[0] != '\0' ? e.msg : "failed");
+		psn_service_ready(a, e.msg[0] != '\0' ? e.msg : "failed");
 	}
 	secure_zero(a->pass, a->passlen);
 	if (rep != NULL)

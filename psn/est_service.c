@@ -42,6 +42,7 @@
 #include "chain.h"
 #include "config.h"
 #include "csr.h"
+#include "enroll.h"
 #include "est.h"
 #include "http.h"
 #include "keys.h"
@@ -56,8 +57,6 @@
 #define EST_SVC_PATH_MAX 4096
 /* Retry interval for the CA chain while the last fetch failed. */
 #define EST_RETRY_MS 10000
-/* Longest template record in the store. */
-#define EST_TEMPLATE_MAX 4096
 /* Longest requester text sent to the CA service. */
 #define EST_REQUESTER_MAX 255
 
@@ -78,19 +77,6 @@ struct est_svc {
 	struct est *est;         /* the protocol */
 	struct http_server *srv; /* the listener and workers */
 };
-
-static void
-est_svc_ready(struct psn_service_args *a, const char *msg)
-{
-	size_t len = strlen(msg);
-
-	if (a->ready_fd == -1)
-		return;
-	if (write(a->ready_fd, msg, len) != (ssize_t)len)
-		log_debug(LOG_EST, "start report cut short");
-	close(a->ready_fd);
-	a->ready_fd = -1;
-}
 
 /* --- backend --- */
 
@@ -243,192 +229,24 @@ be_check_basic(void *ctx, const char *user, const char *password)
 	size_t vlen;
 	int rc, ok;
 
-	if (strlen(user) + strlen(PSN_USER_PREFIX) > STORE_KV_KEY_MAX ||
+	if (strlen(user) + strlen(ENROLL_USER_PREFIX) > STORE_KV_KEY_MAX ||
 	    user[0] == '\0') {
-		psn_user_verify_dummy(password);
+		enroll_user_verify_dummy(password);
 		return 0;
 	}
-	snprintf(key, sizeof(key), "%s%s", PSN_USER_PREFIX, user);
+	snprintf(key, sizeof(key), "%s%s", ENROLL_USER_PREFIX, user);
 	rc = store_kv_get(s->store, STORE_TABLE_CONFIG, key, strlen(key), &val,
 	                  &vlen, &e);
 	if (rc != STORE_OK) {
 		if (rc == -1)
 			log_error(LOG_EST, "store: %s", e.msg);
 		/* The same work for an unknown user: time tells nothing. */
-		psn_user_verify_dummy(password);
+		enroll_user_verify_dummy(password);
 		return 0;
 	}
-	ok = psn_user_verify((const char *)val, password);
+	ok = enroll_user_verify((const char *)val, password);
 	free(val);
 	return ok;
-}
-
-/* The product's EAP authentication template (clientAuth, 730 days). */
-static void
-template_default(struct est_template *t)
-{
-	memset(t, 0, sizeof(*t));
-	snprintf(t->name, sizeof(t->name), "%s", PSN_TEMPLATE_DEFAULT);
-	t->profile = CERT_PROFILE_TLS_CLIENT;
-	t->validity = (time_t)PSN_TEMPLATE_DEFAULT_DAYS * 24 * 3600;
-	t->key_types = EST_KEY_BIT(KEY_EC_P256) | EST_KEY_BIT(KEY_EC_P384) |
-	               EST_KEY_BIT(KEY_RSA_2048) | EST_KEY_BIT(KEY_RSA_3072) |
-	               EST_KEY_BIT(KEY_RSA_4096);
-	t->keygen_type = KEY_EC_P256;
-	t->pop = EST_POP_OPTIONAL;
-	t->require_cn = true;
-}
-
-/* "730d", "12h", "90m", "3600s" or plain seconds. */
-static int
-parse_validity(const char *v, time_t *out)
-{
-	char *end;
-	long long n;
-
-	errno = 0;
-	n = strtoll(v, &end, 10);
-	if (errno != 0 || end == v || n <= 0)
-		return -1;
-	switch (*end) {
-	case 'd':
-		n *= 86400;
-		end++;
-		break;
-	case 'h':
-		n *= 3600;
-		end++;
-		break;
-	case 'm':
-		n *= 60;
-		end++;
-		break;
-	case 's':
-		end++;
-		break;
-	default:
-		break;
-	}
-	if (*end != '\0' || n > CA_SERVICE_VALIDITY_MAX)
-		return -1;
-	*out = (time_t)n;
-	return 0;
-}
-
-static int
-parse_key_types(char *v, unsigned *out)
-{
-	enum key_type kt;
-	char *tok;
-
-	*out = 0;
-	while ((tok = strsep(&v, ", ")) != NULL) {
-		if (*tok == '\0')
-			continue;
-		if (key_type_from_name(tok, &kt, NULL) == -1)
-			return -1;
-		*out |= EST_KEY_BIT(kt);
-	}
-	return *out != 0 ? 0 : -1;
-}
-
-/* One "key = value" line of a template record. */
-static int
-template_line(struct est_template *t, char *k, char *v, struct error *err)
-{
-	enum key_type kt;
-
-	if (strcmp(k, "profile") == 0) {
-		if (cert_profile_from_name(v, &t->profile, err) == -1 ||
-		    (t->profile != CERT_PROFILE_TLS_CLIENT &&
-		     t->profile != CERT_PROFILE_TLS_SERVER)) {
-			error_set(err, "profile must be tls-client or "
-			               "tls-server");
-			return -1;
-		}
-	} else if (strcmp(k, "validity") == 0) {
-		if (parse_validity(v, &t->validity) == -1) {
-			error_set(err, "bad validity '%.32s'", v);
-			return -1;
-		}
-	} else if (strcmp(k, "key-types") == 0) {
-		if (parse_key_types(v, &t->key_types) == -1) {
-			error_set(err, "bad key-types");
-			return -1;
-		}
-	} else if (strcmp(k, "keygen") == 0) {
-		if (key_type_from_name(v, &kt, err) == -1)
-			return -1;
-		t->keygen_type = kt;
-	} else if (strcmp(k, "pop") == 0) {
-		if (strcmp(v, "off") == 0)
-			t->pop = EST_POP_OFF;
-		else if (strcmp(v, "optional") == 0)
-			t->pop = EST_POP_OPTIONAL;
-		else if (strcmp(v, "required") == 0)
-			t->pop = EST_POP_REQUIRED;
-		else {
-			error_set(err, "pop must be off, optional or required");
-			return -1;
-		}
-	} else if (strcmp(k, "require-cn") == 0) {
-		if (strcmp(v, "yes") == 0 || strcmp(v, "true") == 0)
-			t->require_cn = true;
-		else if (strcmp(v, "no") == 0 || strcmp(v, "false") == 0)
-			t->require_cn = false;
-		else {
-			error_set(err, "require-cn must be yes or no");
-			return -1;
-		}
-	} else {
-		error_set(err, "unknown template key '%.32s'", k);
-		return -1;
-	}
-	return 0;
-}
-
-static char *
-trim(char *s)
-{
-	char *e;
-
-	while (*s == ' ' || *s == '\t')
-		s++;
-	e = s + strlen(s);
-	while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r'))
-		*--e = '\0';
-	return s;
-}
-
-/*
- * A template record: "key = value" lines over the default template
- * (docs/est.md).  Any bad line refuses the whole template.
- */
-static int
-template_parse(const char *label, char *text, struct est_template *t,
-               struct error *err)
-{
-	char *line, *eq;
-
-	template_default(t);
-	snprintf(t->name, sizeof(t->name), "%s", label);
-	while ((line = strsep(&text, "\n")) != NULL) {
-		line = trim(line);
-		if (*line == '\0' || *line == '#')
-			continue;
-		if ((eq = strchr(line, '=')) == NULL) {
-			error_set(err, "line without '='");
-			return -1;
-		}
-		*eq = '\0';
-		if (template_line(t, trim(line), trim(eq + 1), err) == -1)
-			return -1;
-	}
-	if (!(t->key_types & EST_KEY_BIT(t->keygen_type))) {
-		error_set(err, "keygen type is not among key-types");
-		return -1;
-	}
-	return 0;
 }
 
 static int
@@ -442,11 +260,11 @@ be_lookup_label(void *ctx, const char *label, struct est_template *out)
 	int rc;
 
 	if (label == NULL || strcmp(label, "default") == 0 ||
-	    strcmp(label, PSN_TEMPLATE_DEFAULT) == 0) {
-		template_default(out);
+	    strcmp(label, ENROLL_TEMPLATE_DEFAULT) == 0) {
+		enroll_template_default(out);
 		return 1;
 	}
-	snprintf(key, sizeof(key), "%s%s", PSN_TEMPLATE_PREFIX, label);
+	snprintf(key, sizeof(key), "%s%s", ENROLL_TEMPLATE_PREFIX, label);
 	rc = store_kv_get(s->store, STORE_TABLE_CONFIG, key, strlen(key), &val,
 	                  &vlen, &e);
 	if (rc == STORE_NOT_FOUND)
@@ -455,10 +273,10 @@ be_lookup_label(void *ctx, const char *label, struct est_template *out)
 		log_error(LOG_EST, "store: %s", e.msg);
 		return -1;
 	}
-	if (vlen > EST_TEMPLATE_MAX ||
-	    template_parse(label, (char *)val, out, &e) == -1) {
+	if (vlen > ENROLL_TEMPLATE_MAX ||
+	    enroll_template_parse(label, (char *)val, out, &e) == -1) {
 		log_error(LOG_EST, "template %s in the store: %s", label,
-		          vlen > EST_TEMPLATE_MAX ? "too long" : e.msg);
+		          vlen > ENROLL_TEMPLATE_MAX ? "too long" : e.msg);
 		free(val);
 		return -1;
 	}
@@ -644,30 +462,14 @@ est_svc_load(struct est_svc *s, struct error *err)
 	return 0;
 }
 
-static int
-est_svc_open_store(struct est_svc *s, struct error *err)
-{
-	struct store_opts opts = {0};
-	char path[EST_SVC_PATH_MAX];
-
-	opts.read_only = true;
-	if (node_path(path, sizeof(path), s->args->datadir, NODE_STORE_DIR,
-	              err) == -1)
-		return -1;
-	return store_open(path, &opts, &s->store, err);
-}
-
 /* Serve until SIGTERM (SIGINT too in the foreground); refresh on time. */
 static int
 est_svc_loop(struct est_svc *s, int sigfd)
 {
 	int64_t every =
 	    config_get_duration(s->cfg, "est.cacerts-refresh") * 1000;
-	int64_t next, now, wait;
-	struct pollfd pfd;
-	struct error e = {{0}};
+	int64_t next, now;
 	bool ok = est_chain_ok(s->est);
-	int sig;
 
 	next = time_mono_ms() + (ok ? every : EST_RETRY_MS);
 	for (;;) {
@@ -677,31 +479,17 @@ est_svc_loop(struct est_svc *s, int sigfd)
 			next = now + (ok ? every : EST_RETRY_MS);
 			continue;
 		}
-		wait = next - now;
-		pfd.fd = sigfd;
-		pfd.events = POLLIN;
-		pfd.revents = 0;
-		if (poll(&pfd, 1, wait > INT_MAX ? INT_MAX : (int)wait) == -1) {
-			if (errno == EINTR)
-				continue;
-			log_error(LOG_EST, "poll: %s", strerror(errno));
+		switch (psn_service_wait(s->args, sigfd, next - now, LOG_EST)) {
+		case PSN_SERVICE_STOP:
+			return 0;
+		case PSN_SERVICE_HUP:
+			log_info(LOG_EST, "SIGHUP: fetching the CA chain now");
+			next = 0;
+			break;
+		case -1:
 			return -1;
-		}
-		if (!(pfd.revents & POLLIN))
-			continue;
-		while ((sig = proc_signal_read(sigfd, &e)) > 0) {
-			if (sig == SIGTERM ||
-			    (sig == SIGINT && s->args->foreground))
-				return 0;
-			if (sig == SIGHUP) {
-				log_info(LOG_EST, "SIGHUP: fetching the CA "
-				                  "chain now");
-				next = 0;
-			}
-		}
-		if (sig == -1) {
-			log_error(LOG_EST, "%s", e.msg);
-			return -1;
+		default:
+			break;
 		}
 	}
 }
@@ -722,14 +510,7 @@ est_service_main(void *arg)
 	memset(&s, 0, sizeof(s));
 	s.args = a;
 	snprintf(s.hostname, sizeof(s.hostname), "%s", a->id->hostname);
-	/* Nothing inherited stays: sockets, store, pid file, ZeroMQ. */
-	if (proc_close_fds(&a->ready_fd, a->ready_fd == -1 ? 0 : 1, &e) == -1)
-		goto out;
-	/* A write to a client that went away is an error, not a death. */
-	(void)signal(SIGPIPE, SIG_IGN);
-	if ((s.cfg = a->cfg) == NULL &&
-	    (s.cfg = s.own_cfg = psn_services_config(a->datadir, a->sets,
-	                                             a->nsets, &e)) == NULL)
+	if (psn_service_begin(a, &s.cfg, &s.own_cfg, &e) == -1)
 		goto out;
 	addr = config_get_address(s.cfg, "est.listen");
 	if (addr->family == AF_UNSPEC) {
@@ -740,7 +521,7 @@ est_service_main(void *arg)
 	/* Blocked here, before the workers start, so they inherit it. */
 	if ((sigfd = proc_signals_fd(&e)) == -1)
 		goto out;
-	if (est_svc_load(&s, &e) == -1 || est_svc_open_store(&s, &e) == -1)
+	if (est_svc_load(&s, &e) == -1 || psn_service_store_ro(a->datadir, &s.store, &e) == -1)
 		goto out;
 	if ((s.zctx = zmq_ctx_new()) == NULL) {
 		error_set(&e, "zmq_ctx_new: %s", zmq_strerror(errno));
@@ -784,14 +565,14 @@ est_service_main(void *arg)
 	         (unsigned)http_server_port(s.srv), EST_PATH_PREFIX,
 	         http_server_workers(s.srv), (long)getpid(),
 	         est_chain_ok(s.est) ? "complete" : "NOT complete (503)");
-	est_svc_ready(a, "ok");
+	psn_service_ready(a, "ok");
 	ret = est_svc_loop(&s, sigfd) == 0 ? 0 : 1;
 	log_info(LOG_EST, "EST server of %s stopping", s.hostname);
 out:
 	if (ret != 0 && e.msg[0] != '\0')
 		log_error(LOG_EST, "EST server cannot start: %s", e.msg);
 	if (ret != 0)
-		est_svc_ready(a, e.msg[0] != '\0' ? e.msg : "failed");
+		psn_service_ready(a, e.msg[0] != '\0' ? e.msg : "failed");
 	secure_zero(a->pass, a->passlen);
 	http_server_stop(s.srv);
 	est_free(s.est);

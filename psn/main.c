@@ -14,7 +14,6 @@ static const struct cli_command commands[] = {
      "show this node, its PAN link, certificates and services"},
     {"service", psn_service_main,
      "run the CA service or the EST server in the foreground"},
-    {"user", psn_user_main, "add, remove or list EST enrollment users"},
 };
 
 int

@@ -11,11 +11,13 @@
  */
 #include <inttypes.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "join.h"
 #include "log.h"
 #include "outbox.h"
 #include "psn.h"
+#include "registry.pb-c.h"
 #include "services.h"
 #include "util.h"
 
@@ -31,6 +33,7 @@ static const char *const psn_services[] = {
     "Certificate Authority Service",
     "EST Service",
     "OCSP Responder",
+    "Provisioning Service",
     NULL,
 };
 
@@ -44,10 +47,27 @@ const struct join_role psn_role = {
 };
 
 /* What the PSN's hooks keep between calls. */
+/*
+ * Alarms the PSN raises on the PAN when a service stays down (ISE-CA-EST.md,
+ * "Service status": the dashboard shows the CA and EST services down).  A
+ * restart within the grace time (the supervisor's first backoffs) raises
+ * nothing.
+ */
+#define SERVICE_ALARM_GRACE_MS 3000
+static const struct {
+	const char *title; /* psn_services_state() title */
+	const char *alarm;
+} service_alarms[] = {
+    {"Certificate Authority Service", "CA Service Down"},
+    {"EST Service", "EST Service Down"},
+    {"OCSP Responder", "OCSP Responder Down"},
+};
+
 struct psn_run {
 	struct outbox_sender outbox; /* set up on the first tick */
 	bool outbox_ready;           /* the store is open: outbox set up */
 	struct psn_services *svcs;   /* CA service + EST server; NULL: off */
+	int64_t down_since[3];       /* mono ms a service left "running" */
 };
 
 /*
@@ -63,10 +83,12 @@ psn_start(struct join_daemon *d, void *arg, const char *pass, size_t passlen,
 
 	if (!d->deployment.session_services) {
 		log_info(LOG_MAIN,
-		         "session services are off on %s: the CA "
-		         "and EST services do not run",
+		         "session services are off on %s: the CA, EST and "
+		         "provisioning services do not run, the OCSP responder "
+		         "does",
 		         d->id.hostname);
-		return 0;
+		return psn_services_start_ocsp_only(&r->svcs, d->datadir, &d->id,
+		                                    d->cfg, pass, passlen, err);
 	}
 	return psn_services_start_cfg(&r->svcs, d->datadir, &d->id, d->cfg,
 	                              pass, passlen, err);
@@ -111,6 +133,48 @@ psn_outbox_send(void *ctx, const Iselab__Envelope *env, struct error *err)
 }
 
 /* The store opens after start(): the outbox begins on the first tick. */
+/* Raise or clear the service alarms; ms until a grace time ends, or -1. */
+static int64_t
+psn_service_alarms(struct join_daemon *d, struct psn_run *r, int64_t now)
+{
+	char text[256];
+	const char *state;
+	int64_t next = -1, left;
+	pid_t pid;
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(service_alarms); i++) {
+		state = psn_services_state(r->svcs, service_alarms[i].title,
+		                           &pid);
+		/* Disabled (session services off) is not down. */
+		if (state == NULL || strcmp(state, "running") == 0 ||
+		    strcmp(state, "disabled") == 0) {
+			r->down_since[i] = 0;
+			if (join_link_alarm_clear(d->link,
+			                          service_alarms[i].alarm) == 1)
+				log_info(LOG_MAIN, "%s is running again: alarm "
+				                   "cleared",
+				         service_alarms[i].title);
+			continue;
+		}
+		if (r->down_since[i] == 0)
+			r->down_since[i] = now;
+		left = r->down_since[i] + SERVICE_ALARM_GRACE_MS - now;
+		if (left > 0) {
+			if (next < 0 || left < next)
+				next = left;
+			continue;
+		}
+		snprintf(text, sizeof(text), "%s on %s is %s", service_alarms[i].title,
+		         d->id.hostname, state);
+		if (join_link_alarm_set(d->link, service_alarms[i].alarm,
+		                        ISELAB__ALARM_SEVERITY__ALARM_SEVERITY_CRITICAL,
+		                        text) == 1)
+			log_warn(LOG_MAIN, "%s", text);
+	}
+	return next;
+}
+
 static int64_t
 psn_tick(struct join_daemon *d, void *arg, int64_t now)
 {
@@ -128,6 +192,9 @@ psn_tick(struct join_daemon *d, void *arg, int64_t now)
 	if (r->svcs != NULL) {
 		psn_services_tick(r->svcs);
 		svc = psn_services_next_ms(r->svcs);
+		if (svc >= 0 && (next < 0 || svc < next))
+			next = svc;
+		svc = psn_service_alarms(d, r, now);
 		if (svc >= 0 && (next < 0 || svc < next))
 			next = svc;
 	}

@@ -41,6 +41,7 @@
 #include "log.h"
 #include "node.h"
 #include "proc.h"
+#include "provisioning.h"
 #include "services.h"
 #include "store.h"
 #include "util.h"
@@ -62,20 +63,6 @@
 /* Most --set flags of `psn service`. */
 #define SVC_SETS_MAX 64
 
-/* PBKDF2-HMAC-SHA256 for enrollment users. */
-#define USER_ITERATIONS     100000
-#define USER_ITERATIONS_MIN 1000
-#define USER_ITERATIONS_MAX 10000000
-#define USER_SALT_LEN       16
-#define USER_HASH_LEN       32
-#define USER_HASH_SCHEME    "pbkdf2-sha256"
-/* Longest record: scheme, iterations, salt and hash in hex. */
-#define USER_RECORD_MAX 160
-/* Shortest password we store. */
-#define USER_PASSWORD_MIN 8
-/* The password of `psn user add`, when not on stdin. */
-#define USER_PASSWORD_ENV NODE_ENV_PREFIX "USER_PASSWORD"
-
 /* --- configuration --- */
 
 const struct config_key psn_services_keys[] = {
@@ -92,6 +79,37 @@ const struct config_key psn_services_keys[] = {
      "EST worker threads; 0: one per online CPU", 0, HTTP_WORKERS_MAX, NULL, 0},
     {"est.timeout", CONFIG_DURATION, "10s",
      "EST idle timeout and per-request deadline", 1, 300, NULL, 0},
+    {"provisioning.listen", CONFIG_ADDRESS, "0.0.0.0:8443",
+     "address the BYOD portal listens on (HTTPS); unset: est.listen's "
+     "address, port 8443",
+     0, 0, NULL, 0},
+    {"provisioning.cacerts-interval", CONFIG_DURATION, "5m",
+     "how often the PSN's EST client calls cacerts on the EST server", 1, 86400,
+     NULL, 0},
+    {"provisioning.retry-interval", CONFIG_DURATION, "10s",
+     "how often the EST client retries cacerts while it fails", 1, 3600, NULL,
+     0},
+    {"provisioning.est-timeout", CONFIG_DURATION, "10s",
+     "longest wait of the EST client for one EST call", 1, 300, NULL, 0},
+    {"provisioning.workers", CONFIG_INT, "0",
+     "BYOD portal worker threads; 0: one per online CPU", 0, HTTP_WORKERS_MAX,
+     NULL, 0},
+    {"provisioning.timeout", CONFIG_DURATION, "10s",
+     "BYOD portal idle timeout and per-request deadline", 1, 300, NULL, 0},
+    {"ocsp.listen", CONFIG_ADDRESS, "0.0.0.0:2560",
+     "address the OCSP responder listens on (plain HTTP, RFC 6960)", 0, 0,
+     NULL, 0},
+    {"ocsp.nonce", CONFIG_BOOL, "on",
+     "echo OCSP nonces (RFC 8954); off: RFC 5019 profile, nonces ignored", 0,
+     0, NULL, 0},
+    {"ocsp.validity", CONFIG_DURATION, "1h",
+     "OCSP response validity, thisUpdate to nextUpdate", 10, 7 * 86400,
+     NULL, 0},
+    {"ocsp.workers", CONFIG_INT, "0",
+     "OCSP worker threads; 0: one per online CPU", 0, HTTP_WORKERS_MAX, NULL,
+     0},
+    {"ocsp.timeout", CONFIG_DURATION, "10s",
+     "OCSP idle timeout of a connection", 1, 300, NULL, 0},
 };
 const size_t psn_services_nkeys = ARRAY_SIZE(psn_services_keys);
 
@@ -100,7 +118,7 @@ static const char *const svc_env_ignore[] = {
     NODE_PASSPHRASE_ENV,
     NODE_ENV_PREFIX "DATA_DIR",
     NODE_ENV_PREFIX "BUILD_DIR",
-    USER_PASSWORD_ENV,
+    ENROLL_PASSWORD_ENV,
     NULL,
 };
 
@@ -153,96 +171,90 @@ fail:
 	return NULL;
 }
 
-/* --- enrollment users --- */
+/* --- what every service process does --- */
 
-static int
-user_derive(const char *password, const uint8_t *salt, size_t saltlen,
-            int iterations, uint8_t out[USER_HASH_LEN])
+void
+psn_service_ready(struct psn_service_args *a, const char *msg)
 {
-	return PKCS5_PBKDF2_HMAC(password, (int)strlen(password), salt,
-	                         (int)saltlen, iterations, EVP_sha256(),
-	                         USER_HASH_LEN, out) == 1
-	           ? 0
-	           : -1;
-}
+	size_t len = strlen(msg);
 
-char *
-psn_user_hash(const char *password, struct error *err)
-{
-	uint8_t salt[USER_SALT_LEN], hash[USER_HASH_LEN];
-	char shex[2 * USER_SALT_LEN + 1], hhex[2 * USER_HASH_LEN + 1], *rec;
-
-	if (RAND_bytes(salt, sizeof(salt)) != 1 ||
-	    user_derive(password, salt, sizeof(salt), USER_ITERATIONS, hash) ==
-	        -1) {
-		log_crypto(LOG_MAIN, err, "PKCS5_PBKDF2_HMAC", NULL);
-		return NULL;
-	}
-	hex_encode(salt, sizeof(salt), shex);
-	hex_encode(hash, sizeof(hash), hhex);
-	secure_zero(hash, sizeof(hash));
-	if ((rec = malloc(USER_RECORD_MAX)) == NULL) {
-		error_set(err, "out of memory");
-		return NULL;
-	}
-	snprintf(rec, USER_RECORD_MAX, "%s$%d$%s$%s", USER_HASH_SCHEME,
-	         USER_ITERATIONS, shex, hhex);
-	return rec;
+	if (a->ready_fd == -1)
+		return;
+	if (write(a->ready_fd, msg, len) != (ssize_t)len)
+		log_debug(LOG_MAIN, "start report cut short");
+	close(a->ready_fd);
+	a->ready_fd = -1;
 }
 
 int
-psn_user_verify(const char *record, const char *password)
+psn_service_begin(struct psn_service_args *a, const struct config **cfg,
+                  struct config **own, struct error *err)
 {
-	uint8_t salt[USER_SALT_LEN], want[USER_HASH_LEN], got[USER_HASH_LEN];
-	char copy[USER_RECORD_MAX], *p = copy, *scheme, *iter, *shex, *hhex;
-	char *end;
-	long n;
-	int ok;
-
-	if (strlen(record) >= sizeof(copy))
-		goto bad;
-	snprintf(copy, sizeof(copy), "%s", record);
-	scheme = strsep(&p, "$");
-	iter = strsep(&p, "$");
-	shex = strsep(&p, "$");
-	hhex = p;
-	if (iter == NULL || shex == NULL || hhex == NULL ||
-	    strcmp(scheme, USER_HASH_SCHEME) != 0)
-		goto bad;
-	errno = 0;
-	n = strtol(iter, &end, 10);
-	if (errno != 0 || *end != '\0' || n < USER_ITERATIONS_MIN ||
-	    n > USER_ITERATIONS_MAX)
-		goto bad;
-	if (strlen(shex) != 2 * USER_SALT_LEN ||
-	    strlen(hhex) != 2 * USER_HASH_LEN ||
-	    hex_decode(shex, salt, sizeof(salt)) != USER_SALT_LEN ||
-	    hex_decode(hhex, want, sizeof(want)) != USER_HASH_LEN)
-		goto bad;
-	if (user_derive(password, salt, sizeof(salt), (int)n, got) == -1)
-		return 0;
-	ok = CRYPTO_memcmp(got, want, sizeof(got)) == 0;
-	secure_zero(got, sizeof(got));
-	return ok;
-bad:
-	log_warn(LOG_EST, "an enrollment user record is malformed");
-	psn_user_verify_dummy(password);
+	*own = NULL;
+	/* Nothing inherited stays: sockets, store, pid file, ZeroMQ. */
+	if (proc_close_fds(&a->ready_fd, a->ready_fd == -1 ? 0 : 1, err) == -1)
+		return -1;
+	(void)signal(SIGPIPE, SIG_IGN);
+	if ((*cfg = a->cfg) == NULL &&
+	    (*cfg = *own = psn_services_config(a->datadir, a->sets, a->nsets,
+	                                       err)) == NULL)
+		return -1;
 	return 0;
 }
 
-void
-psn_user_verify_dummy(const char *password)
+int
+psn_service_store_ro(const char *datadir, struct store **out,
+                     struct error *err)
 {
-	static const uint8_t salt[USER_SALT_LEN];
-	uint8_t out[USER_HASH_LEN];
+	struct store_opts opts = {0};
+	char path[SVC_PATH_MAX];
 
-	(void)user_derive(password, salt, sizeof(salt), USER_ITERATIONS, out);
-	secure_zero(out, sizeof(out));
+	opts.read_only = true;
+	if (node_path(path, sizeof(path), datadir, NODE_STORE_DIR, err) == -1)
+		return -1;
+	return store_open(path, &opts, out, err);
+}
+
+int
+psn_service_wait(const struct psn_service_args *a, int sigfd,
+                 int64_t wait_ms, enum log_category cat)
+{
+	struct pollfd pfd = {.fd = sigfd, .events = POLLIN};
+	struct error e = {{0}};
+	int sig, ret = PSN_SERVICE_TIMEOUT;
+
+	if (wait_ms < 0)
+		wait_ms = 0;
+	if (poll(&pfd, 1, wait_ms > INT_MAX ? INT_MAX : (int)wait_ms) == -1) {
+		if (errno == EINTR)
+			return PSN_SERVICE_TIMEOUT;
+		log_error(cat, "poll: %s", strerror(errno));
+		return -1;
+	}
+	if (!(pfd.revents & POLLIN))
+		return PSN_SERVICE_TIMEOUT;
+	while ((sig = proc_signal_read(sigfd, &e)) > 0) {
+		if (sig == SIGTERM || (sig == SIGINT && a->foreground))
+			return PSN_SERVICE_STOP;
+		if (sig == SIGHUP)
+			ret = PSN_SERVICE_HUP;
+	}
+	if (sig == -1) {
+		log_error(cat, "%s", e.msg);
+		return -1;
+	}
+	return ret;
 }
 
 /* --- the supervisor --- */
 
-enum svc_id { SVC_CA, SVC_EST, SVC_COUNT };
+/*
+ * In start order.  Provisioning follows neither: while EST is down it
+ * stays up to answer the portal's 503 and raise its alarm.  The OCSP
+ * responder needs only the store and its own key: it follows nobody, and
+ * runs on every PSN, session services on or off.
+ */
+enum svc_id { SVC_CA, SVC_EST, SVC_OCSP, SVC_PROV, SVC_COUNT };
 
 enum svc_state {
 	SVC_DOWN,     /* not started */
@@ -250,12 +262,13 @@ enum svc_state {
 	SVC_RUNNING,  /* serving */
 	SVC_BACKOFF,  /* ended; restarted at due */
 	SVC_HELD,     /* EST only: stopped while the CA service is down */
+	SVC_DISABLED, /* not run on this node (session services off) */
 };
 
 static const char *const svc_state_names[] = {
     [SVC_DOWN] = "not running", [SVC_STARTING] = "initializing",
     [SVC_RUNNING] = "running",  [SVC_BACKOFF] = "restarting",
-    [SVC_HELD] = "not running",
+    [SVC_HELD] = "not running", [SVC_DISABLED] = "disabled",
 };
 
 /* One supervised service. */
@@ -486,7 +499,7 @@ svc_check_starting(struct psn_svc *v, int64_t now)
 void
 psn_services_tick(struct psn_services *s)
 {
-	struct psn_svc *ca, *est;
+	struct psn_svc *ca, *est, *prov, *ocsp;
 	struct error e = {{0}};
 	const char *names[SVC_COUNT];
 	pid_t pids[SVC_COUNT];
@@ -498,6 +511,8 @@ psn_services_tick(struct psn_services *s)
 		return;
 	ca = &s->svc[SVC_CA];
 	est = &s->svc[SVC_EST];
+	prov = &s->svc[SVC_PROV];
+	ocsp = &s->svc[SVC_OCSP];
 	/* Ours that ended, if the caller has not reaped them. */
 	for (i = 0; i < SVC_COUNT; i++) {
 		pids[i] = s->svc[i].pid;
@@ -513,6 +528,13 @@ psn_services_tick(struct psn_services *s)
 	/* The CA service again, after its backoff. */
 	if (ca->state == SVC_BACKOFF && now >= ca->due)
 		(void)svc_fork(s, ca, now, &e);
+	/* Provisioning and OCSP again, whatever the state of CA and EST. */
+	if (prov->state == SVC_BACKOFF && now >= prov->due)
+		(void)svc_fork(s, prov, now, &e);
+	if (ocsp->state == SVC_BACKOFF && now >= ocsp->due)
+		(void)svc_fork(s, ocsp, now, &e);
+	if (ca->state == SVC_DISABLED)
+		return;
 
 	/* EST follows CA: the product's EST is down while its CA is. */
 	if (ca->state != SVC_RUNNING) {
@@ -667,7 +689,8 @@ svc_start_wait(struct psn_services *s, struct psn_svc *v, struct error *err)
 static int
 svc_start(struct psn_services **out, const char *datadir,
           const struct node_identity *id, const struct config *cfg,
-          const char *passphrase, size_t passlen, struct error *err)
+          const char *passphrase, size_t passlen, bool session,
+          struct error *err)
 {
 	struct psn_services *s;
 	size_t i;
@@ -695,10 +718,19 @@ svc_start(struct psn_services **out, const char *datadir,
 	s->svc[SVC_EST].name = EST_SERVICE_PROCESS;
 	s->svc[SVC_EST].title = "EST Service";
 	s->svc[SVC_EST].main = est_service_main;
+	s->svc[SVC_PROV].name = PROVISIONING_PROCESS;
+	s->svc[SVC_PROV].title = PROVISIONING_TITLE;
+	s->svc[SVC_PROV].main = provisioning_main;
+	s->svc[SVC_OCSP].name = OCSP_SERVICE_PROCESS;
+	s->svc[SVC_OCSP].title = PSN_OCSP_TITLE;
+	s->svc[SVC_OCSP].main = ocsp_service_main;
 	for (i = 0; i < SVC_COUNT; i++) {
 		s->svc[i].ready_fd = -1;
 		s->svc[i].backoff = SVC_BACKOFF_MIN_MS;
 		s->svc[i].args.ready_fd = -1;
+		/* Session services off: the OCSP responder only. */
+		if (!session && i != SVC_OCSP)
+			s->svc[i].state = SVC_DISABLED;
 	}
 	if ((s->cfg = cfg) == NULL &&
 	    (s->cfg = s->own_cfg =
@@ -707,10 +739,14 @@ svc_start(struct psn_services **out, const char *datadir,
 	if (svc_pass_keep(s, passphrase != NULL ? passphrase : "", passlen,
 	                  err) == -1)
 		goto fail;
-	/* CA first: EST follows CA, and asks it for the chain at start. */
-	if (svc_start_wait(s, &s->svc[SVC_CA], err) == -1 ||
-	    svc_start_wait(s, &s->svc[SVC_EST], err) == -1)
-		goto fail;
+	/*
+	 * CA first: EST follows CA, and asks it for the chain at start.
+	 * Provisioning last: its EST client calls cacerts before anything.
+	 */
+	for (i = 0; i < SVC_COUNT; i++)
+		if (s->svc[i].state != SVC_DISABLED &&
+		    svc_start_wait(s, &s->svc[i], err) == -1)
+			goto fail;
 	*out = s;
 	return 0;
 fail:
@@ -723,7 +759,8 @@ psn_services_start(struct psn_services **out, const char *datadir,
                    const struct node_identity *id, const char *passphrase,
                    size_t passlen, struct error *err)
 {
-	return svc_start(out, datadir, id, NULL, passphrase, passlen, err);
+	return svc_start(out, datadir, id, NULL, passphrase, passlen, true,
+	                 err);
 }
 
 int
@@ -732,7 +769,18 @@ psn_services_start_cfg(struct psn_services **out, const char *datadir,
                        const char *passphrase, size_t passlen,
                        struct error *err)
 {
-	return svc_start(out, datadir, id, cfg, passphrase, passlen, err);
+	return svc_start(out, datadir, id, cfg, passphrase, passlen, true,
+	                 err);
+}
+
+int
+psn_services_start_ocsp_only(struct psn_services **out, const char *datadir,
+                             const struct node_identity *id,
+                             const struct config *cfg, const char *passphrase,
+                             size_t passlen, struct error *err)
+{
+	return svc_start(out, datadir, id, cfg, passphrase, passlen, false,
+	                 err);
 }
 
 void
@@ -740,7 +788,12 @@ psn_services_stop(struct psn_services *s)
 {
 	if (s == NULL)
 		return;
-	/* EST first: nothing should reach for a CA that is going away. */
+	/*
+	 * The EST client first, then EST: nothing should reach for a
+	 * service that is going away.
+	 */
+	svc_stop_one(&s->svc[SVC_PROV]);
+	svc_stop_one(&s->svc[SVC_OCSP]);
 	svc_stop_one(&s->svc[SVC_EST]);
 	svc_stop_one(&s->svc[SVC_CA]);
 	svc_pass_wipe(s);
@@ -754,18 +807,31 @@ static void
 service_usage(FILE *fp)
 {
 	fprintf(fp,
-	        "usage: psn service ca|est|all --data-dir DIR "
+	        "usage: psn service ca|est|ocsp|provisioning|all --data-dir DIR "
 	        "[--passphrase-file FILE] [--set key=value]...\n"
 	        "\n"
-	        "  ca    run the CA service in the foreground\n"
-	        "  est   run the EST server in the foreground (the CA service "
-	        "must run)\n"
-	        "  all   run both under the supervisor (restart with "
-	        "backoff, EST follows CA)\n"
+	        "  ca            run the CA service in the foreground\n"
+	        "  est           run the EST server in the foreground (the CA "
+	        "service must run)\n"
+	        "  ocsp          run the OCSP responder in the foreground\n"
+	        "  provisioning  run the EST client and BYOD portal in the "
+	        "foreground\n"
+	        "  all           run the four under the supervisor (restart "
+	        "with backoff,\n"
+	        "                EST follows CA)\n"
 	        "  --set key=value  est.listen (0.0.0.0:8084), "
 	        "est.cacerts-refresh (5m),\n"
-	        "                   est.workers (0), est.timeout (10s), "
-	        "log.level (info)\n");
+	        "                   est.workers (0), est.timeout (10s),\n"
+	        "                   provisioning.listen (0.0.0.0:8443),\n"
+	        "                   provisioning.cacerts-interval (5m),\n"
+	        "                   provisioning.retry-interval (10s),\n"
+	        "                   provisioning.est-timeout (10s),\n"
+	        "                   provisioning.workers (0), "
+	        "provisioning.timeout (10s),\n"
+	        "                   ocsp.listen (0.0.0.0:2560), ocsp.nonce (on), "
+	        "ocsp.validity (1h),\n"
+	        "                   ocsp.workers (0), ocsp.timeout (10s),\n"
+	        "                   log.level (info)\n");
 }
 
 /* Supervise until SIGTERM or SIGINT. */
@@ -872,6 +938,10 @@ psn_service_main(int argc, char **argv)
 		process = CA_SERVICE_PROCESS;
 	else if (strcmp(which, "est") == 0)
 		process = EST_SERVICE_PROCESS;
+	else if (strcmp(which, "provisioning") == 0)
+		process = PROVISIONING_PROCESS;
+	else if (strcmp(which, "ocsp") == 0)
+		process = OCSP_SERVICE_PROCESS;
 	else if (strcmp(which, "all") == 0)
 		process = "main";
 	else {
@@ -909,8 +979,10 @@ psn_service_main(int argc, char **argv)
 	a.passlen = passlen;
 	a.ready_fd = -1;
 	a.foreground = true;
-	rc = (strcmp(which, "ca") == 0 ? ca_service_main(&a)
-	                               : est_service_main(&a)) == 0
+	rc = (strcmp(which, "ca") == 0    ? ca_service_main(&a)
+	      : strcmp(which, "est") == 0 ? est_service_main(&a)
+	      : strcmp(which, "ocsp") == 0 ? ocsp_service_main(&a)
+	                                  : provisioning_main(&a)) == 0
 	         ? 0
 	         : 1;
 	if (rc != 0)
@@ -920,196 +992,5 @@ out:
 		fprintf(stderr, "psn service %s: %s\n", argv[optind], err.msg);
 	passphrase_free(pass, passlen);
 	config_free(cfg);
-	return rc;
-}
-
-static void
-user_usage(FILE *fp)
-{
-	fprintf(fp,
-	        "usage: psn user add NAME --data-dir DIR   (password: one "
-	        "line on stdin, or %s)\n"
-	        "       psn user remove NAME --data-dir DIR\n"
-	        "       psn user list --data-dir DIR\n",
-	        USER_PASSWORD_ENV);
-}
-
-/* A user name Basic can carry (RFC 7617: no ':') and a log can show. */
-static int
-user_name_check(const char *name, struct error *err)
-{
-	size_t i, n = strlen(name);
-
-	if (n == 0 || n > EST_USER_MAX) {
-		error_set(err, "a user name has 1 to %d characters",
-		          EST_USER_MAX);
-		return -1;
-	}
-	for (i = 0; i < n; i++) {
-		char ch = name[i];
-
-		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-		      (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' ||
-		      ch == '-' || ch == '@')) {
-			error_set(err,
-			          "user name '%s': letters, digits, '.', '_', "
-			          "'-' and '@' only",
-			          name);
-			return -1;
-		}
-	}
-	return 0;
-}
-
-/* The password: ISELAB_USER_PASSWORD, else one line of stdin. */
-static char *
-user_password(struct error *err)
-{
-	char buf[EST_PASSWORD_MAX + 2], *p, *nl;
-	const char *env = getenv(USER_PASSWORD_ENV);
-	size_t n;
-
-	if (env != NULL)
-		snprintf(buf, sizeof(buf), "%s", env);
-	else if (fgets(buf, sizeof(buf), stdin) == NULL) {
-		error_set(err, "no password on stdin (or in %s)",
-		          USER_PASSWORD_ENV);
-		return NULL;
-	}
-	if ((nl = strchr(buf, '\n')) != NULL)
-		*nl = '\0';
-	n = strlen(buf);
-	if (nl != NULL && n > 0 && buf[n - 1] == '\r')
-		buf[--n] = '\0';
-	if (n < USER_PASSWORD_MIN || n > EST_PASSWORD_MAX) {
-		secure_zero(buf, sizeof(buf));
-		error_set(err, "a password has %d to %d characters",
-		          USER_PASSWORD_MIN, EST_PASSWORD_MAX);
-		return NULL;
-	}
-	p = strdup(buf);
-	secure_zero(buf, sizeof(buf));
-	if (p == NULL)
-		error_set(err, "out of memory");
-	return p;
-}
-
-static int
-user_print(void *ctx, const void *key, size_t klen, const void *val,
-           size_t vlen)
-{
-	size_t plen = strlen(PSN_USER_PREFIX);
-
-	(void)val;
-	(void)vlen;
-	(*(int *)ctx)++;
-	if (klen > plen && memcmp(key, PSN_USER_PREFIX, plen) == 0)
-		printf("%.*s\n", (int)(klen - plen), (const char *)key + plen);
-	return 0;
-}
-
-/*
- * Enrollment users are written to this PSN's store directly, not over
- * the control socket: the PAN will own and replicate them (`pan user
- * add`); until then this is the operator's way to make one.
- */
-int
-psn_user_main(int argc, char **argv)
-{
-	static const struct option longopts[] = {
-	    {"data-dir", required_argument, NULL, 'd'},
-	    {"help", no_argument, NULL, 'H'},
-	    {NULL, 0, NULL, 0},
-	};
-	struct node_identity id;
-	struct store *st = NULL;
-	struct error err = {{0}};
-	const char *datadir = getenv(NODE_ENV_PREFIX "DATA_DIR"), *verb,
-	           *name = NULL;
-	char path[SVC_PATH_MAX], key[STORE_KV_KEY_MAX + 1], *pw = NULL,
-	                                                    *rec = NULL;
-	int c, n = 0, rc = 1, r;
-
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-		switch (c) {
-		case 'd':
-			datadir = optarg;
-			break;
-		case 'H':
-			user_usage(stdout);
-			return 0;
-		default:
-			user_usage(stderr);
-			return 2;
-		}
-	}
-	if (datadir == NULL || datadir[0] == '\0' || optind >= argc) {
-		user_usage(stderr);
-		return 2;
-	}
-	verb = argv[optind];
-	if (strcmp(verb, "list") == 0) {
-		if (optind + 1 != argc) {
-			user_usage(stderr);
-			return 2;
-		}
-	} else if (strcmp(verb, "add") == 0 || strcmp(verb, "remove") == 0) {
-		if (optind + 2 != argc) {
-			user_usage(stderr);
-			return 2;
-		}
-		name = argv[optind + 1];
-	} else {
-		user_usage(stderr);
-		return 2;
-	}
-	if (node_identity_read(datadir, &id, &err) == -1)
-		goto out;
-	if (id.role != NODE_ROLE_PSN) {
-		error_set(&err, "%s holds a %s node, not a psn", datadir,
-		          node_role_name(id.role));
-		goto out;
-	}
-	if (name != NULL && user_name_check(name, &err) == -1)
-		goto out;
-	if (name != NULL)
-		snprintf(key, sizeof(key), "%s%s", PSN_USER_PREFIX, name);
-	if (strcmp(verb, "add") == 0 &&
-	    ((pw = user_password(&err)) == NULL ||
-	     (rec = psn_user_hash(pw, &err)) == NULL))
-		goto out;
-	if (node_path(path, sizeof(path), datadir, NODE_STORE_DIR, &err) ==
-	        -1 ||
-	    store_open(path, NULL, &st, &err) == -1)
-		goto out;
-	if (strcmp(verb, "add") == 0) {
-		if (store_kv_put(st, STORE_TABLE_CONFIG, key, strlen(key), rec,
-		                 strlen(rec), &err) == -1)
-			goto out;
-		printf("enrollment user %s saved\n", name);
-	} else if (strcmp(verb, "remove") == 0) {
-		r = store_kv_del(st, STORE_TABLE_CONFIG, key, strlen(key),
-		                 &err);
-		if (r == -1)
-			goto out;
-		if (r == STORE_NOT_FOUND) {
-			error_set(&err, "no enrollment user %s", name);
-			goto out;
-		}
-		printf("enrollment user %s removed\n", name);
-	} else if (store_kv_foreach(st, STORE_TABLE_CONFIG, user_print, &n,
-	                            &err) == -1)
-		goto out;
-	rc = 0;
-out:
-	if (rc != 0)
-		fprintf(stderr, "psn user %s: %s\n", verb, err.msg);
-	if (pw != NULL) {
-		secure_zero(pw, strlen(pw));
-		free(pw);
-	}
-	free(rec);
-	store_close(st);
 	return rc;
 }

@@ -13,13 +13,17 @@
  *   backend that asks the CA service to sign (the client below), reads
  *   revocation status and enrollment users from the store (read-only), and
  *   takes certificate templates from the store.
- * - The supervisor (services.c) forks both, restarts a crashed one with
- *   exponential backoff, and makes EST follow CA, as the product does:
- *   while the CA service is down the EST server is stopped (8084 closed)
- *   and it comes back when the CA service does.
+ * - Provisioning (provisioning.c, process "provisioning"; provisioning.h)
+ *   is the node's EST client and the BYOD portal on 8443.  It holds no CA
+ *   key: its EST client key and the portal's TLS key (the EST server's).
+ * - The supervisor (services.c) forks the three, restarts a crashed one
+ *   with exponential backoff, and makes EST follow CA, as the product
+ *   does: while the CA service is down the EST server is stopped (8084
+ *   closed) and it comes back when the CA service does.  Provisioning
+ *   follows neither: with EST down it answers 503 and raises its alarm.
  *
  * docs/est.md, "How the PSN runs it", describes the processes, the
- * messages, the templates and the users.
+ * messages, the templates and the users; docs/byod.md the provisioning.
  */
 #ifndef ISELAB_PSN_SERVICES_H
 #define ISELAB_PSN_SERVICES_H
@@ -33,6 +37,7 @@
 
 #include "cert.h"
 #include "config.h"
+#include "enroll.h"
 #include "node.h"
 
 struct error;
@@ -42,6 +47,9 @@ struct error;
 /* Process names (ps, logs; at most PROC_NAME_MAX bytes). */
 #define CA_SERVICE_PROCESS  "ca-service"
 #define EST_SERVICE_PROCESS "est"
+#define OCSP_SERVICE_PROCESS "ocsp"
+/* Its row in the status tables. */
+#define PSN_OCSP_TITLE "OCSP Responder"
 /* How long a client waits for the CA service's answer. */
 #define CA_CLIENT_TIMEOUT_MS 10000
 /* Longest validity the CA service issues: the product's template limit. */
@@ -51,17 +59,21 @@ struct error;
 /* Longest requester and template text carried for the log and store. */
 #define CA_SERVICE_TEXT_MAX 255
 
-/* The built-in template: the product's EAP authentication template. */
-#define PSN_TEMPLATE_DEFAULT      "EAP_Authentication_Certificate_Template"
-#define PSN_TEMPLATE_DEFAULT_DAYS 730
-/* Store keys (STORE_TABLE_CONFIG) of users and templates. */
-#define PSN_USER_PREFIX     "user/"
-#define PSN_TEMPLATE_PREFIX "template/"
+/*
+ * Enrollment users and templates: common/enroll.h (the PAN defines them,
+ * events bring them here).  These names stay for the services' code.
+ */
+#define PSN_TEMPLATE_DEFAULT ENROLL_TEMPLATE_DEFAULT
+#define PSN_USER_PREFIX      ENROLL_USER_PREFIX
+#define PSN_TEMPLATE_PREFIX  ENROLL_TEMPLATE_PREFIX
+#define psn_user_verify       enroll_user_verify
+#define psn_user_verify_dummy enroll_user_verify_dummy
 
 /*
  * The configuration keys of the services (est.listen, est.cacerts-refresh,
- * est.workers, est.timeout), to be merged into the PSN's table so that
- * `psn run` accepts them from D/psn.conf, the environment and --set.
+ * est.workers, est.timeout, provisioning.*), to be merged into the PSN's
+ * table so that `psn run` accepts them from D/psn.conf, the environment
+ * and --set.
  */
 extern const struct config_key psn_services_keys[];
 extern const size_t psn_services_nkeys;
@@ -95,9 +107,40 @@ struct psn_service_args {
 	bool foreground; /* `psn service`: SIGINT stops it too */
 };
 
+/*
+ * What every service process does (services.c):
+ * - ready: report "ok" (or why not) to the supervisor, once.
+ * - begin: close every inherited descriptor but the ready pipe, ignore
+ *   SIGPIPE (a client that went away is an error, not a death), and take
+ *   the configuration: the supervisor's, or *own loaded from the files.
+ * - store_ro: the node's store, read-only (every service but the CA
+ *   service only reads it).
+ */
+void psn_service_ready(struct psn_service_args *a, const char *msg);
+int psn_service_begin(struct psn_service_args *a, const struct config **cfg,
+                      struct config **own, struct error *err);
+struct store;
+int psn_service_store_ro(const char *datadir, struct store **out,
+                         struct error *err);
+/*
+ * Wait up to wait_ms for a signal on sigfd (proc_signals_fd()): the
+ * service's loop between two timed jobs.  PSN_SERVICE_TIMEOUT when the
+ * time is up, _STOP on SIGTERM (SIGINT too in the foreground), _HUP on
+ * SIGHUP, -1 on an error (logged in cat).
+ */
+enum { PSN_SERVICE_TIMEOUT = 0, PSN_SERVICE_STOP = 1, PSN_SERVICE_HUP = 2 };
+int psn_service_wait(const struct psn_service_args *a, int sigfd,
+                     int64_t wait_ms, enum log_category cat);
+
 /* The processes' bodies (proc_fork() functions): 0 on a clean stop. */
 int ca_service_main(void *arg);
 int est_service_main(void *arg);
+/*
+ * The OCSP responder (ocsp_service.c, docs/ocsp.md): plain HTTP on
+ * ocsp.listen (2560), holding only the OCSP responder key; reads status
+ * from the store read-only.  Independent of the CA service.
+ */
+int ocsp_service_main(void *arg);
 
 /*
  * Client of the CA service, used by the EST server's worker threads and
@@ -144,25 +187,16 @@ int ca_client_enroll(struct ca_client *c, const struct ca_enroll *req,
                      struct error *err);
 
 /*
- * Enrollment users (HTTP Basic): "pbkdf2-sha256$<iterations>$<salt
- * hex>$<hash hex>" under PSN_USER_PREFIX<name> in STORE_TABLE_CONFIG.
- */
-char *psn_user_hash(const char *password, struct error *err);
-/* 1 when password matches record, 0 when not or the record is bad. */
-int psn_user_verify(const char *record, const char *password);
-/* Burn the time of one verification (unknown users). */
-void psn_user_verify_dummy(const char *password);
-
-/*
  * The supervisor (for the daemon's hook).
  */
 struct psn_services;
 
 /*
- * Fork the CA service and, once it is serving, the EST server, each as
- * its own process (proc_fork) that re-opens the node log under its name.
- * Returns when both are serving, or -1 with the reason (a wrong
- * passphrase, a missing key, a port in use) after stopping what started.
+ * Fork the CA service and, once it is serving, the EST server, then
+ * provisioning, each as its own process (proc_fork) that re-opens the
+ * node log under its name.  Returns when all three are serving, or -1
+ * with the reason (a wrong passphrase, a missing key, a port in use) after
+ * stopping what started.
  * The supervisor keeps a locked, non-dumpable copy of the passphrase to
  * restart the CA service; the caller wipes its own.
  */
@@ -179,6 +213,16 @@ int psn_services_start_cfg(struct psn_services **out, const char *datadir,
                            const struct config *cfg, const char *passphrase,
                            size_t passlen, struct error *err);
 /*
+ * Session services off (ISE-CA-EST.md "Service status"): only the OCSP
+ * responder runs; the others show "disabled".
+ */
+int psn_services_start_ocsp_only(struct psn_services **out,
+                                 const char *datadir,
+                                 const struct node_identity *id,
+                                 const struct config *cfg,
+                                 const char *passphrase, size_t passlen,
+                                 struct error *err);
+/*
  * Call every loop turn: reaps our children, restarts a crashed service
  * after its backoff (1 s doubling to 60 s, reset after a minute of good
  * service), and keeps EST following CA.
@@ -193,8 +237,8 @@ int64_t psn_services_next_ms(const struct psn_services *s);
 int psn_services_child_exited(struct psn_services *s, pid_t pid, int status);
 /*
  * Rows of the status table ("%-32s %-14s %s\n": PROCESS NAME, STATE,
- * PROCESS ID) for the CA and EST services.  Returns the length written,
- * or -1 when it does not fit.
+ * PROCESS ID) for the CA, EST and provisioning services.  Returns the
+ * length written, or -1 when it does not fit.
  */
 int psn_services_status(struct psn_services *s, char *buf, size_t len);
 /*
@@ -204,11 +248,13 @@ int psn_services_status(struct psn_services *s, char *buf, size_t len);
  */
 const char *psn_services_state(const struct psn_services *s, const char *title,
                                pid_t *pid);
-/* SIGTERM both (EST first), wait, reap, wipe the passphrase, free. */
+/*
+ * SIGTERM each (provisioning, EST, then CA), wait, reap, wipe the
+ * passphrase, free.
+ */
 void psn_services_stop(struct psn_services *s);
 
-/* Commands: `psn service ca|est|all ...` and `psn user add NAME ...`. */
+/* Command: `psn service ca|est|provisioning|all ...`. */
 int psn_service_main(int argc, char **argv);
-int psn_user_main(int argc, char **argv);
 
 #endif

@@ -535,6 +535,21 @@ class Pan(Node):
     def alarms(self, all=False):
         return self.cli("alarms", *(["--all"] if all else []), check=True).stdout
 
+    def user_add(self, name, password, check=True):
+        """`pan user add`: the password on stdin, never in argv."""
+        return run([self.exe, "user", "add", name, "--data-dir", str(self.datadir)],
+                   env=clean_env(), input=password + "\n", check=check)
+
+    def template_add(self, label, *opts, check=True):
+        return self.cli("template", "add", label, *opts, check=check)
+
+    def event_seq(self):
+        """The newest event in the PAN's log (`pan status`)."""
+        p = self.cli("status", check=True)
+        m = re.search(r"Event log:\s+(\d+) events", p.stdout)
+        assert m, p.stdout
+        return int(m.group(1))
+
     def ca_certs(self, pem=False):
         return self.cli("ca", "certs", *(["--pem"] if pem else []), check=True).stdout
 
@@ -581,6 +596,24 @@ class Joiner(Node):
         return (self.datadir / "node.conf").exists()
 
 
+def member_events(node):
+    """(applied, known) from a running member's `status`, or None."""
+    p = node.cli("status", check=None)
+    m = re.search(r"Events:\s+applied (\d+) of (\d+)", p.stdout)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def wait_events(node, pan, timeout=LINK_TIMEOUT):
+    """Until the member applied every event the PAN has now."""
+    want = pan.event_seq()
+
+    def done():
+        e = member_events(node)
+        return e is not None and e[0] >= want
+    return wait_for(done, timeout, f"{node.hostname} to apply events up to {want}",
+                    detail=lambda: str(member_events(node)) + "\n" + node.diagnostics())
+
+
 class Psn(Joiner):
     role = "psn"
 
@@ -589,11 +622,19 @@ class Psn(Joiner):
         # `psn run` starts the EST server: on this node's own address, so
         # that PSNs of parallel tests never share 8084.
         self.address = lab.address()
-        self.run_args += ["--set", f"est.listen={self.address.ip}:8084"]
+        self.run_args += ["--set", f"est.listen={self.address.ip}:8084",
+                          "--set", f"provisioning.listen={self.address.ip}:8443",
+                          "--set", f"ocsp.listen={self.address.ip}:2560"]
+
+    def wait_events(self, pan, timeout=LINK_TIMEOUT):
+        return wait_events(self, pan, timeout)
 
 
 class San(Joiner):
     role = "san"
+
+    def wait_events(self, pan, timeout=LINK_TIMEOUT):
+        return wait_events(self, pan, timeout)
 
 
 class Lab:

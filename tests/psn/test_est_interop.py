@@ -37,10 +37,9 @@ def estclient_path():
 def start_psn(lab, *extra):
     """A joined PSN whose own `psn run` serves EST, with a Basic user."""
     pan, psn = est.joined_psn(lab)
-    p = run([exe("psn"), "user", "add", USER, "--data-dir", str(psn.datadir)],
-            env=clean_env(), input=PASSWORD + "\n")
-    assert p.returncode == 0, p.stderr
+    pan.user_add(USER, PASSWORD)
     psn.start(*extra)
+    psn.wait_events(pan)
     wait_for(lambda: est.tcp_listening(psn.address.ip), est.START_TIMEOUT,
              "psn run to serve EST", detail=psn.log_text)
     hosts = lab.tmp / "hosts"

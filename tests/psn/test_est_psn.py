@@ -213,15 +213,17 @@ def check_issued(lab, psn, cert, cn, queued=True):
 def test_est_on_psn(lab):
     pan, psn = joined_psn(lab)
     addr = lab.address()
-    p = run([exe("psn"), "user", "add", USER, "--data-dir", str(psn.datadir)],
-            env=clean_env(), input=PASSWORD + "\n", check=True)
+    # Users are defined on the PAN and replicated: run the PSN until it
+    # has applied them, then drive its services one by one.
+    p = pan.user_add(USER, PASSWORD)
     assert USER in p.stdout
     # The password never shows in argv, and short ones are refused.
-    run([exe("psn"), "user", "add", "shorty", "--data-dir", str(psn.datadir)],
-        env=clean_env(), input="short\n", check=False)
-    p = run([exe("psn"), "user", "list", "--data-dir", str(psn.datadir)], env=clean_env(),
-            check=True)
+    pan.user_add("shorty", "short", check=False)
+    p = pan.cli("user", "list", check=True)
     assert p.stdout.split() == [USER]
+    psn.start()
+    psn.wait_events(pan)
+    psn.stop()
 
     ca = start_ca(lab, psn)
     sock = psn.datadir / "ca-service.sock"
@@ -429,7 +431,8 @@ def test_psn_run_serves_est_and_reports_to_pan(lab):
 
 
 def test_psn_run_session_services_off(lab):
-    """Session services off: CA and EST services do not run, 8084 stays closed."""
+    """Session services off: CA, EST and provisioning are disabled, 8084
+    stays closed; the OCSP responder runs (every PSN answers OCSP)."""
     pan = lab.pan()
     js = pan.node_add("psn1", "psn", session="off")
     psn = lab.psn("psn1")
@@ -437,7 +440,13 @@ def test_psn_run_session_services_off(lab):
     psn.start()
     pan.wait_state("psn1", "connected", timeout=30)
     st = psn.status().stdout
-    assert re.search(r"^Certificate Authority Service\s+not running", st, re.M), st
-    assert re.search(r"^EST Service\s+not running", st, re.M), st
+    assert re.search(r"^Certificate Authority Service\s+disabled", st, re.M), st
+    assert re.search(r"^EST Service\s+disabled", st, re.M), st
+    assert re.search(r"^Provisioning Service\s+disabled", st, re.M), st
+    assert re.search(r"^OCSP Responder\s+running\s+\d+", st, re.M), st
     assert not tcp_listening(psn.address.ip)
+    assert tcp_listening(psn.address.ip, 2560)
     assert "session services are off" in psn.log_text()
+    # Disabled is not down: no service alarm on the PAN.
+    time.sleep(4)
+    assert "Service Down" not in pan.alarms()

@@ -1,0 +1,444 @@
+/*
+ * events: the deployment's event log, store side (events.h).
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "enroll.h"
+#include "events.h"
+#include "log.h"
+#include "store.h"
+#include "util.h"
+
+void
+events_key(uint64_t seq, uint8_t key[8])
+{
+	int i;
+
+	for (i = 7; i >= 0; i--) {
+		key[i] = (uint8_t)(seq & 0xff);
+		seq >>= 8;
+	}
+}
+
+static uint64_t
+key_seq(const uint8_t *key)
+{
+	uint64_t seq = 0;
+	int i;
+
+	for (i = 0; i < 8; i++)
+		seq = (seq << 8) | key[i];
+	return seq;
+}
+
+int
+events_last_seq(struct store *st, uint64_t *seq, struct error *err)
+{
+	uint8_t *key;
+	size_t klen;
+	int rc;
+
+	*seq = 0;
+	rc = store_kv_last(st, STORE_TABLE_EVENTS, &key, &klen, err);
+	if (rc == STORE_NOT_FOUND)
+		return 0;
+	if (rc != STORE_OK)
+		return -1;
+	if (klen != 8) {
+		free(key);
+		error_set(err, "event log: a key of %zu bytes", klen);
+		return -1;
+	}
+	*seq = key_seq(key);
+	free(key);
+	return 0;
+}
+
+/* The config key of a user or template name. */
+static int
+config_key(char *buf, size_t len, const char *prefix, const char *name,
+           struct error *err)
+{
+	int n = snprintf(buf, len, "%s%s", prefix, name);
+
+	if (n < 0 || (size_t)n >= len || (size_t)n > STORE_KV_KEY_MAX) {
+		error_set(err, "name too long");
+		return -1;
+	}
+	return 0;
+}
+
+int
+events_check(const Iselab__Event *ev, struct error *err)
+{
+	struct est_template t;
+	char *text;
+	int rc;
+
+	if (ev->seq == 0) {
+		error_set(err, "event without a sequence number");
+		return -1;
+	}
+	switch (ev->change_case) {
+	case ISELAB__EVENT__CHANGE_USER_SET:
+		if (ev->user_set == NULL || ev->user_set->name == NULL ||
+		    ev->user_set->record == NULL) {
+			error_set(err, "user-set without name or record");
+			return -1;
+		}
+		if (enroll_user_name_check(ev->user_set->name, err) == -1)
+			return -1;
+		return enroll_user_record_check(ev->user_set->record, err);
+	case ISELAB__EVENT__CHANGE_USER_DELETE:
+		return enroll_user_name_check(ev->user_delete, err);
+	case ISELAB__EVENT__CHANGE_TEMPLATE_SET:
+		if (ev->template_set == NULL ||
+		    ev->template_set->label == NULL ||
+		    ev->template_set->text == NULL) {
+			error_set(err, "template-set without label or text");
+			return -1;
+		}
+		if (enroll_label_check(ev->template_set->label, err) == -1)
+			return -1;
+		if (strlen(ev->template_set->text) > ENROLL_TEMPLATE_MAX) {
+			error_set(err, "template text over %d bytes",
+			          ENROLL_TEMPLATE_MAX);
+			return -1;
+		}
+		if ((text = strdup(ev->template_set->text)) == NULL) {
+			error_set(err, "out of memory");
+			return -1;
+		}
+		rc = enroll_template_parse(ev->template_set->label, text, &t,
+		                           err);
+		free(text);
+		return rc;
+	case ISELAB__EVENT__CHANGE_TEMPLATE_DELETE:
+		return enroll_label_check(ev->template_delete, err);
+	case ISELAB__EVENT__CHANGE_CERT_STATUS: {
+		const Iselab__CertStatusChange *c = ev->cert_status;
+		struct store_batch *b;
+
+		if (c == NULL || c->issuer_key_id.len != STORE_KEY_ID_LEN) {
+			error_set(err, "cert-status without an issuer key id");
+			return -1;
+		}
+		/* The store's own checks: a dry run into a batch. */
+		if ((b = store_batch_new()) == NULL) {
+			error_set(err, "out of memory");
+			return -1;
+		}
+		rc = store_batch_set_status(b, c->issuer_key_id.data,
+		                            c->serial.data, c->serial.len,
+		                            (enum store_cert_status)c->status,
+		                            c->when, (int)c->reason);
+		store_batch_free(b);
+		if (rc == -1)
+			error_set(err, "cert-status: status %u, reason %u, "
+			               "serial of %zu bytes refused",
+			          c->status, c->reason, c->serial.len);
+		return rc;
+	}
+	case ISELAB__EVENT__CHANGE__NOT_SET:
+	default:
+		/*
+		 * A change this build does not know: refuse it rather than
+		 * skip it, so that the member stops at it (and says so)
+		 * instead of moving past a change it did not make.
+		 */
+		error_set(err, "event %" PRIu64 ": unknown change %d", ev->seq,
+		          (int)ev->change_case);
+		return -1;
+	}
+}
+
+int
+events_batch_log(struct store_batch *b, const Iselab__Event *ev,
+                 struct error *err)
+{
+	uint8_t key[8], *buf;
+	size_t len;
+	int rc;
+
+	len = iselab__event__get_packed_size(ev);
+	if (len > EVENTS_EVENT_MAX) {
+		error_set(err, "event of %zu bytes", len);
+		return -1;
+	}
+	if ((buf = malloc(len > 0 ? len : 1)) == NULL) {
+		error_set(err, "out of memory");
+		return -1;
+	}
+	iselab__event__pack(ev, buf);
+	events_key(ev->seq, key);
+	rc = store_batch_kv_put(b, STORE_TABLE_EVENTS, key, sizeof(key), buf,
+	                        len);
+	free(buf);
+	if (rc == -1)
+		error_set(err, "event %" PRIu64 ": cannot add to the batch",
+		          ev->seq);
+	return rc;
+}
+
+int
+events_batch_effect(struct store_batch *b, const Iselab__Event *ev,
+                    struct error *err)
+{
+	char key[STORE_KV_KEY_MAX + 1];
+	const char *val;
+	int rc;
+
+	switch (ev->change_case) {
+	case ISELAB__EVENT__CHANGE_USER_SET:
+		if (config_key(key, sizeof(key), ENROLL_USER_PREFIX,
+		               ev->user_set->name, err) == -1)
+			return -1;
+		val = ev->user_set->record;
+		rc = store_batch_kv_put(b, STORE_TABLE_CONFIG, key, strlen(key),
+		                        val, strlen(val));
+		break;
+	case ISELAB__EVENT__CHANGE_USER_DELETE:
+		if (config_key(key, sizeof(key), ENROLL_USER_PREFIX,
+		               ev->user_delete, err) == -1)
+			return -1;
+		rc = store_batch_kv_del(b, STORE_TABLE_CONFIG, key,
+		                        strlen(key));
+		break;
+	case ISELAB__EVENT__CHANGE_TEMPLATE_SET:
+		if (config_key(key, sizeof(key), ENROLL_TEMPLATE_PREFIX,
+		               ev->template_set->label, err) == -1)
+			return -1;
+		val = ev->template_set->text;
+		rc = store_batch_kv_put(b, STORE_TABLE_CONFIG, key, strlen(key),
+		                        val, strlen(val));
+		break;
+	case ISELAB__EVENT__CHANGE_TEMPLATE_DELETE:
+		if (config_key(key, sizeof(key), ENROLL_TEMPLATE_PREFIX,
+		               ev->template_delete, err) == -1)
+			return -1;
+		rc = store_batch_kv_del(b, STORE_TABLE_CONFIG, key,
+		                        strlen(key));
+		break;
+	case ISELAB__EVENT__CHANGE_CERT_STATUS:
+		rc = store_batch_set_status(
+		    b, ev->cert_status->issuer_key_id.data,
+		    ev->cert_status->serial.data, ev->cert_status->serial.len,
+		    (enum store_cert_status)ev->cert_status->status,
+		    ev->cert_status->when, (int)ev->cert_status->reason);
+		break;
+	default:
+		error_set(err, "event %" PRIu64 ": unknown change", ev->seq);
+		return -1;
+	}
+	if (rc == -1)
+		error_set(err, "event %" PRIu64 ": cannot add to the batch",
+		          ev->seq);
+	return rc;
+}
+
+struct read_ctx {
+	uint64_t next; /* the sequence expected next */
+	size_t max;
+	Iselab__Event **evs;
+	size_t n;
+	size_t bytes; /* packed size of the events taken */
+	struct error *err;
+	int failed;
+};
+
+static int
+read_one(void *arg, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	struct read_ctx *c = arg;
+	Iselab__Event *ev;
+
+	if (c->n >= c->max || (c->n > 0 && c->bytes + vlen > EVENTS_BATCH_BYTES))
+		return 1;
+	if (klen != 8 || key_seq(key) != c->next) {
+		/* The log has no gaps: one is a damaged store. */
+		error_set(c->err, "event log: expected event %" PRIu64
+		                  ", found %s",
+		          c->next, klen == 8 ? "another" : "a bad key");
+		c->failed = 1;
+		return 1;
+	}
+	if ((ev = iselab__event__unpack(NULL, vlen, val)) == NULL ||
+	    ev->seq != c->next) {
+		if (ev != NULL)
+			iselab__event__free_unpacked(ev, NULL);
+		error_set(c->err, "event log: event %" PRIu64 " does not unpack",
+		          c->next);
+		c->failed = 1;
+		return 1;
+	}
+	c->evs[c->n++] = ev;
+	c->bytes += vlen;
+	c->next++;
+	return 0;
+}
+
+int
+events_read(struct store *st, uint64_t after, size_t max,
+            Iselab__Event ***out, size_t *n, struct error *err)
+{
+	struct read_ctx c = {0};
+	uint8_t key[8];
+
+	*out = NULL;
+	*n = 0;
+	if (max == 0 || max > EVENTS_BATCH_MAX)
+		max = EVENTS_BATCH_MAX;
+	if (after == UINT64_MAX)
+		return 0;
+	if ((c.evs = calloc(max, sizeof(*c.evs))) == NULL) {
+		error_set(err, "out of memory");
+		return -1;
+	}
+	c.next = after + 1;
+	c.max = max;
+	c.err = err;
+	events_key(after + 1, key);
+	if (store_kv_foreach_from(st, STORE_TABLE_EVENTS, key, sizeof(key),
+	                          read_one, &c, err) == -1 ||
+	    c.failed) {
+		events_free(c.evs, c.n);
+		return -1;
+	}
+	*out = c.evs;
+	*n = c.n;
+	return 0;
+}
+
+void
+events_free(Iselab__Event **evs, size_t n)
+{
+	size_t i;
+
+	if (evs == NULL)
+		return;
+	for (i = 0; i < n; i++)
+		iselab__event__free_unpacked(evs[i], NULL);
+	free(evs);
+}
+
+int
+events_applied(struct store *st, uint64_t *seq, struct error *err)
+{
+	uint8_t *val;
+	size_t vlen;
+	int rc;
+
+	*seq = 0;
+	rc = store_kv_get(st, STORE_TABLE_CONFIG, EVENTS_APPLIED_KEY,
+	                  strlen(EVENTS_APPLIED_KEY), &val, &vlen, err);
+	if (rc == STORE_NOT_FOUND)
+		return 0;
+	if (rc != STORE_OK)
+		return -1;
+	if (vlen != 8) {
+		free(val);
+		error_set(err, "%s: %zu bytes, not 8", EVENTS_APPLIED_KEY,
+		          vlen);
+		return -1;
+	}
+	*seq = key_seq(val);
+	free(val);
+	return 0;
+}
+
+int
+events_apply(struct store *st, Iselab__Event *const *evs, size_t n,
+             uint64_t *applied, struct error *err)
+{
+	struct store_batch *b;
+	uint64_t next = *applied + 1;
+	uint8_t val[8];
+	size_t i, count = 0;
+	int progress;
+
+	if ((b = store_batch_new()) == NULL) {
+		error_set(err, "out of memory");
+		return -1;
+	}
+	/* evs is short (EVENTS_BATCH_MAX): a pass per event is fine. */
+	do {
+		progress = 0;
+		for (i = 0; i < n; i++) {
+			if (evs[i]->seq != next)
+				continue;
+			if (events_check(evs[i], err) == -1 ||
+			    events_batch_effect(b, evs[i], err) == -1) {
+				store_batch_free(b);
+				return -1;
+			}
+			next++;
+			count++;
+			progress = 1;
+		}
+	} while (progress && count < n);
+	if (count == 0) {
+		store_batch_free(b);
+		return 0;
+	}
+	events_key(next - 1, val);
+	if (store_batch_kv_put(b, STORE_TABLE_CONFIG, EVENTS_APPLIED_KEY,
+	                       strlen(EVENTS_APPLIED_KEY), val,
+	                       sizeof(val)) == -1 ||
+	    store_apply(st, b, err) != STORE_OK) {
+		if (err->msg[0] == '\0')
+			error_set(err, "cannot apply events");
+		store_batch_free(b);
+		return -1;
+	}
+	store_batch_free(b);
+	*applied = next - 1;
+	return (int)count;
+}
+
+void
+events_describe(const Iselab__Event *ev, char *buf, size_t len)
+{
+	switch (ev->change_case) {
+	case ISELAB__EVENT__CHANGE_USER_SET:
+		snprintf(buf, len, "user-set %s",
+		         ev->user_set != NULL && ev->user_set->name != NULL
+		             ? ev->user_set->name
+		             : "?");
+		break;
+	case ISELAB__EVENT__CHANGE_USER_DELETE:
+		snprintf(buf, len, "user-delete %s", ev->user_delete);
+		break;
+	case ISELAB__EVENT__CHANGE_TEMPLATE_SET:
+		snprintf(buf, len, "template-set %s",
+		         ev->template_set != NULL &&
+		                 ev->template_set->label != NULL
+		             ? ev->template_set->label
+		             : "?");
+		break;
+	case ISELAB__EVENT__CHANGE_TEMPLATE_DELETE:
+		snprintf(buf, len, "template-delete %s", ev->template_delete);
+		break;
+	case ISELAB__EVENT__CHANGE_CERT_STATUS: {
+		const Iselab__CertStatusChange *c = ev->cert_status;
+		char hex[2 * STORE_SERIAL_MAX + 1] = "";
+
+		if (c->serial.len <= STORE_SERIAL_MAX)
+			hex_encode(c->serial.data, c->serial.len, hex);
+		snprintf(buf, len, "cert-status %s serial %s of %s (%s)",
+		         store_status_name((enum store_cert_status)c->status),
+		         hex, c->issued_by != NULL && c->issued_by[0] != '\0'
+		                  ? c->issued_by
+		                  : "?",
+		         c->status == STORE_STATUS_GOOD
+		             ? "released"
+		             : store_reason_name((int)c->reason));
+		break;
+	}
+	default:
+		snprintf(buf, len, "change %d", (int)ev->change_case);
+		break;
+	}
+}

@@ -1,0 +1,95 @@
+/*
+ * events: the deployment's event log (DESIGN.md section 3, the "clone"
+ * pattern of the ZeroMQ guide; docs/events.md).
+ *
+ * The PAN numbers every change that the other nodes must know (enrollment
+ * users, templates; revocations and the rest come with later issues) from
+ * 1 without gaps, keeps each in its store (STORE_TABLE_EVENTS, key: the
+ * sequence number as 8 bytes big-endian) in the same transaction as the
+ * change itself, and then publishes it on its PUB socket (8672).  A member
+ * (PSN, SAN) applies events strictly in order, each once: its store keeps
+ * the last sequence applied (EVENTS_APPLIED_KEY in STORE_TABLE_CONFIG),
+ * written in the transaction that applies the event.  A member that sees a
+ * gap (an event further on than the next, or a heartbeat ack naming a
+ * newer sequence) asks the PAN for what it missed over the messaging link
+ * (EventsRequest / EventBatch).  So nothing depends on PUB delivering
+ * everything: PUB makes the common case fast, the catch-up makes it right.
+ *
+ * This module is the store side shared by both ends: keys, reading a range
+ * of the log, and the effect of an event on a node's config table, which
+ * is the same on the PAN (where it is written with the event) and on a
+ * member (where it is applied).
+ */
+#ifndef ISELAB_EVENTS_H
+#define ISELAB_EVENTS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "envelope.pb-c.h"
+
+struct error;
+struct store;
+struct store_batch;
+
+/* Most events one EventBatch carries (and one apply takes). */
+#define EVENTS_BATCH_MAX 256
+/*
+ * Most bytes of events one EventBatch carries (at least one event): well
+ * under MSG_MAX_SIZE, the largest envelope a node accepts.
+ */
+#define EVENTS_BATCH_BYTES (128 * 1024)
+/* Largest packed event we keep or accept (a template is a few KiB). */
+#define EVENTS_EVENT_MAX (64 * 1024)
+/* Config key (STORE_TABLE_CONFIG) of a member's last applied sequence. */
+#define EVENTS_APPLIED_KEY "events/applied"
+
+/* The log key of seq. */
+void events_key(uint64_t seq, uint8_t key[8]);
+
+/* The newest sequence in the log: 0 when empty.  0 or -1. */
+int events_last_seq(struct store *st, uint64_t *seq, struct error *err);
+
+/*
+ * Check an event's change (names, records, templates), as both ends do
+ * before writing it: an admin command's and a PAN's word are checked
+ * alike.  0 or -1 with err saying what is wrong.
+ */
+int events_check(const Iselab__Event *ev, struct error *err);
+
+/*
+ * Add to b: the event itself under its key (admin nodes), and its effect
+ * on the config table.  ev->seq must be set.  0 or -1.
+ */
+int events_batch_log(struct store_batch *b, const Iselab__Event *ev,
+                     struct error *err);
+int events_batch_effect(struct store_batch *b, const Iselab__Event *ev,
+                        struct error *err);
+
+/*
+ * Up to max (at most EVENTS_BATCH_MAX) events after seq `after`, in
+ * order, and no more than EVENTS_BATCH_BYTES of them (but at least one),
+ * unpacked into *out (an array of *n events; free it with events_free()).
+ * 0 or -1.
+ */
+int events_read(struct store *st, uint64_t after, size_t max,
+                Iselab__Event ***out, size_t *n, struct error *err);
+void events_free(Iselab__Event **evs, size_t n);
+
+/* A member's last applied sequence, 0 before the first.  0 or -1. */
+int events_applied(struct store *st, uint64_t *seq, struct error *err);
+
+/*
+ * Apply, in one transaction, the events of evs that follow *applied
+ * without a gap (evs in any order; those at or before *applied are
+ * skipped, as replays are).  *applied is advanced to the last one
+ * applied.  Returns the number applied, or -1 (nothing applied) when an
+ * event is refused by events_check() or the store fails.
+ */
+int events_apply(struct store *st, Iselab__Event *const *evs, size_t n,
+                 uint64_t *applied, struct error *err);
+
+/* What the event does, for logs: "user-set alice", "template-delete x". */
+void events_describe(const Iselab__Event *ev, char *buf, size_t len);
+
+#endif
