@@ -4,8 +4,9 @@
  * Makes, in the data directory, the Root CA ("Certificate Services Root CA -
  * <host>", self-signed) and the PAN's Node CA (signed by the root), each key
  * encrypted under the node passphrase; the PAN's CURVE key pair for the
- * messaging layer; and the store, with both CA certificates recorded as
- * issued.  node.conf is written last: a directory without it holds no
+ * messaging layer; the store, with both CA certificates recorded as
+ * issued; and the OCSP responder certificate of the upper levels (issued
+ * by the Node CA, recorded too; ocsp.c).  node.conf is written last: a directory without it holds no
  * deployment, so an init cut short by a crash can simply be run again.
  */
 #include <errno.h>
@@ -46,6 +47,8 @@ static const char *const init_files[] = {
 	NODE_CA_DIR "/root-ca.key",
 	NODE_CA_DIR "/node-ca.crt",
 	NODE_CA_DIR "/node-ca.key",
+	PAN_OCSP_CERT,
+	PAN_OCSP_KEY,
 	NODE_CURVE_KEY,
 	NODE_CURVE_PUB,
 	NODE_STORE_DIR "/data.mdb",
@@ -306,7 +309,9 @@ init_run(const struct init_opts *o, struct error *err)
 		pass, passlen, &node_key, &node_ca, err) == -1)
 		goto out;
 	if (init_curve(o, pass, passlen, err) == -1 ||
-	    init_store(o, root, node_ca, err) == -1)
+	    init_store(o, root, node_ca, err) == -1 ||
+	    pan_ocsp_create_local(o->datadir, o->hostname, node_ca, node_key,
+	                          pass, passlen, err) == -1)
 		goto out;
 
 	memset(&id, 0, sizeof(id));

@@ -9,6 +9,9 @@
  *     directory stops here;
  *  3. the CA signer, forked before any socket or store is open, so it
  *     inherits nothing that faces the network; it alone holds the CA keys;
+ *     then the OCSP responder for the upper levels (ocsp.c): its
+ *     certificate made through the signer if it is missing, and its
+ *     process "ocsp" forked, which holds only the responder key;
  *  4. the CURVE key, then the passphrase is wiped: the main process never
  *     holds it again;
  *  5. store, registry, ZAP handler, ROUTER and PUB (CURVE servers), control
@@ -20,7 +23,9 @@
  * SIGTERM and SIGINT stop the signer and leave with status 0.  If the CA
  * signer dies, the daemon cannot restart it (the passphrase is gone, by
  * design), so it logs why and exits with status 1 for the service manager
- * to restart the whole node; docs/pan.md says so.
+ * to restart the whole node; docs/pan.md says so.  The same holds for the
+ * "ocsp" process, which has no network input (its network-facing worker
+ * is restarted by it, with a backoff, without the daemon).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -40,6 +45,7 @@
 #include "cert.h"
 #include "config.h"
 #include "curve.h"
+#include "http.h"
 #include "keys.h"
 #include "log.h"
 #include "node.h"
@@ -75,6 +81,22 @@ static const struct config_key pan_keys[] = {
      "silence after which a node is disconnected", 1, 86400, NULL, 0},
     {"log.level", CONFIG_ENUM, "info", "error, warn, info or debug", 0, 0,
      log_levels, 0},
+    {"ocsp.listen", CONFIG_ADDRESS, "0.0.0.0:2560",
+     "the OCSP responder for the Node CA's certificates (plain HTTP, RFC "
+     "6960); unset, it takes messaging.listen's address unless that is a "
+     "wildcard",
+     0, 0, NULL, 0},
+    {"ocsp.nonce", CONFIG_BOOL, "on",
+     "echo OCSP nonces (RFC 8954); off: RFC 5019 profile, nonces ignored", 0,
+     0, NULL, 0},
+    {"ocsp.validity", CONFIG_DURATION, "1h",
+     "OCSP response validity, thisUpdate to nextUpdate", 10, 7 * 86400,
+     NULL, 0},
+    {"ocsp.workers", CONFIG_INT, "0",
+     "OCSP worker threads; 0: one per online CPU", 0, HTTP_WORKERS_MAX, NULL,
+     0},
+    {"ocsp.timeout", CONFIG_DURATION, "10s",
+     "OCSP idle timeout of a connection", 1, 300, NULL, 0},
 };
 
 /* Variables of ours that are not settings of pan run. */
@@ -251,6 +273,12 @@ run_config(const struct run_opts *o, struct error *err)
 		    (long long)config_get_duration(cfg, "heartbeat.interval"));
 		goto fail;
 	}
+	{
+		struct pan_ocsp_settings set;
+
+		if (pan_ocsp_settings(cfg, &set, err) == -1)
+			goto fail;
+	}
 	return cfg;
 fail:
 	config_free(cfg);
@@ -299,23 +327,40 @@ out:
 	return rc;
 }
 
-/* Reap the signer if it ended; its death ends the daemon (see the top). */
+/*
+ * Reap the signer and the OCSP process if they ended; either death ends
+ * the daemon (see the top).
+ */
 static void
 run_reap(struct pan *p)
 {
-	static const char *const names[] = {SIGNER_PROCESS_NAME};
-	pid_t pids[1] = {p->signer_pid};
-	int st[1];
+	static const char *const names[] = {SIGNER_PROCESS_NAME,
+	                                    PAN_OCSP_PROCESS};
+	pid_t pids[2] = {p->signer_pid, p->ocsp_pid};
+	int st[2];
 
-	if (p->signer_pid <= 0 || proc_reap(pids, names, 1, st) <= 0)
+	if (proc_reap(pids, names, 2, st) <= 0)
 		return;
-	p->signer_pid = 0;
+	if (p->signer_pid > 0 && pids[0] == 0) {
+		p->signer_pid = 0;
+		if (!p->stop)
+			log_error(LOG_MAIN,
+			          "the CA keys are no longer available and "
+			          "this process does not hold the passphrase to "
+			          "reload them; stopping (restart: pan run "
+			          "--data-dir %s)",
+			          p->datadir);
+	} else if (p->ocsp_pid > 0 && pids[1] == 0) {
+		p->ocsp_pid = 0;
+		if (!p->stop)
+			log_error(LOG_MAIN,
+			          "the OCSP responder key is no longer "
+			          "available and this process does not hold the "
+			          "passphrase to reload it; stopping (restart: "
+			          "pan run --data-dir %s)",
+			          p->datadir);
+	}
 	if (!p->stop) {
-		log_error(LOG_MAIN,
-		          "the CA keys are no longer available and "
-		          "this process does not hold the passphrase to reload "
-		          "them; stopping (restart: pan run --data-dir %s)",
-		          p->datadir);
 		p->stop = true;
 		p->exit_status = PAN_EXIT_FAIL;
 	}
@@ -355,11 +400,17 @@ run_signal(struct pan *p)
 	}
 }
 
+/* The OCSP process first: it answers from the store, not the signer. */
 static void
 run_stop_signer(struct pan *p)
 {
 	struct error err = {{0}};
 
+	if (p->ocsp_pid > 0 &&
+	    proc_stop(p->ocsp_pid, PAN_OCSP_PROCESS, RUN_SIGNER_STOP_MS,
+	              &err) == -1)
+		log_warn(LOG_MAIN, "stopping the OCSP responder: %s", err.msg);
+	p->ocsp_pid = 0;
 	if (p->signer_pid <= 0)
 		return;
 	if (proc_stop(p->signer_pid, SIGNER_PROCESS_NAME, RUN_SIGNER_STOP_MS,
@@ -411,6 +462,24 @@ run_loop(struct pan *p)
 		if (time_mono_ms() >= next_tick)
 			next_tick = time_mono_ms() + registry_tick(p);
 	}
+}
+
+/*
+ * The AIA OCSP URL of the Endpoint Sub CA certificates we issue: the host
+ * nodes reach us by (messaging.advertise, or what messaging_advertise()
+ * made of messaging.listen), the responder's port.
+ */
+static void
+run_ocsp_url(struct pan *p)
+{
+	char host[PAN_ENDPOINT_MAX];
+	char *colon;
+
+	snprintf(host, sizeof(host), "%s", p->advertise_host);
+	if ((colon = strrchr(host, ':')) != NULL)
+		*colon = '\0';
+	snprintf(p->ocsp_url, sizeof(p->ocsp_url), "http://%s:%u/ocsp", host,
+	         (unsigned)p->ocsp.port);
 }
 
 /* Tell the waiting parent (--daemon) how start-up went. */
@@ -479,6 +548,16 @@ run_daemon(struct pan *p, char *pass, size_t passlen, int readyfd)
 	if (signer_spawn(p->datadir, p->id.hostname, pass, passlen,
 	                 &p->signer_pid, &err) == -1)
 		goto out;
+	/*
+	 * Still before any socket or store is open (ensure opens and closes
+	 * its own): the OCSP process inherits nothing of the network either.
+	 */
+	if (pan_ocsp_settings(p->cfg, &p->ocsp, &err) == -1 ||
+	    pan_ocsp_ensure(p->datadir, p->id.hostname, pass, passlen, &err) ==
+	        -1 ||
+	    pan_ocsp_spawn(p->datadir, p->id.hostname, &p->ocsp, pass, passlen,
+	                   &p->ocsp_pid, &err) == -1)
+		goto out;
 	if (run_load_curve(p, pass, passlen, secret, &err) == -1)
 		goto out;
 	passphrase_free(pass, passlen);
@@ -490,6 +569,12 @@ run_daemon(struct pan *p, char *pass, size_t passlen, int readyfd)
 	if (waitpid(p->signer_pid, &st, WNOHANG) == p->signer_pid) {
 		p->signer_pid = 0;
 		error_set(&err, "the CA signer exited at start (see %s)",
+		          log_path() != NULL ? log_path() : "the log");
+		goto out;
+	}
+	if (waitpid(p->ocsp_pid, &st, WNOHANG) == p->ocsp_pid) {
+		p->ocsp_pid = 0;
+		error_set(&err, "the OCSP responder exited at start (see %s)",
 		          log_path() != NULL ? log_path() : "the log");
 		goto out;
 	}
@@ -511,13 +596,17 @@ run_daemon(struct pan *p, char *pass, size_t passlen, int readyfd)
 	if (messaging_open(p, secret, &err) == -1)
 		goto out;
 	secure_zero(secret, sizeof(secret));
+	run_ocsp_url(p);
 	if (control_open(p, &err) == -1)
 		goto out;
 
 	p->started_mono = time_mono_ms();
 	p->started_real = time_now_ms();
-	log_info(LOG_MAIN, "ready (pid %ld, CA signer pid %ld)", (long)getpid(),
-	         (long)p->signer_pid);
+	log_info(LOG_MAIN,
+	         "ready (pid %ld, CA signer pid %ld, OCSP responder pid %ld; "
+	         "Endpoint Sub CA certificates name %s)",
+	         (long)getpid(), (long)p->signer_pid, (long)p->ocsp_pid,
+	         p->ocsp_url);
 	run_ready(readyfd, NULL);
 	readyfd = -1;
 

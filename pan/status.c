@@ -10,6 +10,7 @@
  * STATE, PROCESS ID).
  */
 #include <getopt.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,7 +60,7 @@ int
 status_print_node(FILE *fp, const char *datadir, const struct node_identity *id,
                   struct error *err)
 {
-	char when[64];
+	char when[64], path[PAN_PATH_MAX];
 
 	pan_format_time(id->created, when, sizeof(when));
 	fprintf(fp, "Node:            %s (Primary Administration Node)\n",
@@ -73,6 +74,12 @@ status_print_node(FILE *fp, const char *datadir, const struct node_identity *id,
 	if (status_ca(fp, datadir, "Root CA", "root-ca.crt", err) == -1 ||
 	    status_ca(fp, datadir, "Node CA", "node-ca.crt", err) == -1)
 		return -1;
+	/* A deployment made before the PAN had one gets it at `pan run`. */
+	if (node_path(path, sizeof(path), datadir, PAN_OCSP_CERT, err) == -1)
+		return -1;
+	if (file_exists(path))
+		return status_ca(fp, datadir, "OCSP", "ocsp-responder.crt", err);
+	fprintf(fp, "  %-8s none yet (made at the next pan run)\n", "OCSP");
 	return 0;
 }
 
@@ -125,6 +132,11 @@ status_daemon(struct pan *p, int argc, char **argv, FILE *out, FILE *errf)
 	fprintf(out, "Heartbeats:      every %llds, timeout %llds\n",
 	        (long long)(p->hb_interval_ms / 1000),
 	        (long long)(p->hb_timeout_ms / 1000));
+	fprintf(out, "OCSP responder:  %s (listening on %s%s%s:%u), for the "
+	             "Node CA's certificates\n",
+	        p->ocsp_url, p->ocsp.family == AF_INET6 ? "[" : "",
+	        p->ocsp.host, p->ocsp.family == AF_INET6 ? "]" : "",
+	        (unsigned)p->ocsp.port);
 	fprintf(out, "Running since:   %s\n", since);
 
 	fprintf(out, "\nMessages on %s:\n",
@@ -167,6 +179,12 @@ status_daemon(struct pan *p, int argc, char **argv, FILE *out, FILE *errf)
 	else
 		fprintf(out, "%-32s %-14s %s\n",
 		        "Certificate Authority Service", "not running", "-");
+	if (p->ocsp_pid > 0)
+		fprintf(out, "%-32s %-14s %ld\n", PAN_OCSP_TITLE, "running",
+		        (long)p->ocsp_pid);
+	else
+		fprintf(out, "%-32s %-14s %s\n", PAN_OCSP_TITLE, "not running",
+		        "-");
 	return PAN_EXIT_OK;
 }
 
@@ -181,6 +199,7 @@ pan_status_main(int argc, char **argv)
 	static const char *const services[] = {
 	    "Messaging Service",
 	    "Certificate Authority Service",
+	    PAN_OCSP_TITLE,
 	};
 	static char status_word[] = "status";
 	struct store_filter all = {.status = STORE_STATUS_ANY};

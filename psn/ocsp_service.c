@@ -13,22 +13,15 @@
  *
  * Status comes from the PSN's store, opened read-only (the CA service and
  * the member daemon write it: issued certificates, and revocations from
- * the PAN's events).  Every OCSP_SVC_REFRESH_MS the responder walks the
+ * the PAN's events).  Every OCSP_HTTP_REFRESH_MS the responder walks the
  * store and pre-signs or re-signs what changed (ocsp_responder_refresh),
  * and at once on SIGHUP.
  *
- * HTTP (RFC 6960 appendix A, RFC 5019 section 5 and 6):
- *   POST /ocsp           Content-Type application/ocsp-request, else 415;
- *                        a body over HTTP_MAX_BODY is 413 (libevent, before
- *                        reading it); answered with no-cache.
- *   GET  /ocsp/<base64>  the URL-decoded path is base64 (or base64url) of
- *                        the DER request; a cacheable answer carries
- *                        Cache-Control max-age (until nextUpdate), ETag,
- *                        Last-Modified (thisUpdate) and Expires
- *                        (nextUpdate).
- *   other methods on /ocsp: 405; any other path: 404 (text/plain).
- * Bad input gets an OCSP malformedRequest (HTTP 200, as RFC 6960 wants an
- * OCSPResponse), never a dead process.
+ * HTTP (RFC 6960 appendix A, RFC 5019 section 5 and 6) is
+ * common/ocsp_http.c, which the PAN's responder for the upper levels
+ * shares: POST /ocsp and GET /ocsp/<base64>.  Bad input gets an OCSP
+ * malformedRequest (HTTP 200, as RFC 6960 wants an OCSPResponse), never a
+ * dead process.
  */
 #include <errno.h>
 #include <limits.h>
@@ -52,6 +45,7 @@
 #include "log.h"
 #include "node.h"
 #include "ocsp.h"
+#include "ocsp_http.h"
 #include "proc.h"
 #include "services.h"
 #include "store.h"
@@ -59,15 +53,6 @@
 
 /* Longest path we build in the data directory. */
 #define OCSP_SVC_PATH_MAX 4096
-/* The responder's URL path (AIA of every endpoint certificate). */
-#define OCSP_SVC_PATH "/ocsp"
-/* How often the store is walked to pre-sign and re-sign responses. */
-#define OCSP_SVC_REFRESH_MS 10000
-/* An HTTP date: "Sun, 06 Nov 1994 08:49:37 GMT" and a NUL. */
-#define OCSP_SVC_DATE_MAX 32
-
-#define OCSP_MEDIA_REQUEST  "application/ocsp-request"
-#define OCSP_MEDIA_RESPONSE "application/ocsp-response"
 
 /* The OCSP service process's state. */
 struct ocsp_svc {
@@ -81,204 +66,11 @@ struct ocsp_svc {
 	EVP_PKEY *key;           /* its key */
 	struct ocsp_responder *r; /* the responder core (thread-safe) */
 	struct http_server *srv;  /* the listener and workers */
+	bool alarm_synced;        /* the daemon took our key alarm state */
 };
 
-/* --- HTTP --- */
-
-/* RFC 9110 5.6.7 IMF-fixdate, spelled out: no locale may change it. */
-static void
-http_date(int64_t t, char buf[OCSP_SVC_DATE_MAX])
-{
-	static const char *const days[] = {"Sun", "Mon", "Tue", "Wed",
-	                                   "Thu", "Fri", "Sat"};
-	static const char *const months[] = {"Jan", "Feb", "Mar", "Apr",
-	                                     "May", "Jun", "Jul", "Aug",
-	                                     "Sep", "Oct", "Nov", "Dec"};
-	time_t tt = (time_t)t;
-	struct tm tm;
-
-	if (gmtime_r(&tt, &tm) == NULL) {
-		snprintf(buf, OCSP_SVC_DATE_MAX, "Thu, 01 Jan 1970 00:00:00 GMT");
-		return;
-	}
-	snprintf(buf, OCSP_SVC_DATE_MAX, "%s, %02d %s %04d %02d:%02d:%02d GMT",
-	         days[tm.tm_wday % 7], tm.tm_mday, months[tm.tm_mon % 12],
-	         tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
-}
-
-/* A request path fit for one log line: printable ASCII, cut short. */
-static void
-log_safe(const char *in, char *out, size_t len)
-{
-	size_t i;
-
-	for (i = 0; in[i] != '\0' && i + 4 < len; i++)
-		out[i] = in[i] > 0x20 && in[i] < 0x7f ? in[i] : '?';
-	if (in[i] != '\0') {
-		memcpy(out + i, "...", 3);
-		i += 3;
-	}
-	out[i] = '\0';
-}
-
-/* Whether a Content-Type value is media (parameters after ';' allowed). */
-static bool
-media_is(const char *v, const char *media)
-{
-	size_t n = strlen(media);
-
-	if (v == NULL)
-		return false;
-	while (*v == ' ' || *v == '\t')
-		v++;
-	if (strncasecmp(v, media, n) != 0)
-		return false;
-	v += n;
-	while (*v == ' ' || *v == '\t')
-		v++;
-	return *v == '\0' || *v == ';';
-}
-
-/* Send ans (any OCSP status) with the caching headers RFC 5019 6 wants. */
-static void
-ocsp_svc_reply(struct http_request *req, struct ocsp_answer *ans, bool get)
-{
-	char buf[128], date[OCSP_SVC_DATE_MAX];
-	int64_t now = (int64_t)time(NULL), age;
-	enum log_level lvl;
-
-	if (get && ans->cacheable) {
-		/* RFC 5019 6.2: never cached past nextUpdate. */
-		age = ans->next_update - now;
-		if (age < 0)
-			age = 0;
-		snprintf(buf, sizeof(buf),
-		         "max-age=%lld, public, no-transform, must-revalidate",
-		         (long long)age);
-		http_reply_header(req, "Cache-Control", buf);
-		http_reply_header(req, "ETag", ans->etag);
-		http_date(ans->this_update, date);
-		http_reply_header(req, "Last-Modified", date);
-		http_date(ans->next_update, date);
-		http_reply_header(req, "Expires", date);
-	} else
-		http_reply_header(req, "Cache-Control", "no-cache, no-store");
-	http_reply(req, 200, OCSP_MEDIA_RESPONSE, ans->der, ans->len);
-	switch (ans->status) {
-	case OCSP_RESPONSE_STATUS_SUCCESSFUL:
-		lvl = LOG_LEVEL_DEBUG;
-		break;
-	case OCSP_RESPONSE_STATUS_INTERNALERROR:
-	case OCSP_RESPONSE_STATUS_TRYLATER:
-		lvl = LOG_LEVEL_WARN;
-		break;
-	default:
-		lvl = LOG_LEVEL_INFO; /* the client's mistake, not ours */
-		break;
-	}
-	if (log_enabled(LOG_OCSP, lvl))
-		log_write(LOG_OCSP, lvl, "%s %s from %s: %s (%zu bytes)",
-		          http_request_method(req), get ? "/ocsp/..." : "/ocsp",
-		          http_request_peer(req), ans->summary, ans->len);
-}
-
-static void
-ocsp_svc_answer(struct ocsp_svc *s, struct http_request *req,
-                const uint8_t *der, size_t len, bool get)
-{
-	struct ocsp_answer ans;
-
-	if (ocsp_respond(s->r, der, len, &ans) == -1) {
-		log_error(LOG_OCSP, "%s from %s: no answer could be encoded "
-		                    "(out of memory)",
-		          http_request_method(req), http_request_peer(req));
-		http_reply_text(req, 500, "out of memory");
-		return;
-	}
-	ocsp_svc_reply(req, &ans, get);
-	ocsp_answer_free(&ans);
-}
-
-/* The path after "/ocsp/": base64 of the DER request (RFC 6960 A.1). */
-static void
-ocsp_svc_get(struct ocsp_svc *s, struct http_request *req, const char *b64)
-{
-	struct ocsp_answer ans;
-	struct error e = {{0}};
-	uint8_t *der;
-	size_t len = 0;
-
-	if ((der = ocsp_get_decode(b64, strlen(b64), &len, &e)) != NULL) {
-		ocsp_svc_answer(s, req, der, len, true);
-		free(der);
-		return;
-	}
-	if (ocsp_error_answer(OCSP_RESPONSE_STATUS_MALFORMEDREQUEST, e.msg,
-	                      &ans) == -1) {
-		http_reply_text(req, 500, "out of memory");
-		return;
-	}
-	ocsp_svc_reply(req, &ans, true);
-	ocsp_answer_free(&ans);
-}
-
-static void
-ocsp_svc_post(struct ocsp_svc *s, struct http_request *req)
-{
-	const char *ct = http_request_header(req, "Content-Type");
-	const uint8_t *body;
-	size_t len = 0;
-
-	/* RFC 6960 A.1.1 / RFC 5019 5: the request's media type. */
-	if (!media_is(ct, OCSP_MEDIA_REQUEST)) {
-		log_info(LOG_OCSP, "POST /ocsp from %s: Content-Type %s "
-		                   "refused (415)",
-		         http_request_peer(req), ct != NULL ? ct : "missing");
-		http_reply_text(req, 415, "Content-Type must be %s",
-		                OCSP_MEDIA_REQUEST);
-		return;
-	}
-	body = http_request_body(req, &len);
-	ocsp_svc_answer(s, req, body, len, false);
-}
-
-static void
-ocsp_svc_handle(struct http_request *req, void *arg)
-{
-	struct ocsp_svc *s = arg;
-	const char *path = http_request_path(req);
-	const char *method = http_request_method(req);
-	bool get = strcmp(method, "GET") == 0;
-	bool post = strcmp(method, "POST") == 0;
-	size_t plen = strlen(OCSP_SVC_PATH);
-	char shown[80];
-
-	log_safe(path, shown, sizeof(shown));
-	if (strncmp(path, OCSP_SVC_PATH, plen) != 0 ||
-	    (path[plen] != '\0' && path[plen] != '/')) {
-		log_info(LOG_OCSP, "%s %s from %s: no such path (404)", method,
-		         shown, http_request_peer(req));
-		http_reply_text(req, 404, "no such path: the OCSP responder "
-		                          "is at " OCSP_SVC_PATH);
-		return;
-	}
-	/* "/ocsp" and "/ocsp/": POST; "/ocsp/<base64>": GET. */
-	if (post && (path[plen] == '\0' || path[plen + 1] == '\0')) {
-		ocsp_svc_post(s, req);
-		return;
-	}
-	if (get) {
-		ocsp_svc_get(s, req, path[plen] == '\0' ? "" : path + plen + 1);
-		return;
-	}
-	log_info(LOG_OCSP, "%s %s from %s: method not allowed (405)", method,
-	         shown, http_request_peer(req));
-	http_reply_header(req, "Allow", path[plen] == '\0' ||
-	                                        path[plen + 1] == '\0'
-	                                    ? "GET, POST"
-	                                    : "GET");
-	http_reply_text(req, 405, "method %s not allowed here", method);
-}
+/* The alarm while the responder key is unusable (answers are tryLater). */
+#define OCSP_SVC_KEY_ALARM "OCSP Responder Key Unavailable"
 
 /* --- the process --- */
 
@@ -378,26 +170,31 @@ fail:
 	return -1;
 }
 
+/*
+ * Tell the node's daemon whether our key is unusable, once it takes it:
+ * at start it may not answer yet (it waits for us to be ready before it
+ * binds its control socket), so this is retried with every refresh.  A
+ * restarted responder whose key is fine clears what a predecessor raised.
+ */
 static void
-ocsp_svc_refresh(struct ocsp_svc *s, bool verbose)
+ocsp_svc_key_alarm(struct ocsp_svc *s)
 {
-	struct ocsp_refresh_report rep;
 	struct error e = {{0}};
-	int64_t t0 = time_mono_ms();
+	char text[256];
+	bool broken = !ocsp_responder_can_sign(s->r);
 
-	if (ocsp_responder_refresh(s->r, &rep, &e) == -1) {
-		log_error(LOG_OCSP, "refresh: %s", e.msg);
+	if (s->alarm_synced)
 		return;
-	}
-	if (verbose || rep.signed_ > 0 || rep.failed > 0)
-		log_write(LOG_OCSP,
-		          verbose || rep.failed > 0 ? LOG_LEVEL_INFO
-		                                    : LOG_LEVEL_DEBUG,
-		          "refresh: %zu certificates of our Sub CA, %zu "
-		          "responses signed, %zu still fresh, %zu failed, %zu "
-		          "cached (%lld ms)",
-		          rep.ours, rep.signed_, rep.fresh, rep.failed,
-		          rep.cached, (long long)(time_mono_ms() - t0));
+	snprintf(text, sizeof(text),
+	         "%s: the OCSP responder has no usable key "
+	         "(D/ca/ocsp-responder.{crt,key}); every request is answered "
+	         "tryLater",
+	         s->hostname);
+	if (psn_service_alarm(s->args->datadir, OCSP_SVC_KEY_ALARM,
+	                      broken ? "critical" : NULL, text, &e) == 0)
+		s->alarm_synced = true;
+	else
+		log_debug(LOG_OCSP, "key alarm not taken yet: %s", e.msg);
 }
 
 /* Serve until SIGTERM (SIGINT too in the foreground); refresh on time. */
@@ -410,9 +207,10 @@ ocsp_svc_loop(struct ocsp_svc *s, int sigfd)
 	for (;;) {
 		now = time_mono_ms();
 		if (now >= next) {
-			ocsp_svc_refresh(s, first);
+			ocsp_http_refresh(s->r, "our Sub CA", first);
+			ocsp_svc_key_alarm(s);
 			first = false;
-			next = time_mono_ms() + OCSP_SVC_REFRESH_MS;
+			next = time_mono_ms() + OCSP_HTTP_REFRESH_MS;
 			continue;
 		}
 		switch (psn_service_wait(s->args, sigfd, next - now, LOG_OCSP)) {
@@ -466,14 +264,14 @@ ocsp_service_main(void *arg)
 	hc.timeout = (unsigned)config_get_duration(s.cfg, "ocsp.timeout");
 	hc.tls = NULL; /* RFC 6960 A.1: OCSP over plain HTTP */
 	hc.category = LOG_OCSP;
-	if ((s.srv = http_server_start(&hc, ocsp_svc_handle, &s, &e)) == NULL)
+	if ((s.srv = http_server_start(&hc, ocsp_http_handle, s.r, &e)) == NULL)
 		goto out;
 	log_info(LOG_OCSP,
 	         "OCSP responder of %s listening on http://%s%s%s:%u%s, %u "
 	         "workers, pid %ld; nonces %s, responses valid %lld s; %s",
 	         s.hostname, addr->family == AF_INET6 ? "[" : "", addr->host,
 	         addr->family == AF_INET6 ? "]" : "",
-	         (unsigned)http_server_port(s.srv), OCSP_SVC_PATH,
+	         (unsigned)http_server_port(s.srv), OCSP_HTTP_PATH,
 	         http_server_workers(s.srv), (long)getpid(),
 	         config_get_bool(s.cfg, "ocsp.nonce") ? "on" : "off (RFC 5019)",
 	         (long long)config_get_duration(s.cfg, "ocsp.validity"),

@@ -49,7 +49,7 @@ def test_init_hierarchy(tmp_path, keytype, expect):
 
 def test_init_keys_encrypted_and_private(tmp_path):
     d, _ = init(tmp_path, "--ca-key", "ec:p256")
-    for k in ("ca/root-ca.key", "ca/node-ca.key", "curve.key"):
+    for k in ("ca/root-ca.key", "ca/node-ca.key", "ca/ocsp-responder.key", "curve.key"):
         p = d / k
         assert (p.stat().st_mode & 0o777) == 0o600
         body = p.read_text()
@@ -71,7 +71,7 @@ def test_init_status(tmp_path):
     assert "OCSP hierarchy:  legacy" in p.stdout
     assert "Certificate Services Root CA - pan1" in p.stdout
     assert "Certificate Services Node CA - pan1" in p.stdout
-    assert "2 certificates issued" in p.stdout
+    assert "3 certificates issued" in p.stdout
     assert re.search(r"PROCESS NAME\s+STATE\s+PROCESS ID", p.stdout)
 
 
@@ -92,8 +92,9 @@ def test_init_force_replaces(tmp_path):
     assert (d / "ca/root-ca.crt").read_bytes() != old_root
     assert (d / "node.conf").read_text() != old_conf
     p = run([PAN, "status", "--data-dir", str(d)], check=True)
-    # The old store went with the old CA: only the new two certificates.
-    assert "2 certificates issued" in p.stdout
+    # The old store went with the old CA: only the new three certificates
+    # (Root CA, Node CA, OCSP responder).
+    assert "3 certificates issued" in p.stdout
 
 
 def test_init_passphrase_from_environment(tmp_path):

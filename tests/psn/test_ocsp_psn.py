@@ -428,4 +428,15 @@ def test_ocsp_legacy_hierarchy_and_no_key(lab):
     code, _, body = o.http("/ocsp", data=b"junk")
     assert body == MALFORMED
     assert "OCSP responder key unavailable" in psn.log_text()
+    # ... and an alarm on the PAN, through the node's daemon.
+    wait_for(lambda: "OCSP Responder Key Unavailable" in pan.alarms(), 30,
+             "the key alarm on the PAN", detail=lambda: pan.alarms() + tail(psn.log_path))
+    svc.stop()
+    # The key back: the next responder clears it.
+    key.with_suffix(".away").rename(key)
+    svc = start_ocsp(lab, psn, ip)
+    wait_for(lambda: "OCSP Responder Key Unavailable" not in pan.alarms(), 30,
+             "the key alarm to clear", detail=lambda: pan.alarms())
+    code, _, body = o.http("/ocsp", data=o.request_der(leaf, "-no_nonce"))
+    assert code == 200 and body != TRY_LATER and body != MALFORMED
     svc.stop()

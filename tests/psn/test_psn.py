@@ -25,7 +25,7 @@ OCSP_URL = "http://psn1:2560/ocsp"
 PSN_KEYS = ["ca/endpoint-sub-ca.key", "ca/ocsp-responder.key", "ca/est-server.key",
             "ca/est-client.key", "curve.key"]
 # PEM private keys the PAN may hold: its own.
-PAN_OWN_KEYS = {"ca/root-ca.key", "ca/node-ca.key", "curve.key"}
+PAN_OWN_KEYS = {"ca/root-ca.key", "ca/node-ca.key", "ca/ocsp-responder.key", "curve.key"}
 
 
 def joined_psn(lab, hierarchy="rfc6960", session=None):

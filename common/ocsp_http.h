@@ -1,0 +1,58 @@
+/*
+ * ocsp_http: an OCSP responder (ocsp.h) on HTTP (http.h), shared by the
+ * PSN's responder process (psn/ocsp_service.c) and the PAN's
+ * (pan/ocsp.c), so that both speak exactly the same HTTP:
+ *
+ *   POST /ocsp           Content-Type application/ocsp-request, else 415;
+ *                        a body over HTTP_MAX_BODY is 413 (libevent, before
+ *                        reading it); answered with no-cache.
+ *   GET  /ocsp/<base64>  the URL-decoded path is base64 (or base64url) of
+ *                        the DER request (RFC 6960 A.1); a cacheable answer
+ *                        carries Cache-Control max-age (until nextUpdate),
+ *                        ETag, Last-Modified (thisUpdate) and Expires
+ *                        (nextUpdate) (RFC 5019 section 6).
+ *   other methods on /ocsp: 405; any other path: 404 (text/plain).
+ *
+ * Bad input gets an OCSP malformedRequest (HTTP 200, as RFC 6960 wants an
+ * OCSPResponse), never a dead process.  Log lines go to LOG_OCSP.
+ */
+#ifndef ISELAB_OCSP_HTTP_H
+#define ISELAB_OCSP_HTTP_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct http_request;
+struct ocsp_responder;
+
+/* The responder's URL path (the AIA OCSP URLs name it). */
+#define OCSP_HTTP_PATH "/ocsp"
+/* How often a responder process re-walks the store (refresh). */
+#define OCSP_HTTP_REFRESH_MS 10000
+/* An HTTP date: "Sun, 06 Nov 1994 08:49:37 GMT" and a NUL. */
+#define OCSP_HTTP_DATE_MAX 32
+
+#define OCSP_HTTP_MEDIA_REQUEST  "application/ocsp-request"
+#define OCSP_HTTP_MEDIA_RESPONSE "application/ocsp-response"
+
+/*
+ * The http_handler of a responder: arg is the struct ocsp_responder
+ * (thread-safe, so the HTTP workers share it).
+ */
+void ocsp_http_handle(struct http_request *req, void *arg);
+
+/*
+ * One ocsp_responder_refresh(), logged: always when verbose, else only
+ * when something was signed or failed.  what names the issuer in the
+ * line ("our Sub CA").
+ */
+void ocsp_http_refresh(struct ocsp_responder *r, const char *what,
+                       bool verbose);
+
+/* RFC 9110 5.6.7 IMF-fixdate of t (seconds since the epoch, UTC). */
+void ocsp_http_date(int64_t t, char buf[OCSP_HTTP_DATE_MAX]);
+
+/* Whether a Content-Type value is media (parameters after ';' allowed). */
+bool ocsp_http_media_is(const char *value, const char *media);
+
+#endif
