@@ -37,8 +37,6 @@
 #define OCSP_PRESIGN_MAX (OCSP_CACHE_MAX / 4 * 3)
 /* CertID hash algorithms we answer for. */
 #define OCSP_NHASH 4
-/* Most stale variants of one serial re-signed by one refresh. */
-#define OCSP_VARIANTS_MAX 16
 
 static const int ocsp_hash_nids[OCSP_NHASH] = {NID_sha1, NID_sha256,
                                                NID_sha384, NID_sha512};
@@ -75,6 +73,14 @@ struct ocsp_responder {
 	X509 *signer;       /* responder certificate; NULL: tryLater */
 	EVP_PKEY *key;      /* its key */
 	const EVP_MD *md;   /* signature digest for key */
+	/*
+	 * A signing context initialised once (EVP_DigestSignInit) and copied
+	 * for each signature: OpenSSL 3 fetches the algorithms again on
+	 * every init, which cost more than the ECDSA signature itself
+	 * (docs/PERFORMANCE.md, "OCSP").  NULL: OCSP_basic_sign().
+	 */
+	EVP_MD_CTX *sign_tmpl;
+	pthread_mutex_t sign_lock; /* guards the copying of sign_tmpl */
 	int64_t signer_nb;  /* signer notBefore */
 	int64_t signer_na;  /* signer notAfter: no nextUpdate beyond it */
 	X509 *issuer;       /* the Endpoint Sub CA we answer for */
@@ -263,6 +269,12 @@ ocsp_responder_new(X509 *signer, EVP_PKEY *key, X509 *issuer, struct store *st,
 		error_set(err, "pthread_mutex_init failed");
 		return NULL;
 	}
+	if (pthread_mutex_init(&r->sign_lock, NULL) != 0) {
+		pthread_mutex_destroy(&r->lock);
+		free(r);
+		error_set(err, "pthread_mutex_init failed");
+		return NULL;
+	}
 	r->st = st;
 	r->nonce = cfg == NULL || cfg->nonce;
 	r->validity = cfg != NULL && cfg->validity > 0 ? cfg->validity
@@ -285,6 +297,14 @@ ocsp_responder_new(X509 *signer, EVP_PKEY *key, X509 *issuer, struct store *st,
 		r->md = key_signature_md(key);
 		r->signer_nb = asn1_time_secs(X509_get0_notBefore(signer));
 		r->signer_na = asn1_time_secs(X509_get0_notAfter(signer));
+		if ((r->sign_tmpl = EVP_MD_CTX_new()) == NULL ||
+		    EVP_DigestSignInit(r->sign_tmpl, NULL, r->md, NULL, key) !=
+		        1) {
+			/* Still correct, only slower: sign the usual way. */
+			ERR_clear_error();
+			EVP_MD_CTX_free(r->sign_tmpl);
+			r->sign_tmpl = NULL;
+		}
 	}
 	return r;
 fail:
@@ -315,6 +335,8 @@ ocsp_responder_free(struct ocsp_responder *r)
 			entry_free(e);
 		}
 	pthread_mutex_destroy(&r->lock);
+	pthread_mutex_destroy(&r->sign_lock);
+	EVP_MD_CTX_free(r->sign_tmpl);
 	X509_free(r->signer);
 	EVP_PKEY_free(r->key);
 	X509_free(r->issuer);
@@ -488,6 +510,27 @@ ocsp_add_status(OCSP_BASICRESP *bs, const struct ocsp_item *it,
 	return one != NULL ? 0 : -1;
 }
 
+/* A copy of the initialised signing context, or NULL. */
+static EVP_MD_CTX *
+sign_ctx(struct ocsp_responder *r)
+{
+	EVP_MD_CTX *c;
+
+	if (r->sign_tmpl == NULL || (c = EVP_MD_CTX_new()) == NULL)
+		return NULL;
+	pthread_mutex_lock(&r->sign_lock);
+	if (EVP_MD_CTX_copy_ex(c, r->sign_tmpl) != 1) {
+		pthread_mutex_unlock(&r->sign_lock);
+		EVP_MD_CTX_free(c);
+		ERR_clear_error();
+		return NULL;
+	}
+	pthread_mutex_unlock(&r->sign_lock);
+	/* Used once: the final step need not keep it reusable (a copy). */
+	EVP_MD_CTX_set_flags(c, EVP_MD_CTX_FLAG_FINALISE);
+	return c;
+}
+
 /*
  * Sign a successful response with the n items (and the request's nonce
  * when nonce_req is given) into ans.  0, or -1 with the reason logged.
@@ -499,9 +542,10 @@ ocsp_sign(struct ocsp_responder *r, struct ocsp_item *items, size_t n,
 	OCSP_BASICRESP *bs = NULL;
 	OCSP_RESPONSE *resp = NULL;
 	ASN1_TIME *thisupd = NULL, *nextupd = NULL;
+	EVP_MD_CTX *sctx;
 	int64_t next = now + r->validity;
 	size_t i;
-	int ret = -1;
+	int ret = -1, rc;
 
 	/* Never promise past the responder certificate's own life. */
 	if (next > r->signer_na)
@@ -520,8 +564,14 @@ ocsp_sign(struct ocsp_responder *r, struct ocsp_item *items, size_t n,
 	 * RFC 6960 4.2.2.3 byKey responderID; the responder certificate is
 	 * included (no OCSP_NOCERTS) so that clients need not have it.
 	 */
-	if (OCSP_basic_sign(bs, r->signer, r->key, r->md, NULL,
-	                    OCSP_RESPID_KEY) != 1)
+	if ((sctx = sign_ctx(r)) != NULL) {
+		rc = OCSP_basic_sign_ctx(bs, r->signer, sctx, NULL,
+		                         OCSP_RESPID_KEY);
+		EVP_MD_CTX_free(sctx);
+	} else
+		rc = OCSP_basic_sign(bs, r->signer, r->key, r->md, NULL,
+		                     OCSP_RESPID_KEY);
+	if (rc != 1)
 		goto out;
 	if ((resp = OCSP_response_create(OCSP_RESPONSE_STATUS_SUCCESSFUL,
 	                                 bs)) == NULL ||
@@ -943,70 +993,106 @@ canonical_certid(struct ocsp_responder *r, const struct store_cert *rec,
 	return n;
 }
 
-static void
-refresh_one(struct ocsp_responder *r, const struct store_cert *rec,
-            int64_t now, struct ocsp_refresh_report *rep)
-{
-	uint8_t canon[OCSP_CERTID_DER_MAX];
-	uint8_t stale[OCSP_VARIANTS_MAX][OCSP_CERTID_DER_MAX];
-	size_t stale_len[OCSP_VARIANTS_MAX], nstale = 0, canon_len, i;
-	struct ocsp_entry *e;
-	bool have_canon = false, room;
+/* Cache entries of one bucket copied by the refresh, at most. */
+#define OCSP_SNAP_MAX 64
 
-	canon_len = canonical_certid(r, rec, canon);
-	pthread_mutex_lock(&r->lock);
-	for (e = r->bucket[serial_hash(rec->serial, rec->serial_len)];
-	     e != NULL; e = e->next) {
-		if (e->serial_len != rec->serial_len ||
-		    memcmp(e->serial, rec->serial, rec->serial_len) != 0)
-			continue;
-		if (canon_len > 0 && e->certid_len == canon_len &&
-		    memcmp(e->certid, canon, canon_len) == 0)
-			have_canon = true;
-		if (entry_current(r, e, rec, now)) {
-			rep->fresh++;
-			continue;
+/*
+ * Phase one: re-sign what the cache holds and is no longer current.
+ * Walks the cache (at most OCSP_CACHE_MAX entries), not the store, and
+ * reads the record of each entry by key: its cost does not grow with the
+ * number of certificates in the store.  Each bucket is copied under the
+ * lock; the store is read and the signing done without it.
+ */
+static int
+refresh_cached(struct ocsp_responder *r, int64_t now,
+               struct ocsp_refresh_report *rep, struct error *err)
+{
+	struct ocsp_entry *snap, *e;
+	struct store_cert *rec;
+	size_t b, i, n;
+	int rc;
+
+	if ((snap = malloc(OCSP_SNAP_MAX * sizeof(*snap))) == NULL) {
+		error_set(err, "out of memory");
+		return -1;
+	}
+	for (b = 0; b < OCSP_CACHE_BUCKETS; b++) {
+		n = 0;
+		pthread_mutex_lock(&r->lock);
+		for (e = r->bucket[b]; e != NULL && n < OCSP_SNAP_MAX;
+		     e = e->next) {
+			snap[n] = *e;
+			snap[n].der = NULL;
+			snap[n++].next = NULL;
 		}
-		if (nstale < OCSP_VARIANTS_MAX) {
-			memcpy(stale[nstale], e->certid, e->certid_len);
-			stale_len[nstale++] = e->certid_len;
+		pthread_mutex_unlock(&r->lock);
+		for (i = 0; i < n; i++) {
+			rc = store_get_cert(r->st, r->issuer_kid, snap[i].serial,
+			                    snap[i].serial_len, &rec, err);
+			if (rc == STORE_NOT_FOUND)
+				continue; /* served as unknown, never cached */
+			if (rc != STORE_OK) {
+				free(snap);
+				return -1;
+			}
+			if (entry_current(r, &snap[i], rec, now))
+				rep->fresh++;
+			else if (refresh_sign(r, rec, snap[i].certid,
+			                      snap[i].certid_len, now) == 0)
+				rep->signed_++;
+			else
+				rep->failed++;
+			store_cert_free(rec);
 		}
 	}
-	room = r->nentries < OCSP_PRESIGN_MAX;
-	pthread_mutex_unlock(&r->lock);
-	for (i = 0; i < nstale; i++) {
-		if (refresh_sign(r, rec, stale[i], stale_len[i], now) == 0)
-			rep->signed_++;
-		else
-			rep->failed++;
-	}
-	if (!have_canon && canon_len > 0 && room) {
-		if (refresh_sign(r, rec, canon, canon_len, now) == 0)
-			rep->signed_++;
-		else
-			rep->failed++;
-	}
+	free(snap);
+	return 0;
 }
 
-int
-ocsp_responder_refresh(struct ocsp_responder *r,
-                       struct ocsp_refresh_report *rep, struct error *err)
+/* Whether the cache holds any response for this serial; *room as well. */
+static bool
+cache_has_serial(struct ocsp_responder *r, const uint8_t *sn, size_t snlen,
+                 bool *room)
 {
-	struct ocsp_refresh_report local;
+	struct ocsp_entry *e;
+	bool found = false;
+
+	pthread_mutex_lock(&r->lock);
+	for (e = r->bucket[serial_hash(sn, snlen)]; e != NULL; e = e->next)
+		if (e->serial_len == snlen &&
+		    memcmp(e->serial, sn, snlen) == 0) {
+			found = true;
+			break;
+		}
+	*room = r->nentries < OCSP_PRESIGN_MAX;
+	pthread_mutex_unlock(&r->lock);
+	return found;
+}
+
+/*
+ * Phase two, only while the cache has room for pre-signed responses:
+ * walk the store and pre-sign the SHA-1 CertID response of each of our
+ * certificates that has no response yet.  The walk stops when the room
+ * runs out, and is not made at all when there is none: with a million
+ * certificates a walk decodes a million records, every refresh, to
+ * pre-sign nothing (measured: ~9 s of CPU per walk; docs/PERFORMANCE.md).
+ * Certificates beyond the room are signed at their first request and
+ * cached then.
+ */
+static int
+refresh_presign(struct ocsp_responder *r, struct ocsp_refresh_report *rep,
+                struct error *err)
+{
+	uint8_t canon[OCSP_CERTID_DER_MAX];
 	struct store_cursor cur;
 	struct store_cert_list list;
+	const struct store_cert *rec;
+	size_t i, n, canon_len;
 	int64_t now;
-	size_t i, n;
+	bool room = true;
 
-	if (rep == NULL)
-		rep = &local;
-	memset(rep, 0, sizeof(*rep));
 	memset(&cur, 0, sizeof(cur));
-	if (r->signer == NULL) {
-		rep->cached = ocsp_responder_cached(r);
-		return 0;
-	}
-	while (!cur.done) {
+	while (!cur.done && room) {
 		memset(&list, 0, sizeof(list));
 		if (store_list_certs(r->st, NULL, STORE_PAGE_MAX, &cur, &list,
 		                     err) == -1)
@@ -1017,17 +1103,52 @@ ocsp_responder_refresh(struct ocsp_responder *r,
 			break;
 		}
 		for (i = 0; i < list.count; i++) {
-			if (memcmp(list.certs[i].issuer_key_id, r->issuer_kid,
+			rec = &list.certs[i];
+			if (memcmp(rec->issuer_key_id, r->issuer_kid,
 			           STORE_KEY_ID_LEN) != 0)
 				continue;
 			rep->ours++;
-			refresh_one(r, &list.certs[i], now, rep);
+			if (!room ||
+			    cache_has_serial(r, rec->serial, rec->serial_len,
+			                     &room) ||
+			    !room)
+				continue;
+			if ((canon_len = canonical_certid(r, rec, canon)) == 0 ||
+			    refresh_sign(r, rec, canon, canon_len, now) == -1)
+				rep->failed++;
+			else
+				rep->signed_++;
 		}
 		n = list.count;
 		store_cert_list_free(&list);
 		if (n == 0)
 			break;
 	}
+	rep->partial = !room;
+	return 0;
+}
+
+int
+ocsp_responder_refresh(struct ocsp_responder *r,
+                       struct ocsp_refresh_report *rep, struct error *err)
+{
+	struct ocsp_refresh_report local;
+	int64_t now = (int64_t)time(NULL);
+
+	if (rep == NULL)
+		rep = &local;
+	memset(rep, 0, sizeof(*rep));
+	if (r->signer == NULL || now < r->signer_nb || now >= r->signer_na) {
+		rep->cached = ocsp_responder_cached(r);
+		return 0;
+	}
+	if (refresh_cached(r, now, rep, err) == -1)
+		return -1;
+	if (ocsp_responder_cached(r) < OCSP_PRESIGN_MAX) {
+		if (refresh_presign(r, rep, err) == -1)
+			return -1;
+	} else
+		rep->partial = true;
 	rep->cached = ocsp_responder_cached(r);
 	return 0;
 }

@@ -23,9 +23,10 @@
  * costs one store read and no signature.  An entry is used only while the
  * store record it was signed for is unchanged (status, time, reason) and
  * its nextUpdate is more than the refresh margin away; otherwise the
- * response is signed again.  ocsp_responder_refresh() pre-signs the SHA-1
- * CertID of every certificate of ours and re-signs what changed, so that
- * even the first GET after a revocation finds a fresh response.  Nonce
+ * response is signed again.  ocsp_responder_refresh() re-signs what
+ * changed, so that even the first GET after a revocation finds a fresh
+ * response, and pre-signs the SHA-1 CertID of our certificates while the
+ * cache has room.  Nonce
  * requests and multi-certificate requests are signed on the fly.
  *
  * Thread-safe: the HTTP workers call ocsp_respond() concurrently; the
@@ -128,7 +129,8 @@ void ocsp_answer_free(struct ocsp_answer *ans);
 
 /* What one refresh did. */
 struct ocsp_refresh_report {
-	size_t ours;    /* records of our issuer in the store */
+	size_t ours;    /* records of our issuer the store walk saw */
+	bool partial;   /* the walk stopped (or was skipped): cache full */
 	size_t signed_; /* responses signed (new, changed or near expiry) */
 	size_t fresh;   /* entries that were still good */
 	size_t failed;  /* could not be signed (logged) */
@@ -136,11 +138,15 @@ struct ocsp_refresh_report {
 };
 
 /*
- * Walk the store: pre-sign the SHA-1 CertID response of each of our
- * certificates that has none, and re-sign every cached response whose
- * record changed or whose nextUpdate is within the margin.  New entries
- * stop at three quarters of OCSP_CACHE_MAX.  0, or -1 on a store error.
- * Nothing to do (and 0) when the responder key is unavailable.
+ * Re-sign every cached response whose record changed or whose nextUpdate
+ * is within the margin (a walk of the cache, reading each entry's record
+ * by key), then, while the cache has room (new entries stop at three
+ * quarters of OCSP_CACHE_MAX), walk the store and pre-sign the SHA-1
+ * CertID response of each of our certificates that has none.  When the
+ * cache is full the store is not walked (partial is set, ours counts what
+ * was walked): the cost of a refresh is bounded by the cache, not by the
+ * store.  0, or -1 on a store error.  Nothing to do (and 0) when the
+ * responder key is unavailable.
  */
 int ocsp_responder_refresh(struct ocsp_responder *r,
                            struct ocsp_refresh_report *rep, struct error *err);
