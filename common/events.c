@@ -142,6 +142,16 @@ events_check(const Iselab__Event *ev, struct error *err)
 			          c->status, c->reason, c->serial.len);
 		return rc;
 	}
+	case ISELAB__EVENT__CHANGE_NODE_SETTINGS:
+		if (ev->node_settings == NULL ||
+		    ev->node_settings->hostname == NULL ||
+		    ev->node_settings->hostname[0] == '\0' ||
+		    strlen(ev->node_settings->hostname) > STORE_NAME_MAX ||
+		    strchr(ev->node_settings->hostname, '/') != NULL) {
+			error_set(err, "node-settings without a host name");
+			return -1;
+		}
+		return 0;
 	case ISELAB__EVENT__CHANGE__NOT_SET:
 	default:
 		/*
@@ -222,6 +232,23 @@ events_batch_effect(struct store_batch *b, const Iselab__Event *ev,
 		rc = store_batch_kv_del(b, STORE_TABLE_CONFIG, key,
 		                        strlen(key));
 		break;
+	case ISELAB__EVENT__CHANGE_NODE_SETTINGS: {
+		uint8_t buf[STORE_NAME_MAX + 32];
+		size_t len = iselab__node_settings__get_packed_size(
+		    ev->node_settings);
+
+		if (config_key(key, sizeof(key), EVENTS_SETTINGS_PREFIX,
+		               ev->node_settings->hostname, err) == -1)
+			return -1;
+		if (len > sizeof(buf)) {
+			error_set(err, "node-settings too large");
+			return -1;
+		}
+		iselab__node_settings__pack(ev->node_settings, buf);
+		rc = store_batch_kv_put(b, STORE_TABLE_CONFIG, key, strlen(key),
+		                        buf, len);
+		break;
+	}
 	case ISELAB__EVENT__CHANGE_CERT_STATUS:
 		rc = store_batch_set_status(
 		    b, ev->cert_status->issuer_key_id.data,
@@ -437,8 +464,46 @@ events_describe(const Iselab__Event *ev, char *buf, size_t len)
 		             : store_reason_name((int)c->reason));
 		break;
 	}
+	case ISELAB__EVENT__CHANGE_NODE_SETTINGS:
+		snprintf(buf, len,
+		         "node-settings %s: session services %s, CA service %s",
+		         ev->node_settings->hostname,
+		         ev->node_settings->session_services ? "on" : "off",
+		         ev->node_settings->ca_disabled ? "disabled" : "enabled");
+		break;
 	default:
 		snprintf(buf, len, "change %d", (int)ev->change_case);
 		break;
 	}
+}
+
+int
+events_settings(struct store *st, const char *hostname,
+                struct events_settings *out, struct error *err)
+{
+	char key[STORE_KV_KEY_MAX + 1];
+	Iselab__NodeSettings *ns;
+	uint8_t *val;
+	size_t vlen;
+	int rc;
+
+	if (config_key(key, sizeof(key), EVENTS_SETTINGS_PREFIX, hostname,
+	               err) == -1)
+		return -1;
+	rc = store_kv_get(st, STORE_TABLE_CONFIG, key, strlen(key), &val, &vlen,
+	                  err);
+	if (rc == STORE_NOT_FOUND)
+		return 0;
+	if (rc != STORE_OK)
+		return -1;
+	ns = iselab__node_settings__unpack(NULL, vlen, val);
+	free(val);
+	if (ns == NULL) {
+		error_set(err, "%s does not unpack", key);
+		return -1;
+	}
+	out->session_services = ns->session_services;
+	out->ca_disabled = ns->ca_disabled;
+	iselab__node_settings__free_unpacked(ns, NULL);
+	return 1;
 }

@@ -23,6 +23,7 @@
 #ifndef ISELAB_EVENTS_H
 #define ISELAB_EVENTS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -43,6 +44,8 @@ struct store_batch;
 #define EVENTS_EVENT_MAX (64 * 1024)
 /* Config key (STORE_TABLE_CONFIG) of a member's last applied sequence. */
 #define EVENTS_APPLIED_KEY "events/applied"
+/* Config key prefix of a node's settings (NodeSettings, packed). */
+#define EVENTS_SETTINGS_PREFIX "settings/"
 
 /* The log key of seq. */
 void events_key(uint64_t seq, uint8_t key[8]);
@@ -88,6 +91,17 @@ int events_applied(struct store *st, uint64_t *seq, struct error *err);
  */
 int events_apply(struct store *st, Iselab__Event *const *evs, size_t n,
                  uint64_t *applied, struct error *err);
+
+/*
+ * The settings of node hostname as the events left them: 1 with *out
+ * filled, 0 when no event set them (the join-time settings hold), -1.
+ */
+struct events_settings {
+	bool session_services;
+	bool ca_disabled;
+};
+int events_settings(struct store *st, const char *hostname,
+                    struct events_settings *out, struct error *err);
 
 /* What the event does, for logs: "user-set alice", "template-delete x". */
 void events_describe(const Iselab__Event *ev, char *buf, size_t len);

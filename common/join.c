@@ -2972,6 +2972,8 @@ run_apply_events(void *ctx, Iselab__Event *const *evs, size_t n,
 		events_describe(evs[i], what, sizeof(what));
 		log_info(LOG_MESSAGING, "event %" PRIu64 " applied: %s",
 		         evs[i]->seq, what);
+		if (d->hooks->applied != NULL)
+			d->hooks->applied(d, d->hooks->arg, evs[i]);
 	}
 	return rc;
 }

@@ -418,6 +418,12 @@ struct join_daemon_hooks {
 	/* A message from the PAN the link does not handle: 1 taken, 0 not. */
 	int (*message)(struct join_daemon *d, void *arg,
 	               const Iselab__Envelope *env);
+	/*
+	 * An event from the PAN's log was applied to the store (events.h):
+	 * the role acts on what concerns it (its own settings).
+	 */
+	void (*applied)(struct join_daemon *d, void *arg,
+	                const Iselab__Event *ev);
 	/* A child ended; status as waitpid() gives it. */
 	void (*child_exited)(struct join_daemon *d, void *arg, pid_t pid,
 	                     int status);

@@ -26,9 +26,11 @@ static const char *const node_usage =
     "usage: pan node add HOST --role psn|san [--session-services on|off] "
     "[--ttl 1h] --data-dir DIR\n"
     "       pan node list --data-dir DIR\n"
-    "       pan node remove HOST --data-dir DIR\n";
+    "       pan node remove HOST --data-dir DIR\n"
+    "       pan node edit HOST --session-services on|off --data-dir DIR\n";
 static const char *const ca_usage =
-    "usage: pan ca certs [--pem] --data-dir DIR\n";
+    "usage: pan ca certs [--pem] --data-dir DIR\n"
+    "       pan ca disable|enable [--node HOST] --data-dir DIR\n";
 static const char *const cert_usage =
     "usage: pan cert list [--node HOST] [--status good|revoked|hold] "
     "[--limit N] [--after CURSOR] --data-dir DIR\n"
@@ -172,7 +174,7 @@ pan_node_main(int argc, char **argv)
 		return argc < 2 ? PAN_EXIT_USAGE : PAN_EXIT_OK;
 	}
 	if (strcmp(argv[1], "add") != 0 && strcmp(argv[1], "list") != 0 &&
-	    strcmp(argv[1], "remove") != 0) {
+	    strcmp(argv[1], "remove") != 0 && strcmp(argv[1], "edit") != 0) {
 		fprintf(stderr, "pan node: unknown command '%s'\n", argv[1]);
 		fputs(node_usage, stderr);
 		return PAN_EXIT_USAGE;
@@ -183,7 +185,9 @@ pan_node_main(int argc, char **argv)
 int
 pan_ca_main(int argc, char **argv)
 {
-	if (argc < 2 || strcmp(argv[1], "certs") != 0) {
+	if (argc < 2 || (strcmp(argv[1], "certs") != 0 &&
+	                 strcmp(argv[1], "disable") != 0 &&
+	                 strcmp(argv[1], "enable") != 0)) {
 		if (argc >= 2 && strcmp(argv[1], "--help") == 0) {
 			fputs(ca_usage, stdout);
 			return PAN_EXIT_OK;

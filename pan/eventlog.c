@@ -60,9 +60,10 @@ eventlog_publish(struct pan *p, Iselab__Event *ev)
 }
 
 int
-eventlog_commit(struct pan *p, Iselab__Event *ev, struct error *err)
+eventlog_commit(struct pan *p, Iselab__Event *ev, struct store_batch *with,
+                struct error *err)
 {
-	struct store_batch *b;
+	struct store_batch *b = with;
 	char what[128];
 	int rc;
 
@@ -70,17 +71,19 @@ eventlog_commit(struct pan *p, Iselab__Event *ev, struct error *err)
 	ev->time_ms = time_now_ms();
 	if (events_check(ev, err) == -1)
 		return -1;
-	if ((b = store_batch_new()) == NULL) {
+	if (b == NULL && (b = store_batch_new()) == NULL) {
 		error_set(err, "out of memory");
 		return -1;
 	}
 	if (events_batch_log(b, ev, err) == -1 ||
 	    events_batch_effect(b, ev, err) == -1) {
-		store_batch_free(b);
+		if (with == NULL)
+			store_batch_free(b);
 		return -1;
 	}
 	rc = store_apply(p->st, b, err);
-	store_batch_free(b);
+	if (with == NULL)
+		store_batch_free(b);
 	if (rc != STORE_OK) {
 		if (rc == STORE_EXISTS)
 			error_set(err, "event %" PRIu64 " is already in the log",
@@ -282,7 +285,7 @@ eventlog_user(struct pan *p, int argc, char **argv, FILE *out, FILE *errf)
 		ev.change_case = ISELAB__EVENT__CHANGE_USER_DELETE;
 		ev.user_delete = argv[2];
 	}
-	if (eventlog_commit(p, &ev, &err) == -1) {
+	if (eventlog_commit(p, &ev, NULL, &err) == -1) {
 		fprintf(errf, "pan user %s: %s\n", verb, err.msg);
 		return PAN_EXIT_FAIL;
 	}
@@ -466,7 +469,7 @@ eventlog_template(struct pan *p, int argc, char **argv, FILE *out, FILE *errf)
 		ev.change_case = ISELAB__EVENT__CHANGE_TEMPLATE_DELETE;
 		ev.template_delete = (char *)label;
 	}
-	if (eventlog_commit(p, &ev, &err) == -1) {
+	if (eventlog_commit(p, &ev, NULL, &err) == -1) {
 		fprintf(errf, "pan template %s: %s\n", verb, err.msg);
 		return PAN_EXIT_FAIL;
 	}

@@ -17,6 +17,8 @@
  *                `pan cert list|show`: the issued certificates
  *   admin.c      client side of the admin subcommands
  *   status.c     `pan status`, from the daemon or offline
+ *   ocsp.c       the OCSP responder for the upper levels (processes
+ *                "ocsp" and "ocsp-http", docs/ocsp.md)
  */
 #ifndef ISELAB_PAN_H
 #define ISELAB_PAN_H
@@ -28,6 +30,7 @@
 
 #include <openssl/x509.h>
 
+#include "config.h"
 #include "curve.h"
 #include "envelope.pb-c.h"
 #include "msg.h"
@@ -72,6 +75,26 @@ struct signer;
 /* Longest alarm text kept from a node's report. */
 #define PAN_ALARM_TEXT_MAX 256
 
+/* The PAN's OCSP responder (ocsp.c): files, processes, status row. */
+#define PAN_OCSP_CERT    NODE_CA_DIR "/ocsp-responder.crt"
+#define PAN_OCSP_KEY     NODE_CA_DIR "/ocsp-responder.key"
+#define PAN_OCSP_PROCESS "ocsp"      /* keeps the key, restarts the worker */
+#define PAN_OCSP_WORKER  "ocsp-http" /* serves HTTP on ocsp.listen */
+#define PAN_OCSP_TITLE   "OCSP Responder"
+/* Longest AIA OCSP URL we put into a certificate. */
+#define PAN_OCSP_URL_MAX 300
+
+/* The ocsp.* settings as the responder uses them. */
+struct pan_ocsp_settings {
+	char host[CONFIG_HOST_MAX + 1]; /* IP literal, IPv6 without brackets */
+	uint16_t port;
+	int family;
+	unsigned workers;
+	unsigned timeout;
+	bool nonce;
+	int64_t validity;
+};
+
 /* A node's link as `pan node list` shows it (docs/registration.md). */
 enum pan_link {
 	PAN_LINK_REGISTERED,   /* not heard from since join or PAN start */
@@ -101,6 +124,7 @@ struct pan_node {
 	int64_t last_heartbeat; /* realtime ms of it; 0: never */
 	int64_t persisted_hb;   /* last_heartbeat as the store has it */
 	int64_t cert_expiry;    /* notAfter of its CA certificate, seconds */
+	bool ca_disabled;       /* `pan ca disable`: its CA (and EST) off */
 	/* Alarms it reports about itself (Heartbeat.alarms) that are active. */
 	char reported[PAN_NODE_ALARMS_MAX][PAN_ALARM_NAME_MAX];
 	size_t nreported;
@@ -130,6 +154,10 @@ struct pan {
 
 	struct signer *signer; /* client of the CA signer process */
 	pid_t signer_pid;      /* 0 once it is gone */
+	pid_t ocsp_pid;        /* the "ocsp" process; 0 once it is gone */
+	struct pan_ocsp_settings ocsp;
+	/* AIA OCSP URL of the Endpoint Sub CA certificates we issue. */
+	char ocsp_url[PAN_OCSP_URL_MAX];
 	struct store *st;      /* D/store, opened after the signer fork */
 
 	unsigned char curve_public[CURVE_KEY_LEN];
@@ -260,6 +288,12 @@ int registry_node_list(struct pan *p, int argc, char **argv, FILE *out,
                        FILE *err);
 int registry_node_remove(struct pan *p, int argc, char **argv, FILE *out,
                          FILE *err);
+/* `pan node edit HOST --session-services on|off` */
+int registry_node_edit(struct pan *p, int argc, char **argv, FILE *out,
+                       FILE *err);
+/* `pan ca disable|enable [--node HOST]`: every PSN, or one */
+int registry_ca_service(struct pan *p, int argc, char **argv, FILE *out,
+                        FILE *err);
 /* The node's record from the store; free with ..._free_unpacked. */
 int registry_record(struct pan *p, const char *hostname,
                     Iselab__NodeRecord **out, struct error *err);
@@ -285,10 +319,12 @@ size_t alarm_active_count(struct pan *p);
 /* eventlog.c: the event log (common/events.h) and what travels in it. */
 int eventlog_open(struct pan *p, struct error *err);
 /*
- * Number ev, write it and its effect in one transaction, publish it.
- * 0, or -1 with err set and nothing written.
+ * Number ev, write it and its effect in one transaction (with the
+ * operations already in batch `with`, which may be NULL and stays the
+ * caller's), publish it.  0, or -1 with err set and nothing written.
  */
-int eventlog_commit(struct pan *p, Iselab__Event *ev, struct error *err);
+int eventlog_commit(struct pan *p, Iselab__Event *ev, struct store_batch *with,
+                    struct error *err);
 /* An EventsRequest from a node: the events it missed. */
 int eventlog_request(struct pan *p, const struct pan_peer *peer,
                      const Iselab__Envelope *env);
@@ -315,6 +351,26 @@ int ca_parse_serial(const char *s, uint8_t *out, size_t *len);
  * then one event per certificate (the PAN's store and every node's).
  */
 int revoke_cert(struct pan *p, int argc, char **argv, FILE *out, FILE *err);
+
+/*
+ * ocsp.c.  settings: the ocsp.* keys (ocsp.listen unset follows
+ * messaging.listen's address when that is not a wildcard).
+ * create_local: `pan init`'s responder certificate, issued with the Node
+ * CA key in hand; ensure: `pan run`'s, through the CA signer, when either
+ * file is missing (both are made again).  Both save the key encrypted and
+ * record the certificate in the store (which must not be open).  spawn:
+ * fork the "ocsp" process (before any socket) and wait until it serves.
+ */
+int pan_ocsp_settings(const struct config *cfg, struct pan_ocsp_settings *set,
+                      struct error *err);
+int pan_ocsp_create_local(const char *datadir, const char *hostname,
+                          X509 *node_ca, EVP_PKEY *node_key, const char *pass,
+                          size_t passlen, struct error *err);
+int pan_ocsp_ensure(const char *datadir, const char *hostname, const char *pass,
+                    size_t passlen, struct error *err);
+int pan_ocsp_spawn(const char *datadir, const char *hostname,
+                   const struct pan_ocsp_settings *set, const char *pass,
+                   size_t passlen, pid_t *pid, struct error *err);
 
 /* status.c: the node and its CA certificates, shared by both views. */
 int status_print_node(FILE *fp, const char *datadir,

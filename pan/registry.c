@@ -185,6 +185,7 @@ node_from_record(struct pan_node *n, const Iselab__NodeRecord *r)
 	snprintf(n->hostname, sizeof(n->hostname), "%s", r->hostname);
 	n->role = role_from_proto(r->role);
 	n->session_services = r->session_services;
+	n->ca_disabled = r->ca_disabled;
 	if (r->curve_public_key.len == CURVE_KEY_LEN)
 		memcpy(n->curve, r->curve_public_key.data, CURVE_KEY_LEN);
 	n->link = r->status == ISELAB__NODE_STATUS__NODE_STATUS_REMOVED
@@ -579,8 +580,18 @@ join_sign(struct pan *p, enum cert_profile profile, const char *issuer,
 		error_set(err, "the CA signer is not running");
 		return NULL;
 	}
+	/*
+	 * A PSN's Endpoint Sub CA names our responder (ocsp.c), which
+	 * answers for what the Node CA issued; nothing answers for the
+	 * Root CA's children, so a SAN's Node CA names none.
+	 */
 	if (signer_sign(p->signer, cert_profile_name(profile), issuer,
-	                csr->data, csr->len, host, 0, NULL, &x, err) == -1) {
+	                csr->data, csr->len, host, 0,
+	                profile == CERT_PROFILE_ENDPOINT_SUB_CA &&
+	                        p->ocsp_url[0] != '\0'
+	                    ? p->ocsp_url
+	                    : NULL,
+	                &x, err) == -1) {
 		error_prefix(err, "CA signer");
 		return NULL;
 	}
@@ -1637,4 +1648,175 @@ out:
 	for (i = 0; i < ncas; i++)
 		X509_free(cas[i]);
 	return 0;
+}
+
+/*
+ * The settings of node n as they are now (session services, CA service),
+ * for the node: one event, written with the node's record.
+ */
+static int
+settings_commit(struct pan *p, struct pan_node *n, bool ss, bool ca_disabled,
+                struct error *err)
+{
+	Iselab__NodeRecord *r = NULL;
+	Iselab__Event ev = ISELAB__EVENT__INIT;
+	Iselab__NodeSettings ns = ISELAB__NODE_SETTINGS__INIT;
+	struct store_batch *b = NULL;
+	uint8_t *buf = NULL;
+	int rc = -1;
+
+	if (registry_record(p, n->hostname, &r, err) == -1)
+		return -1;
+	if ((b = store_batch_new()) == NULL) {
+		error_set(err, "out of memory");
+		goto out;
+	}
+	r->session_services = ss;
+	r->ca_disabled = ca_disabled;
+	r->last_heartbeat_ms = n->last_heartbeat;
+	if (pack_batch(b, STORE_TABLE_NODES, n->hostname, &r->base, &buf,
+	               err) == -1)
+		goto out;
+	ns.hostname = n->hostname;
+	ns.session_services = ss;
+	ns.ca_disabled = ca_disabled;
+	ev.change_case = ISELAB__EVENT__CHANGE_NODE_SETTINGS;
+	ev.node_settings = &ns;
+	if (eventlog_commit(p, &ev, b, err) == -1)
+		goto out;
+	n->session_services = ss;
+	n->ca_disabled = ca_disabled;
+	rc = 0;
+out:
+	store_batch_free(b);
+	free(buf);
+	iselab__node_record__free_unpacked(r, NULL);
+	return rc;
+}
+
+#define NODE_EDIT_USAGE                                                        \
+	"usage: pan node edit HOST --session-services on|off --data-dir DIR\n"
+
+int
+registry_node_edit(struct pan *p, int argc, char **argv, FILE *out,
+                   FILE *errf)
+{
+	struct error err = {{0}};
+	struct pan_node *n;
+	const char *host = NULL, *ss_s = NULL;
+	bool ss;
+	int i, m;
+
+	/* argv: node edit HOST --session-services on|off */
+	for (i = 2; i < argc; i++) {
+		if ((m = opt_match(argc, argv, &i, "--session-services",
+		                   &ss_s)) == -1) {
+			fprintf(errf, "pan node edit: --session-services needs "
+			              "on or off\n" NODE_EDIT_USAGE);
+			return PAN_EXIT_USAGE;
+		}
+		if (m == 1)
+			continue;
+		if (argv[i][0] == '-' || host != NULL) {
+			fprintf(errf, "pan node edit: unexpected argument '%s'\n"
+			              NODE_EDIT_USAGE,
+			        argv[i]);
+			return PAN_EXIT_USAGE;
+		}
+		host = argv[i];
+	}
+	if (host == NULL || ss_s == NULL ||
+	    (strcmp(ss_s, "on") != 0 && strcmp(ss_s, "off") != 0)) {
+		fputs(NODE_EDIT_USAGE, errf);
+		return PAN_EXIT_USAGE;
+	}
+	ss = strcmp(ss_s, "on") == 0;
+	if ((n = registry_find(p, host)) == NULL ||
+	    n->link == PAN_LINK_REMOVED) {
+		fprintf(errf, "pan node edit: no node %s in this deployment\n",
+		        host);
+		return PAN_EXIT_FAIL;
+	}
+	if (n->role != NODE_ROLE_PSN) {
+		fprintf(errf, "pan node edit: %s is a %s; session services are "
+		              "a PSN's\n",
+		        host, node_role_name(n->role));
+		return PAN_EXIT_FAIL;
+	}
+	if (n->session_services == ss) {
+		fprintf(out, "%s: session services are already %s\n", host,
+		        ss_s);
+		return PAN_EXIT_OK;
+	}
+	if (settings_commit(p, n, ss, n->ca_disabled, &err) == -1) {
+		fprintf(errf, "pan node edit: %s: %s\n", host, err.msg);
+		return PAN_EXIT_FAIL;
+	}
+	fprintf(out, "%s: session services %s (event %" PRIu64 ")\n", host,
+	        ss_s, p->event_seq);
+	log_info(LOG_MAIN, "%s: session services turned %s", host, ss_s);
+	return PAN_EXIT_OK;
+}
+
+#define CA_SERVICE_USAGE                                                       \
+	"usage: pan ca disable|enable [--node HOST] --data-dir DIR\n"
+
+int
+registry_ca_service(struct pan *p, int argc, char **argv, FILE *out,
+                    FILE *errf)
+{
+	struct error err = {{0}};
+	const char *node = NULL;
+	bool disable = strcmp(argv[1], "disable") == 0;
+	size_t k, changed = 0, psns = 0;
+	int i, m, rc = PAN_EXIT_OK;
+
+	for (i = 2; i < argc; i++) {
+		if ((m = opt_match(argc, argv, &i, "--node", &node)) == 1)
+			continue;
+		fprintf(errf, "pan ca %s: unexpected argument '%s'\n"
+		              CA_SERVICE_USAGE,
+		        argv[1], argv[i]);
+		return PAN_EXIT_USAGE;
+	}
+	if (node != NULL) {
+		struct pan_node *n = registry_find(p, node);
+
+		if (n == NULL || n->link == PAN_LINK_REMOVED ||
+		    n->role != NODE_ROLE_PSN) {
+			fprintf(errf, "pan ca %s: no PSN %s in this deployment\n",
+			        argv[1], node);
+			return PAN_EXIT_FAIL;
+		}
+	}
+	for (k = 0; k < p->nnodes; k++) {
+		struct pan_node *n = &p->nodes[k];
+
+		if (n->role != NODE_ROLE_PSN || n->link == PAN_LINK_REMOVED ||
+		    (node != NULL && strcmp(node, n->hostname) != 0))
+			continue;
+		psns++;
+		if (n->ca_disabled == disable) {
+			fprintf(out, "%s: the CA service is already %s\n",
+			        n->hostname, disable ? "disabled" : "enabled");
+			continue;
+		}
+		if (settings_commit(p, n, n->session_services, disable, &err) ==
+		    -1) {
+			fprintf(errf, "pan ca %s: %s: %s\n", argv[1],
+			        n->hostname, err.msg);
+			rc = PAN_EXIT_FAIL;
+			continue;
+		}
+		changed++;
+		fprintf(out, "%s: the CA service %s (event %" PRIu64 ")%s\n",
+		        n->hostname, disable ? "disabled" : "enabled",
+		        p->event_seq,
+		        disable ? "; its EST server stops with it" : "");
+		log_info(LOG_MAIN, "%s: CA service %s", n->hostname,
+		         disable ? "disabled" : "enabled");
+	}
+	if (psns == 0)
+		fprintf(out, "No PSN in this deployment.\n");
+	return rc;
 }

@@ -217,7 +217,7 @@ revoke_cert(struct pan *p, int argc, char **argv, FILE *out, FILE *errf)
 		cs.subject = c->subject != NULL ? c->subject : "";
 		ev.change_case = ISELAB__EVENT__CHANGE_CERT_STATUS;
 		ev.cert_status = &cs;
-		if (eventlog_commit(p, &ev, &err) == -1) {
+		if (eventlog_commit(p, &ev, NULL, &err) == -1) {
 			fprintf(errf, "pan cert %s: %s: %s\n", verb, hex,
 			        err.msg);
 			failed++;

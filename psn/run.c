@@ -13,12 +13,15 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "events.h"
 #include "join.h"
 #include "log.h"
+#include "node.h"
 #include "outbox.h"
 #include "psn.h"
 #include "registry.pb-c.h"
 #include "services.h"
+#include "store.h"
 #include "util.h"
 
 static const char *const psn_certs[] = {
@@ -68,6 +71,8 @@ struct psn_run {
 	bool outbox_ready;           /* the store is open: outbox set up */
 	struct psn_services *svcs;   /* CA service + EST server; NULL: off */
 	int64_t down_since[3];       /* mono ms a service left "running" */
+	bool session;                /* session services on (the settings) */
+	bool ca;                     /* CA service enabled (the settings) */
 };
 
 /*
@@ -75,23 +80,81 @@ struct psn_run {
  * inherit neither.  CA and EST services run only where session services
  * are on (ISE-CA-EST.md, "Service status").
  */
+/*
+ * The node's settings: those the PAN's events set last (in the store),
+ * else the join's.  Read with the store opened and closed again here,
+ * before any fork (store.h).
+ */
+static void
+psn_settings(struct join_daemon *d, struct psn_run *r)
+{
+	struct events_settings es;
+	struct store_opts opts = {.read_only = true};
+	struct store *st = NULL;
+	struct error e = {{0}};
+	char path[4096];
+
+	r->session = d->deployment.session_services;
+	r->ca = true;
+	if (node_path(path, sizeof(path), d->datadir, NODE_STORE_DIR, &e) ==
+	        -1 ||
+	    store_open(path, &opts, &st, &e) == -1) {
+		log_warn(LOG_MAIN, "node settings: %s; the join's hold",
+		         e.msg);
+		return;
+	}
+	if (events_settings(st, d->id.hostname, &es, &e) == 1) {
+		r->session = es.session_services;
+		r->ca = !es.ca_disabled;
+	}
+	store_close(st);
+}
+
+static void
+psn_log_settings(const struct join_daemon *d, const struct psn_run *r)
+{
+	if (!r->session)
+		log_info(LOG_MAIN,
+		         "session services are off on %s: the CA, EST and "
+		         "provisioning services do not run, the OCSP responder "
+		         "does",
+		         d->id.hostname);
+	else if (!r->ca)
+		log_info(LOG_MAIN,
+		         "the CA service is disabled on %s: neither it nor the "
+		         "EST server runs",
+		         d->id.hostname);
+}
+
 static int
 psn_start(struct join_daemon *d, void *arg, const char *pass, size_t passlen,
           struct error *err)
 {
 	struct psn_run *r = arg;
 
-	if (!d->deployment.session_services) {
-		log_info(LOG_MAIN,
-		         "session services are off on %s: the CA, EST and "
-		         "provisioning services do not run, the OCSP responder "
-		         "does",
-		         d->id.hostname);
-		return psn_services_start_ocsp_only(&r->svcs, d->datadir, &d->id,
-		                                    d->cfg, pass, passlen, err);
-	}
-	return psn_services_start_cfg(&r->svcs, d->datadir, &d->id, d->cfg,
-	                              pass, passlen, err);
+	psn_settings(d, r);
+	psn_log_settings(d, r);
+	return psn_services_start_as(&r->svcs, d->datadir, &d->id, d->cfg, pass,
+	                             passlen, r->session, r->ca, err);
+}
+
+/* A NodeSettings event for this node: apply it to the services now. */
+static void
+psn_applied(struct join_daemon *d, void *arg, const Iselab__Event *ev)
+{
+	struct psn_run *r = arg;
+	const Iselab__NodeSettings *ns;
+
+	if (ev->change_case != ISELAB__EVENT__CHANGE_NODE_SETTINGS ||
+	    strcmp(ev->node_settings->hostname, d->id.hostname) != 0)
+		return;
+	ns = ev->node_settings;
+	if (r->session == ns->session_services && r->ca == !ns->ca_disabled)
+		return;
+	r->session = ns->session_services;
+	r->ca = !ns->ca_disabled;
+	psn_log_settings(d, r);
+	psn_services_set(r->svcs, r->session, r->ca);
 }
 
 static void
@@ -251,6 +314,7 @@ psn_run_main(int argc, char **argv)
 	    .tick = psn_tick,
 	    .message = psn_message,
 	    .child_exited = psn_child_exited,
+	    .applied = psn_applied,
 	    .status = psn_status,
 	    .service = psn_service,
 	    .stop = psn_stop,

@@ -58,6 +58,8 @@
 #define SVC_STARTING_POLL_MS 100
 /* What next_ms answers when nothing is pending. */
 #define SVC_IDLE_MS 60000
+/* How long a service waits for its daemon to take an alarm. */
+#define SVC_CONTROL_TIMEOUT_MS 2000
 /* Longest path we build in the data directory. */
 #define SVC_PATH_MAX 4096
 /* Most --set flags of `psn service`. */
@@ -244,6 +246,28 @@ psn_service_wait(const struct psn_service_args *a, int sigfd,
 		return -1;
 	}
 	return ret;
+}
+
+int
+psn_service_alarm(const char *datadir, const char *name, const char *severity,
+                  const char *text, struct error *err)
+{
+	const char *argv[5] = {"alarm", severity != NULL ? "raise" : "clear",
+	                       name, severity, text};
+	char *out = NULL, *errtext = NULL;
+	int status = 1, rc;
+
+	rc = control_call(datadir, argv, severity != NULL ? 5 : 3,
+	                  SVC_CONTROL_TIMEOUT_MS, &out, &errtext, &status, err);
+	if (rc == 0 && status != 0) {
+		error_set(err, "%s",
+		          errtext != NULL && errtext[0] != '\0' ? errtext
+		                                                : "refused");
+		rc = -1;
+	}
+	free(out);
+	free(errtext);
+	return rc;
 }
 
 /* --- the supervisor --- */
@@ -686,10 +710,25 @@ svc_start_wait(struct psn_services *s, struct psn_svc *v, struct error *err)
 	return -1;
 }
 
+/* Whether service i runs with these settings. */
+static bool
+svc_wanted(size_t i, bool session, bool ca)
+{
+	switch (i) {
+	case SVC_CA:
+	case SVC_EST:
+		return session && ca;
+	case SVC_PROV:
+		return session;
+	default:
+		return true; /* the OCSP responder runs on every PSN */
+	}
+}
+
 static int
 svc_start(struct psn_services **out, const char *datadir,
           const struct node_identity *id, const struct config *cfg,
-          const char *passphrase, size_t passlen, bool session,
+          const char *passphrase, size_t passlen, bool session, bool ca,
           struct error *err)
 {
 	struct psn_services *s;
@@ -728,8 +767,7 @@ svc_start(struct psn_services **out, const char *datadir,
 		s->svc[i].ready_fd = -1;
 		s->svc[i].backoff = SVC_BACKOFF_MIN_MS;
 		s->svc[i].args.ready_fd = -1;
-		/* Session services off: the OCSP responder only. */
-		if (!session && i != SVC_OCSP)
+		if (!svc_wanted(i, session, ca))
 			s->svc[i].state = SVC_DISABLED;
 	}
 	if ((s->cfg = cfg) == NULL &&
@@ -760,7 +798,7 @@ psn_services_start(struct psn_services **out, const char *datadir,
                    size_t passlen, struct error *err)
 {
 	return svc_start(out, datadir, id, NULL, passphrase, passlen, true,
-	                 err);
+	                 true, err);
 }
 
 int
@@ -770,17 +808,54 @@ psn_services_start_cfg(struct psn_services **out, const char *datadir,
                        struct error *err)
 {
 	return svc_start(out, datadir, id, cfg, passphrase, passlen, true,
-	                 err);
+	                 true, err);
 }
 
 int
-psn_services_start_ocsp_only(struct psn_services **out, const char *datadir,
-                             const struct node_identity *id,
-                             const struct config *cfg, const char *passphrase,
-                             size_t passlen, struct error *err)
+psn_services_start_as(struct psn_services **out, const char *datadir,
+                      const struct node_identity *id, const struct config *cfg,
+                      const char *passphrase, size_t passlen, bool session,
+                      bool ca, struct error *err)
 {
-	return svc_start(out, datadir, id, cfg, passphrase, passlen, false,
-	                 err);
+	return svc_start(out, datadir, id, cfg, passphrase, passlen, session,
+	                 ca, err);
+}
+
+void
+psn_services_set(struct psn_services *s, bool session, bool ca)
+{
+	/* Stopped in the reverse of start order, started in start order. */
+	static const size_t stop_order[] = {SVC_PROV, SVC_OCSP, SVC_EST,
+	                                    SVC_CA};
+	struct error e = {{0}};
+	int64_t now = time_mono_ms();
+	size_t k, i;
+
+	if (s == NULL)
+		return;
+	for (k = 0; k < ARRAY_SIZE(stop_order); k++) {
+		i = stop_order[k];
+		if (svc_wanted(i, session, ca) ||
+		    s->svc[i].state == SVC_DISABLED)
+			continue;
+		log_info(LOG_MAIN, "%s: turned off by the PAN", s->svc[i].name);
+		svc_stop_one(&s->svc[i]);
+		s->svc[i].state = SVC_DISABLED;
+	}
+	for (i = 0; i < SVC_COUNT; i++) {
+		struct psn_svc *v = &s->svc[i];
+
+		if (!svc_wanted(i, session, ca) || v->state != SVC_DISABLED)
+			continue;
+		log_info(LOG_MAIN, "%s: turned on by the PAN", v->name);
+		v->backoff = SVC_BACKOFF_MIN_MS;
+		/* EST follows CA: tick starts it once the CA service runs. */
+		if (i == SVC_EST) {
+			v->state = SVC_HELD;
+			continue;
+		}
+		(void)svc_fork(s, v, now, &e);
+	}
 }
 
 void

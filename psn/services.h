@@ -129,6 +129,15 @@ int psn_service_store_ro(const char *datadir, struct store **out,
  * SIGHUP, -1 on an error (logged in cat).
  */
 enum { PSN_SERVICE_TIMEOUT = 0, PSN_SERVICE_STOP = 1, PSN_SERVICE_HUP = 2 };
+/*
+ * Raise (severity and text given) or clear (severity NULL) an alarm of
+ * this node through its daemon's control socket (`alarm raise|clear`,
+ * docs/events.md): the PAN shows it while the daemon reports it.  0, or
+ * -1 when the daemon did not take it (not up yet: try again later).
+ */
+int psn_service_alarm(const char *datadir, const char *name,
+                      const char *severity, const char *text,
+                      struct error *err);
 int psn_service_wait(const struct psn_service_args *a, int sigfd,
                      int64_t wait_ms, enum log_category cat);
 
@@ -213,15 +222,18 @@ int psn_services_start_cfg(struct psn_services **out, const char *datadir,
                            const struct config *cfg, const char *passphrase,
                            size_t passlen, struct error *err);
 /*
- * Session services off (ISE-CA-EST.md "Service status"): only the OCSP
- * responder runs; the others show "disabled".
+ * The same with the node's settings (ISE-CA-EST.md "Service status"):
+ * session services off, only the OCSP responder runs; the CA service
+ * disabled (`pan ca disable`), neither it nor EST, which follows it.  What
+ * does not run shows "disabled".  set() applies new settings to running
+ * services: it stops what is turned off and starts what is turned on.
  */
-int psn_services_start_ocsp_only(struct psn_services **out,
-                                 const char *datadir,
-                                 const struct node_identity *id,
-                                 const struct config *cfg,
-                                 const char *passphrase, size_t passlen,
-                                 struct error *err);
+int psn_services_start_as(struct psn_services **out, const char *datadir,
+                          const struct node_identity *id,
+                          const struct config *cfg, const char *passphrase,
+                          size_t passlen, bool session, bool ca,
+                          struct error *err);
+void psn_services_set(struct psn_services *s, bool session, bool ca);
 /*
  * Call every loop turn: reaps our children, restarts a crashed service
  * after its backoff (1 s doubling to 60 s, reset after a minute of good

@@ -488,8 +488,11 @@ class Pan(Node):
     def __init__(self, lab, hostname="pan1", datadir=None, address=None):
         super().__init__(lab, hostname, datadir)
         self.address = address or lab.address()
+        # The OCSP responder of the upper levels on the PAN's own address
+        # too (it would follow --listen anyway; said here for clarity).
         self.run_args = ["--listen", self.address.endpoint(MESSAGING_PORT),
-                         "--events-listen", self.address.endpoint(EVENTS_PORT), *FAST_HEARTBEAT]
+                         "--events-listen", self.address.endpoint(EVENTS_PORT),
+                         "--set", f"ocsp.listen={self.address.ip}:2560", *FAST_HEARTBEAT]
 
     def init(self, *extra, hierarchy=None, ca_key=CA_KEY):
         args = [self.exe, "init", "--hostname", self.hostname, "--data-dir", str(self.datadir),

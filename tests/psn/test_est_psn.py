@@ -357,7 +357,8 @@ def comm_pids(svc, name):
 def test_supervisor_restarts_and_est_follows_ca(lab):
     pan, psn = joined_psn(lab)
     addr = lab.address()
-    sup = Service(lab, psn, "all", "--set", f"est.listen={addr.ip}:{EST_PORT}")
+    sup = Service(lab, psn, "all", "--set", f"est.listen={addr.ip}:{EST_PORT}",
+                  "--set", f"ocsp.listen={addr.ip}:2560")
 
     def up():
         sup.check_alive()

@@ -12,6 +12,7 @@ import base64
 import os
 import re
 import signal
+import time
 import sys
 from pathlib import Path
 
@@ -324,3 +325,55 @@ def test_san_keeps_the_log_too(lab):
     san.start()
     san.wait_events(pan)
     assert config_keys(san) == ["template/iot", f"user/{USER}"]
+
+
+def test_session_services_and_ca_service_from_the_pan(lab):
+    """`pan node edit --session-services` and `pan ca disable|enable` reach
+    the running PSN: CA and EST (8084) stop and start, the status table
+    says disabled, the OCSP responder keeps answering; a PSN that was
+    down meanwhile comes back with the settings the PAN made."""
+    pan, psn = running_psn(lab)
+    ip = psn.address.ip
+
+    def row(name):
+        m = re.search(rf"^{name}\s+(\S+(?: running)?)", psn.cli("status", check=True).stdout,
+                      re.M)
+        return m.group(1) if m else None
+
+    p = pan.cli("ca", "disable", "--node", "psn1", check=True)
+    assert "disabled" in p.stdout
+    wait_for(lambda: not est.tcp_listening(ip), 20, "EST to stop with the CA service")
+    wait_for(lambda: row("Certificate Authority Service") == "disabled", 20,
+             "the CA service to show disabled")
+    assert row("EST Service") == "disabled"
+    assert est.tcp_listening(ip, 2560)
+    assert re.search(r"^Provisioning Service\s+running", psn.cli("status").stdout, re.M)
+    # Disabled on purpose is no alarm.
+    time.sleep(4)
+    assert "Service Down" not in pan.alarms()
+    assert "already disabled" in pan.cli("ca", "disable", "--node", "psn1", check=True).stdout
+
+    pan.cli("ca", "enable", check=True)   # every PSN
+    wait_for(lambda: est.tcp_listening(ip), 30, "EST back with the CA service",
+             detail=psn.log_text)
+    assert row("Certificate Authority Service") == "running"
+
+    pan.cli("node", "edit", "psn1", "--session-services", "off", check=True)
+    wait_for(lambda: row("Provisioning Service") == "disabled", 20,
+             "session services off")
+    assert not est.tcp_listening(ip)
+    assert est.tcp_listening(ip, 2560)
+
+    # Turned on while the PSN is down: it starts with the PAN's settings.
+    psn.stop()
+    pan.cli("node", "edit", "psn1", "--session-services", "on", check=True)
+    psn.start()
+    wait_for(lambda: est.tcp_listening(ip), 30, "EST after the restart", detail=psn.log_text)
+    psn.wait_events(pan)
+    assert row("EST Service") == "running"
+    # Refusals: a SAN, an unknown node, a bad value.
+    assert pan.cli("node", "edit", "nosuch", "--session-services", "on",
+                   check=False).returncode == 1
+    assert pan.cli("node", "edit", "psn1", "--session-services", "maybe",
+                   check=False).returncode == 2
+    assert pan.cli("ca", "disable", "--node", "nosuch", check=False).returncode == 1
