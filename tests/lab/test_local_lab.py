@@ -1,8 +1,11 @@
 """The local process lab (deploy/lab) as a user runs it, in a directory of
 its own (ISE_LAB_DIR) with this build's executables (ISE_LAB_BUILD): up,
-registration by deploy/register-node.sh, a BYOD enrollment through psn1,
-a revocation on the PAN reaching both PSNs (events applied, the EST server
-refusing the certificate), down, and up again keeping the deployment.
+registration by deploy/register-node.sh, the demo user and the demo
+endpoint that up onboards and checks, every copy-paste command up prints
+(curl cacerts and simpleenroll, openssl ocsp, strongSwan pki), up again
+changing nothing, a BYOD enrollment through psn1, a revocation on the PAN
+reaching both PSNs (events applied, the EST server refusing the
+certificate), down, and up again keeping the deployment.
 
 The lab's addresses are fixed (127.0.0.11-22): when anything listens there
 (a user's own lab), the test skips rather than disturb it."""
@@ -10,6 +13,7 @@ The lab's addresses are fixed (127.0.0.11-22): when anything listens there
 import fcntl
 import os
 import re
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -19,12 +23,12 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from labtools import REPO, sanitizer_build  # noqa: E402
 from iselab import (ADDR_LOCK_DIR, BUILD, _ports_free, cert_serial, clean_env, exe, openssl,  # noqa: E402
-                    run, wait_for)
+                    run, split_pem, wait_for)
 
 LAB = REPO / "deploy" / "lab"
 ONBOARD = REPO / "deploy" / "byod-onboard.sh"
 ADDRS = {"pan1": "127.0.0.11", "san1": "127.0.0.12", "psn1": "127.0.0.21", "psn2": "127.0.0.22"}
-USER, PASSWORD = "alice", "local-lab-password-1"
+USER = "alice"  # deploy/lab's demo enrollment user
 TIMEOUT = 60
 
 
@@ -54,6 +58,7 @@ def local_lab(tmp_path):
             assert p.returncode == 0, f"deploy/lab {' '.join(args)} failed:\n{p.stdout}\n{p.stderr}"
         return p
     lab.dir = d
+    lab.env = env
     try:
         yield lab
     finally:
@@ -99,9 +104,7 @@ def wait_events(lab, psn):
 
 def onboard(lab, tmp_path, psn, mac):
     root = lab.dir / "pan1" / "ca" / "root-ca.crt"
-    pw = tmp_path / "password"
-    pw.write_text(PASSWORD + "\n")
-    pw.chmod(0o600)
+    pw = lab.dir / "demo" / "password"
     out = tmp_path / f"byod-{psn}-{mac.replace(':', '')}"
 
     def attempt():
@@ -152,18 +155,109 @@ def ocsp_status(lab, tmp_path, psn, d):
     return m.group(1)
 
 
+def printed_commands(out):
+    """The copy-paste commands of the "Try" section of up's summary: one
+    per line, comments start with '#'."""
+    lines = out[out.index("\nTry ("):].splitlines()[2:]
+    return [ln.strip() for ln in lines if ln.startswith("  ") and not ln.strip().startswith("#")]
+
+
+def event_count(lab):
+    return int(re.search(r"Event log:\s+(\d+) events", pan(lab, "status").stdout).group(1))
+
+
+def run_printed(lab, cmd):
+    p = run(["bash", "-c", f"set -o pipefail; {cmd}"], env=lab.env, timeout=120)
+    assert p.returncode == 0, f"printed command failed ({p.returncode}):\n{cmd}\n{p.stdout}\n{p.stderr}"
+    return p
+
+
+def check_printed_commands(lab, out):
+    """Run what up told the user to paste, in order, and check each result
+    with openssl: the commands must work as printed."""
+    root = lab.dir / "pan1" / "ca" / "root-ca.crt"
+    try_dir = lab.dir / "try"
+    cmds = printed_commands(out)
+    kinds = ["cacerts", "csr", "simpleenroll", "ocsp", "base64-line-length", "pki --estca",
+             "pki --est "]
+    assert len(cmds) == len(kinds), "\n".join(cmds)
+    for cmd, kind in zip(cmds, kinds):
+        assert kind in cmd, (kind, cmd)
+    have_pki = shutil.which("pki") is not None
+    if not have_pki and os.environ.get("CI"):
+        pytest.fail("strongSwan's pki is missing (deploy/install-deps installs strongswan-pki)")
+    for cmd, kind in zip(cmds, kinds):
+        if kind.startswith("pki") and not have_pki:
+            continue
+        p = run_printed(lab, cmd)
+        if kind == "cacerts":
+            for cn in ("Endpoint Sub CA - psn1", "Node CA - pan1", "Root CA - pan1"):
+                assert f"subject=CN = Certificate Services {cn}" in p.stdout, p.stdout
+        elif kind == "simpleenroll":
+            assert "subject=CN = alice" in p.stdout, p.stdout
+            openssl("verify", "-x509_strict", "-purpose", "sslclient", "-CAfile", str(root),
+                    "-untrusted", str(lab.dir / "psn1" / "ca" / "chain.pem"),
+                    "-untrusted", str(lab.dir / "psn1" / "ca" / "endpoint-sub-ca.crt"),
+                    str(try_dir / "device.crt"), check=True)
+        elif kind == "ocsp":
+            assert "Response verify OK" in p.stdout + p.stderr, p.stdout + p.stderr
+            assert re.search(r"device\.crt: good", p.stdout), p.stdout
+        elif kind == "pki --estca":
+            got = "".join(f.read_text() for f in sorted(try_dir.glob("pki-ca*.pem")))
+            names = [openssl("x509", "-noout", "-subject", "-nameopt", "RFC2253",
+                             input=pem).stdout for pem in split_pem(got)]
+            assert any("Endpoint Sub CA - psn2" in n for n in names), names
+        elif kind == "pki --est ":
+            certs = split_pem(p.stdout)
+            assert certs, p.stdout + p.stderr
+            crt = try_dir / "pki-device.crt"
+            crt.write_text(certs[0])
+            openssl("verify", "-x509_strict", "-CAfile", str(root), "-untrusted",
+                    str(lab.dir / "psn2" / "ca" / "chain.pem"), "-untrusted",
+                    str(lab.dir / "psn2" / "ca" / "endpoint-sub-ca.crt"), str(crt), check=True)
+
+
 def test_local_lab_core_scenario(local_lab, tmp_path):
     lab = local_lab
     out = lab("up").stdout
-    assert "Trust anchor" in out, out
     wait_connected(lab)
     deployment = re.search(r"Deployment:\s+([0-9a-f]{32})", pan(lab, "status").stdout).group(1)
     # Registered by deploy/register-node.sh: each node has its own data.
     for n in ("san1", "psn1", "psn2"):
         assert (lab.dir / n / "node.conf").exists()
 
-    # An enrollment user on the PAN reaches both PSNs; BYOD through psn1.
-    pan(lab, "user", "add", USER, input=PASSWORD + "\n")
+    # up's summary: where things run, the trust anchor, the demo user's
+    # credentials (0600, never printed), the demo endpoint checked over OCSP.
+    root = lab.dir / "pan1" / "ca" / "root-ca.crt"
+    password = lab.dir / "demo" / "password"
+    for ip, ports in (("127.0.0.11", "8671 messaging, 8672 events(, 2560 OCSP)?"),
+                      ("127.0.0.21", "8084 EST, 8443 BYOD portal, 2560 OCSP"),
+                      ("127.0.0.22", "8084 EST, 8443 BYOD portal, 2560 OCSP")):
+        assert re.search(rf"{ip}\s+{ports}\s+running, pid \d+", out), out
+    assert f"Trust anchor:   {root}" in out, out
+    assert f"Demo user:      {USER}, password in {password}" in out, out
+    assert "openssl verify: OK; OCSP at psn1: good (response verified)" in out, out
+    assert password.stat().st_mode & 0o777 == 0o600
+    assert password.read_text().strip() not in out
+    assert "alice" in pan(lab, "user", "list").stdout
+    demo_crt = lab.dir / "demo" / "endpoint" / "device.crt"
+    openssl("verify", "-x509_strict", "-purpose", "sslclient", "-CAfile", str(root), "-untrusted",
+            str(lab.dir / "demo" / "endpoint" / "chain.pem"), str(demo_crt), check=True)
+    demo_serial = cert_serial(demo_crt)
+
+    # up again: nothing new (no user event, no second onboarding).
+    events = event_count(lab)
+    again = lab("up").stdout
+    assert "enrollment user alice exists (kept)" in again, again
+    assert "demo endpoint already onboarded" in again, again
+    assert event_count(lab) == events
+    assert cert_serial(demo_crt) == demo_serial
+
+    # Every command the summary prints works as printed.
+    check_printed_commands(lab, out)
+    wait_connected(lab)
+
+    # The demo user reaches both PSNs; BYOD through psn1 with its password.
     for psn in ("psn1", "psn2"):
         wait_events(lab, psn)
     d = onboard(lab, tmp_path, "psn1", "02:00:00:00:00:01")
