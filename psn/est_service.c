@@ -76,6 +76,7 @@ struct est_svc {
 	STACK_OF(X509) * chain;  /* last fetched chain; main thread only */
 	struct est *est;         /* the protocol */
 	struct http_server *srv; /* the listener and workers */
+	int alarm_state;    /* what the daemon took: -1 nothing yet, 0, 1 */
 };
 
 /* --- backend --- */
@@ -438,6 +439,39 @@ est_svc_refresh(struct est_svc *s)
 	return 0;
 }
 
+/* The alarm while the CA chain is incomplete (cacerts answers 503). */
+#define EST_SVC_CHAIN_ALARM "Incomplete CA Chain"
+/* How soon to try again when the daemon did not take the alarm state. */
+#define EST_SVC_ALARM_RETRY_MS 2000
+
+/*
+ * Tell the node's daemon whether the chain is incomplete, once per change
+ * (and once at start: a predecessor may have raised it).  0 when the
+ * daemon took it; -1 when not (not up yet at the node's start): retry.
+ */
+static int
+est_svc_chain_alarm(struct est_svc *s)
+{
+	struct error e = {{0}};
+	char text[256];
+	int want = est_chain_ok(s->est) ? 0 : 1;
+
+	if (s->alarm_state == want)
+		return 0;
+	snprintf(text, sizeof(text),
+	         "%s: the Endpoint Sub CA chain is incomplete or does not "
+	         "verify to the root: EST cacerts and enrollment answer 503 "
+	         "(see the est log)",
+	         s->hostname);
+	if (psn_service_alarm(s->args->datadir, EST_SVC_CHAIN_ALARM,
+	                      want ? "major" : NULL, text, &e) == -1) {
+		log_debug(LOG_EST, "chain alarm not taken yet: %s", e.msg);
+		return -1;
+	}
+	s->alarm_state = want;
+	return 0;
+}
+
 /* Load what the process needs before it serves; the passphrase last. */
 static int
 est_svc_load(struct est_svc *s, struct error *err)
@@ -473,13 +507,19 @@ est_svc_loop(struct est_svc *s, int sigfd)
 
 	next = time_mono_ms() + (ok ? every : EST_RETRY_MS);
 	for (;;) {
+		int64_t wake;
+
 		now = time_mono_ms();
 		if (now >= next) {
 			ok = est_svc_refresh(s) == 0;
 			next = now + (ok ? every : EST_RETRY_MS);
 			continue;
 		}
-		switch (psn_service_wait(s->args, sigfd, next - now, LOG_EST)) {
+		wake = next;
+		if (est_svc_chain_alarm(s) == -1 &&
+		    now + EST_SVC_ALARM_RETRY_MS < wake)
+			wake = now + EST_SVC_ALARM_RETRY_MS;
+		switch (psn_service_wait(s->args, sigfd, wake - now, LOG_EST)) {
 		case PSN_SERVICE_STOP:
 			return 0;
 		case PSN_SERVICE_HUP:
@@ -509,6 +549,7 @@ est_service_main(void *arg)
 
 	memset(&s, 0, sizeof(s));
 	s.args = a;
+	s.alarm_state = -1;
 	snprintf(s.hostname, sizeof(s.hostname), "%s", a->id->hostname);
 	if (psn_service_begin(a, &s.cfg, &s.own_cfg, &e) == -1)
 		goto out;

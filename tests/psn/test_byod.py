@@ -353,10 +353,16 @@ def test_byod_est_down_alarm_and_recovery(lab):
     wait_for(lambda: "incomplete" in pan.alarms() and active_alarm(pan), 30,
              "the incomplete-chain alarm on the PAN",
              detail=lambda: pan.alarms() + tail(psn.log_path))
+    # The EST server's own alarm, from its view of the chain.
+    wait_for(lambda: "Incomplete CA Chain" in pan.alarms(), 30,
+             "the EST server's Incomplete CA Chain alarm on the PAN",
+             detail=lambda: pan.alarms() + tail(psn.log_path))
     chain.write_text(node_ca + root)
     os.kill(pids_named(psn, "est")[0], signal.SIGHUP)
     wait_for(lambda: not active_alarm(pan), 30, "the alarm to clear after the repair",
              detail=lambda: pan.alarms() + tail(psn.log_path))
+    wait_for(lambda: "Incomplete CA Chain" not in pan.alarms(), 30,
+             "the Incomplete CA Chain alarm to clear", detail=lambda: pan.alarms())
     p, _ = onboard(lab, psn, name="repaired")
     assert p.returncode == 0, p.stderr
 
