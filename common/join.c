@@ -1551,6 +1551,9 @@ struct join_link {
 	/* This node's active alarms, sent in every heartbeat. */
 	struct join_alarm alarms[JOIN_ALARMS_MAX];
 	size_t nalarms;
+	/* Its service table, likewise. */
+	struct join_service services[JOIN_SERVICES_MAX];
+	size_t nservices;
 };
 
 const char *
@@ -1891,6 +1894,16 @@ join_link_alarm_clear(struct join_link *l, const char *name)
 	return 0;
 }
 
+void
+join_link_set_services(struct join_link *l, const struct join_service *s,
+                       size_t n)
+{
+	if (n > JOIN_SERVICES_MAX)
+		n = JOIN_SERVICES_MAX;
+	memcpy(l->services, s, n * sizeof(*s));
+	l->nservices = n;
+}
+
 const struct join_alarm *
 join_link_alarms(const struct join_link *l, size_t *n)
 {
@@ -1909,6 +1922,7 @@ link_send_heartbeat(struct join_link *l)
 	msg_init(&env, l->next_id++, l->hostname);
 	hb.sent_ms = time_now_ms();
 	Iselab__NodeAlarm na[JOIN_ALARMS_MAX], *nap[JOIN_ALARMS_MAX];
+	Iselab__ServiceState ss[JOIN_SERVICES_MAX], *ssp[JOIN_SERVICES_MAX];
 	size_t i;
 
 	hb.last_event_seq = l->applied;
@@ -1921,6 +1935,15 @@ link_send_heartbeat(struct join_link *l)
 	}
 	hb.n_alarms = l->nalarms;
 	hb.alarms = l->nalarms > 0 ? nap : NULL;
+	for (i = 0; i < l->nservices; i++) {
+		iselab__service_state__init(&ss[i]);
+		ss[i].name = l->services[i].name;
+		ss[i].state = l->services[i].state;
+		ss[i].pid = l->services[i].pid;
+		ssp[i] = &ss[i];
+	}
+	hb.n_services = l->nservices;
+	hb.services = l->nservices > 0 ? ssp : NULL;
 	env.body_case = ISELAB__ENVELOPE__BODY_HEARTBEAT;
 	env.heartbeat = &hb;
 	if (send_envelope(l->sock, &env, ZMQ_DONTWAIT, &err) == -1) {
@@ -2212,6 +2235,33 @@ daemon_signal(struct join_daemon *d)
 	}
 }
 
+/* The status table's rows, as the heartbeats report them. */
+static void
+daemon_services(struct join_daemon *d)
+{
+	struct join_service s[JOIN_SERVICES_MAX];
+	const char *state;
+	size_t i, n = 0;
+	pid_t pid;
+
+	snprintf(s[n].name, sizeof(s[n].name), "Messaging Service");
+	snprintf(s[n].state, sizeof(s[n].state), "running");
+	s[n++].pid = (unsigned)getpid();
+	for (i = 0; d->role->services[i] != NULL && n < JOIN_SERVICES_MAX;
+	     i++) {
+		pid = 0;
+		state = d->hooks->service != NULL
+		            ? d->hooks->service(d, d->hooks->arg, i, &pid)
+		            : NULL;
+		snprintf(s[n].name, sizeof(s[n].name), "%s",
+		         d->role->services[i]);
+		snprintf(s[n].state, sizeof(s[n].state), "%s",
+		         state != NULL ? state : "not running");
+		s[n++].pid = state != NULL && pid > 0 ? (unsigned)pid : 0;
+	}
+	join_link_set_services(d->link, s, n);
+}
+
 int
 join_daemon_loop(struct join_daemon *d, struct error *err)
 {
@@ -2226,6 +2276,7 @@ join_daemon_loop(struct join_daemon *d, struct error *err)
 		};
 		int nitems = items[3].socket != NULL ? 4 : 3;
 
+		daemon_services(d);
 		wait = join_link_tick(d->link, time_mono_ms());
 		if (d->hooks->tick != NULL) {
 			hook = d->hooks->tick(d, d->hooks->arg, time_mono_ms());

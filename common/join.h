@@ -364,6 +364,19 @@ struct join_alarm {
 int join_link_alarm_set(struct join_link *l, const char *name, int severity,
                         const char *text);
 int join_link_alarm_clear(struct join_link *l, const char *name);
+
+/*
+ * The node's service table, sent with every heartbeat: set() replaces it
+ * (the daemon refreshes it from the role's service hook every turn).
+ */
+#define JOIN_SERVICES_MAX 8
+struct join_service {
+	char name[40];
+	char state[24];
+	unsigned pid;
+};
+void join_link_set_services(struct join_link *l, const struct join_service *s,
+                            size_t n);
 const struct join_alarm *join_link_alarms(const struct join_link *l,
                                           size_t *n);
 

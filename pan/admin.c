@@ -25,7 +25,7 @@
 static const char *const node_usage =
     "usage: pan node add HOST --role psn|san [--session-services on|off] "
     "[--ttl 1h] --data-dir DIR\n"
-    "       pan node list --data-dir DIR\n"
+    "       pan node list [--services] --data-dir DIR\n"
     "       pan node remove HOST --data-dir DIR\n"
     "       pan node edit HOST --session-services on|off --data-dir DIR\n";
 static const char *const ca_usage =

@@ -69,6 +69,8 @@ struct signer;
 /* The alarm the product raises for a node link that misses heartbeats. */
 #define PAN_ALARM_QUEUE_LINK "Queue Link Error"
 
+/* Rows of a node's status table the PAN keeps. */
+#define PAN_NODE_SERVICES_MAX 8
 /* Alarms one node may report about itself at a time, and a name's size. */
 #define PAN_NODE_ALARMS_MAX 16
 #define PAN_ALARM_NAME_MAX  64
@@ -125,6 +127,13 @@ struct pan_node {
 	int64_t persisted_hb;   /* last_heartbeat as the store has it */
 	int64_t cert_expiry;    /* notAfter of its CA certificate, seconds */
 	bool ca_disabled;       /* `pan ca disable`: its CA (and EST) off */
+	/* Its application status table, from its last heartbeat. */
+	struct pan_service {
+		char name[40];
+		char state[24];
+		unsigned pid;
+	} services[PAN_NODE_SERVICES_MAX];
+	size_t nservices;
 	/* Alarms it reports about itself (Heartbeat.alarms) that are active. */
 	char reported[PAN_NODE_ALARMS_MAX][PAN_ALARM_NAME_MAX];
 	size_t nreported;

@@ -990,6 +990,33 @@ link_down(struct pan *p, struct pan_node *n, int64_t silent_ms)
 	                  ISELAB__ALARM_SEVERITY__ALARM_SEVERITY_MAJOR, text);
 }
 
+/* A node's status table from its heartbeat (printable text only). */
+static void
+registry_services(struct pan_node *n, const Iselab__Heartbeat *hb)
+{
+	size_t i, k;
+
+	n->nservices = 0;
+	for (i = 0; i < hb->n_services && n->nservices < PAN_NODE_SERVICES_MAX;
+	     i++) {
+		struct pan_service *s = &n->services[n->nservices];
+		const Iselab__ServiceState *ss = hb->services[i];
+
+		if (ss->name == NULL || ss->state == NULL)
+			continue;
+		snprintf(s->name, sizeof(s->name), "%s", ss->name);
+		snprintf(s->state, sizeof(s->state), "%s", ss->state);
+		for (k = 0; s->name[k] != '\0'; k++)
+			if ((unsigned char)s->name[k] < 0x20)
+				s->name[k] = '?';
+		for (k = 0; s->state[k] != '\0'; k++)
+			if ((unsigned char)s->state[k] < 0x20)
+				s->state[k] = '?';
+		s->pid = ss->pid;
+		n->nservices++;
+	}
+}
+
 int
 registry_heartbeat(struct pan *p, const struct pan_peer *peer,
                    const Iselab__Envelope *env)
@@ -1019,6 +1046,7 @@ registry_heartbeat(struct pan *p, const struct pan_peer *peer,
 	if (n->link != PAN_LINK_CONNECTED)
 		link_up(p, n);
 	alarm_reported(p, n, env->heartbeat->alarms, env->heartbeat->n_alarms);
+	registry_services(n, env->heartbeat);
 	msg_init(&reply, env->request_id, p->id.hostname);
 	ack.sent_ms = time_now_ms();
 	ack.last_event_seq = p->event_seq;
@@ -1271,13 +1299,13 @@ registry_node_list(struct pan *p, int argc, char **argv, FILE *out, FILE *errf)
 	struct pan_node **v;
 	char hb[32], exp[32];
 	const char *ss;
+	bool services = argc == 3 && strcmp(argv[2], "--services") == 0;
 	size_t i;
 
-	(void)argv;
-	if (argc > 2) {
+	if (argc > 2 && !services) {
 		fprintf(errf,
 		        "pan node list: unexpected argument '%s'\n"
-		        "usage: pan node list --data-dir DIR\n",
+		        "usage: pan node list [--services] --data-dir DIR\n",
 		        argv[2]);
 		return PAN_EXIT_USAGE;
 	}
@@ -1309,6 +1337,32 @@ registry_node_list(struct pan *p, int argc, char **argv, FILE *out, FILE *errf)
 		fprintf(out, "%-24s %-5s %-16s %-13s %-20s %s\n", n->hostname,
 		        node_role_name(n->role), ss, pan_link_name(n->link), hb,
 		        exp);
+	}
+	/*
+	 * As the admin GUI's deployment page: each node's application status
+	 * as its last heartbeat reported it (stale while the link is down).
+	 */
+	for (i = 0; services && i < p->nnodes; i++) {
+		struct pan_node *n = v[i];
+		size_t k;
+
+		if (n->link == PAN_LINK_REMOVED)
+			continue;
+		fprintf(out, "\n%s (%s)%s\n%-32s %-14s %s\n", n->hostname,
+		        pan_link_name(n->link),
+		        n->link == PAN_LINK_CONNECTED ? ""
+		        : n->nservices > 0 ? ": as last reported"
+		                           : ": not reported yet",
+		        "PROCESS NAME", "STATE", "PROCESS ID");
+		for (k = 0; k < n->nservices; k++) {
+			char pid[16] = "-";
+
+			if (n->services[k].pid != 0)
+				snprintf(pid, sizeof(pid), "%u",
+				         n->services[k].pid);
+			fprintf(out, "%-32s %-14s %s\n", n->services[k].name,
+			        n->services[k].state, pid);
+		}
 	}
 	free(v);
 	return PAN_EXIT_OK;

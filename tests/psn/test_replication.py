@@ -347,6 +347,21 @@ def test_session_services_and_ca_service_from_the_pan(lab):
              "the CA service to show disabled")
     assert row("EST Service") == "disabled"
     assert est.tcp_listening(ip, 2560)
+    # The PAN's view of every node's table (the admin GUI's), from heartbeats.
+
+    def pan_rows():
+        out = pan.cli("node", "list", "--services", check=True).stdout
+        block = out.split("\npsn1 (", 1)[1] if "\npsn1 (" in out else ""
+        return {m.group(1).strip(): m.group(2)
+                for m in re.finditer(r"^(\S.*?)\s{2,}(running|disabled|not running|"
+                                     r"restarting|initializing)\b", block, re.M)}
+    wait_for(lambda: pan_rows().get("Certificate Authority Service") == "disabled", 20,
+             "pan node list --services to show the CA service disabled",
+             detail=lambda: pan.cli("node", "list", "--services").stdout)
+    rows = pan_rows()
+    assert rows.get("EST Service") == "disabled", rows
+    assert rows.get("OCSP Responder") == "running", rows
+    assert rows.get("Messaging Service") == "running", rows
     assert re.search(r"^Provisioning Service\s+running", psn.cli("status").stdout, re.M)
     # Disabled on purpose is no alarm.
     time.sleep(4)
