@@ -333,7 +333,13 @@ def test_est_incomplete_chain(lab):
     est.proc.send_signal(signal.SIGHUP)
 
     def ok():
-        return e.request("cacerts")[0] == 200
+        # Until the signal is handled the server still presents its old
+        # TLS chain (without the Node CA), which a client trusting only
+        # the root refuses: not yet, rather than a failure.
+        try:
+            return e.request("cacerts")[0] == 200
+        except AssertionError:
+            return False
     wait_for(ok, 30, "cacerts to work after the chain is repaired")
     chain.unlink()
     est.stop()
