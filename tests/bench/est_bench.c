@@ -67,6 +67,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
+#include "benchutil.h"
 #include "csr.h"
 #include "keys.h"
 #include "util.h"
@@ -147,61 +148,6 @@ usage(void)
 	exit(2);
 }
 
-static void die(const char *fmt, ...)
-    __attribute__((format(printf, 1, 2), noreturn));
-
-static void
-die(const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "est_bench: ");
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "\n");
-	ERR_print_errors_fp(stderr);
-	exit(2);
-}
-
-/* CPU seconds this process used so far, all threads. */
-static double
-cpu_s(void)
-{
-	struct rusage ru;
-
-	if (getrusage(RUSAGE_SELF, &ru) == -1)
-		return 0;
-	return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
-	       (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
-}
-
-static double
-now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-/* A whole number in [min, max] or die naming the option. */
-static long
-parse_long(const char *s, const char *what, long min, long max)
-{
-	char *end;
-	long v;
-
-	errno = 0;
-	v = strtol(s, &end, 10);
-	if (errno != 0 || end == s || *end != '\0' || v < min || v > max) {
-		fprintf(stderr, "est_bench: %s: '%s' is not a number from %ld "
-		                "to %ld\n", what, s, min, max);
-		exit(2);
-	}
-	return v;
-}
-
 /* Record a failed request: counted always, the first few printed. */
 static void
 bench_fail(long idx, const char *fmt, ...)
@@ -263,7 +209,7 @@ csrs_generate(size_t n)
 	size_t i;
 
 	if ((csrs = calloc(n, sizeof(*csrs))) == NULL)
-		die("%s", "out of memory");
+		bench_die("%s", "out of memory");
 	for (i = 0; i < n; i++) {
 		EVP_PKEY *k = key_generate(KEY_EC_P256, &err);
 		X509_REQ *req;
@@ -271,9 +217,9 @@ csrs_generate(size_t n)
 		snprintf(cn, sizeof(cn), "est-bench-%zu", i);
 		if (k == NULL ||
 		    (req = csr_create(k, cn, NULL, 0, &err)) == NULL)
-			die("cannot make a CSR: %s", err.msg);
+			bench_die("cannot make a CSR: %s", err.msg);
 		if (csr_add(req) == -1)
-			die("%s", "cannot encode a CSR");
+			bench_die("%s", "cannot encode a CSR");
 		X509_REQ_free(req);
 		EVP_PKEY_free(k);
 	}
@@ -288,9 +234,9 @@ csrs_load(const char *dir)
 	int n, i;
 
 	if ((n = scandir(dir, &names, NULL, alphasort)) < 0)
-		die("cannot read --csr-dir %s", dir);
+		bench_die("cannot read --csr-dir %s", dir);
 	if ((csrs = calloc((size_t)n + 1, sizeof(*csrs))) == NULL)
-		die("%s", "out of memory");
+		bench_die("%s", "out of memory");
 	for (i = 0; i < n; i++) {
 		X509_REQ *req;
 		uint8_t *buf;
@@ -303,7 +249,7 @@ csrs_load(const char *dir)
 		snprintf(path, sizeof(path), "%s/%s", dir, names[i]->d_name);
 		free(names[i]);
 		if ((buf = file_read(path, CSR_MAX_SIZE, &len, &err)) == NULL)
-			die("%s", err.msg);
+			bench_die("%s", err.msg);
 		if ((req = csr_parse(buf, len, &err)) == NULL ||
 		    csr_verify(req, &err) == -1) {
 			fprintf(stderr, "est_bench: %s: %s\n", path, err.msg);
@@ -311,12 +257,12 @@ csrs_load(const char *dir)
 		}
 		free(buf);
 		if (csr_add(req) == -1)
-			die("cannot encode %s", path);
+			bench_die("cannot encode %s", path);
 		X509_REQ_free(req);
 	}
 	free(names);
 	if (ncsrs == 0)
-		die("no CSR in --csr-dir %s", dir);
+		bench_die("no CSR in --csr-dir %s", dir);
 }
 
 static int
@@ -343,10 +289,10 @@ ctx_setup(void)
 	int ver = opt.tls == 13 ? TLS1_3_VERSION : TLS1_2_VERSION;
 
 	if ((ctx = SSL_CTX_new(TLS_client_method())) == NULL)
-		die("%s", "SSL_CTX_new");
+		bench_die("%s", "SSL_CTX_new");
 	if (SSL_CTX_set_min_proto_version(ctx, ver) != 1 ||
 	    (opt.tls != 0 && SSL_CTX_set_max_proto_version(ctx, ver) != 1))
-		die("%s", "cannot set the TLS version");
+		bench_die("%s", "cannot set the TLS version");
 	/*
 	 * Full handshakes only: nothing is cached, so nothing can be offered
 	 * for resumption (TLS 1.2 session ids or tickets, TLS 1.3 PSKs).
@@ -354,22 +300,22 @@ ctx_setup(void)
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
 	SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
 	if (SSL_CTX_load_verify_locations(ctx, opt.cacert, NULL) != 1)
-		die("cannot load --cacert %s", opt.cacert);
+		bench_die("cannot load --cacert %s", opt.cacert);
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
 	if (opt.cert != NULL) {
 		if (SSL_CTX_use_certificate_chain_file(ctx, opt.cert) != 1)
-			die("cannot load --cert %s", opt.cert);
+			bench_die("cannot load --cert %s", opt.cert);
 		if (opt.passfile != NULL &&
 		    (pass = passphrase_load(opt.passfile, NULL, &passlen,
 		                            &err)) == NULL)
-			die("%s", err.msg);
+			bench_die("%s", err.msg);
 		if (pass != NULL) {
 			/* key_load() refuses a plain key with a passphrase. */
 			if ((key = key_load(opt.key, pass, passlen, &err)) ==
 			    NULL)
-				die("%s", err.msg);
+				bench_die("%s", err.msg);
 			if (SSL_CTX_use_PrivateKey(ctx, key) != 1)
-				die("cannot use --key %s", opt.key);
+				bench_die("cannot use --key %s", opt.key);
 			EVP_PKEY_free(key);
 			passphrase_free(pass, passlen);
 		} else {
@@ -377,12 +323,12 @@ ctx_setup(void)
 			SSL_CTX_set_default_passwd_cb_userdata(ctx, (void *)"");
 			if (SSL_CTX_use_PrivateKey_file(ctx, opt.key,
 			                                SSL_FILETYPE_PEM) != 1)
-				die("cannot load --key %s (encrypted? give "
+				bench_die("cannot load --key %s (encrypted? give "
 				    "--passphrase-file)",
 				    opt.key);
 		}
 		if (SSL_CTX_check_private_key(ctx) != 1)
-			die("%s", "--key does not match --cert");
+			bench_die("%s", "--key does not match --cert");
 	}
 }
 
@@ -397,7 +343,7 @@ resolve(void)
 
 	/* HOST:PORT or [V6]:PORT */
 	if ((colon = strrchr(opt.connect, ':')) == NULL)
-		die("--connect %s: HOST:PORT expected", opt.connect);
+		bench_die("--connect %s: HOST:PORT expected", opt.connect);
 	port = colon + 1;
 	hl = (size_t)(colon - opt.connect);
 	if (hl >= 2 && opt.connect[0] == '[' && opt.connect[hl - 1] == ']') {
@@ -407,12 +353,12 @@ resolve(void)
 		memcpy(host, opt.connect, hl);
 		host[hl] = '\0';
 	} else
-		die("--connect %s: HOST:PORT expected", opt.connect);
-	(void)parse_long(port, "--connect port", 1, 65535);
+		bench_die("--connect %s: HOST:PORT expected", opt.connect);
+	(void)bench_parse_long(port, "--connect port", 1, 65535);
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_socktype = SOCK_STREAM;
 	if ((rc = getaddrinfo(host, port, &hints, &ai)) != 0 || ai == NULL)
-		die("cannot resolve %s", opt.connect);
+		bench_die("cannot resolve %s", opt.connect);
 	memcpy(&peer, ai->ai_addr, ai->ai_addrlen);
 	peerlen = ai->ai_addrlen;
 	freeaddrinfo(ai);
@@ -678,19 +624,19 @@ worker(void *arg)
 
 	(void)arg;
 	if (req == NULL || ans == NULL)
-		die("%s", "out of memory");
+		bench_die("%s", "out of memory");
 	for (;;) {
 		idx = atomic_fetch_add(&next_req, 1);
-		if (idx >= opt.count || now_s() >= deadline)
+		if (idx >= opt.count || bench_now_s() >= deadline)
 			break;
 		ran[idx] = 1;
 		note_inflight(1);
-		start = now_s();
+		start = bench_now_s();
 		if (one_request(idx, req, CSR_MAX_SIZE + 1024, ans) == 0) {
-			end = now_s();
+			end = bench_now_s();
 			latency[idx] = end - start;
 		} else {
-			end = now_s();
+			end = bench_now_s();
 			latency[idx] = -1;
 		}
 		finished_at[idx] = end - t0;
@@ -755,6 +701,7 @@ main(int argc, char **argv)
 	unsigned t;
 	int c;
 
+	bench_prog = "est_bench";
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'c':
@@ -776,11 +723,11 @@ main(int argc, char **argv)
 			opt.servername = optarg;
 			break;
 		case 'n':
-			opt.concurrency = (unsigned)parse_long(
+			opt.concurrency = (unsigned)bench_parse_long(
 			    optarg, "--concurrency", 1, BENCH_CONCURRENCY_MAX);
 			break;
 		case 'N':
-			opt.count = parse_long(optarg, "--count", 1,
+			opt.count = bench_parse_long(optarg, "--count", 1,
 			                       BENCH_COUNT_MAX);
 			break;
 		case 'd':
@@ -789,7 +736,7 @@ main(int argc, char **argv)
 			if (errno != 0 || end == optarg || *end != '\0' ||
 			    !(opt.duration > 0 &&
 			      opt.duration <= BENCH_DURATION_MAX))
-				die("--duration: '%s' is not a number of "
+				bench_die("--duration: '%s' is not a number of "
 				    "seconds from 0 to 600",
 				    optarg);
 			break;
@@ -797,7 +744,7 @@ main(int argc, char **argv)
 			opt.csr_dir = optarg;
 			break;
 		case 'r':
-			opt.ncsrs = parse_long(optarg, "--csrs", 1,
+			opt.ncsrs = bench_parse_long(optarg, "--csrs", 1,
 			                       BENCH_CSRS_MAX);
 			break;
 		case 'l':
@@ -810,7 +757,7 @@ main(int argc, char **argv)
 			opt.path = optarg;
 			break;
 		case 'e':
-			opt.expect_status = (int)parse_long(
+			opt.expect_status = (int)bench_parse_long(
 			    optarg, "--expect-status", 100, 599);
 			break;
 		case 't':
@@ -819,10 +766,10 @@ main(int argc, char **argv)
 			else if (strcmp(optarg, "1.3") == 0)
 				opt.tls = 13;
 			else
-				die("--tls: '%s' is not 1.2 or 1.3", optarg);
+				bench_die("--tls: '%s' is not 1.2 or 1.3", optarg);
 			break;
 		case 'T':
-			opt.timeout = (int)parse_long(optarg, "--timeout", 1,
+			opt.timeout = (int)bench_parse_long(optarg, "--timeout", 1,
 			                              BENCH_TIMEOUT_MAX);
 			break;
 		case 'a':
@@ -835,22 +782,22 @@ main(int argc, char **argv)
 	if (optind != argc || opt.connect == NULL || opt.cacert == NULL)
 		usage();
 	if ((opt.cert == NULL) != (opt.key == NULL))
-		die("%s", "--cert and --key go together");
+		bench_die("%s", "--cert and --key go together");
 	if (opt.passfile != NULL && opt.key == NULL)
-		die("%s", "--passphrase-file is for --key");
+		bench_die("%s", "--passphrase-file is for --key");
 	if (opt.csr_dir != NULL && opt.ncsrs != 0)
-		die("%s", "--csr-dir and --csrs exclude each other");
+		bench_die("%s", "--csr-dir and --csrs exclude each other");
 	if (opt.label != NULL &&
 	    (opt.label[0] == '\0' || strspn(opt.label,
 	                                    "abcdefghijklmnopqrstuvwxyz"
 	                                    "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 	                                    "0123456789-_.") !=
 	                                 strlen(opt.label)))
-		die("--label '%s': letters, digits, '-', '_' and '.' only",
+		bench_die("--label '%s': letters, digits, '-', '_' and '.' only",
 		    opt.label);
 	if (opt.path[0] != '/' || strlen(opt.path) > BENCH_PATH_MAX ||
 	    strpbrk(opt.path, " \r\n") != NULL)
-		die("--path '%s': an absolute path without spaces", opt.path);
+		bench_die("--path '%s': an absolute path without spaces", opt.path);
 	/* A write to a server that went away is an error, not a death. */
 	(void)signal(SIGPIPE, SIG_IGN);
 
@@ -873,18 +820,18 @@ main(int argc, char **argv)
 	threads = calloc(opt.concurrency, sizeof(*threads));
 	if (latency == NULL || finished_at == NULL || ok_lat == NULL ||
 	    threads == NULL || ran == NULL)
-		die("%s", "out of memory");
+		bench_die("%s", "out of memory");
 
-	cpu0 = cpu_s();
-	t0 = now_s();
+	cpu0 = bench_cpu_s();
+	t0 = bench_now_s();
 	deadline = t0 + opt.duration;
 	for (t = 0; t < opt.concurrency; t++)
 		if (pthread_create(&threads[t], NULL, worker, NULL) != 0)
-			die("%s", "cannot start a thread");
+			bench_die("%s", "cannot start a thread");
 	for (t = 0; t < opt.concurrency; t++)
 		pthread_join(threads[t], NULL);
-	elapsed = now_s() - t0;
-	cpu = cpu_s() - cpu0;
+	elapsed = bench_now_s() - t0;
+	cpu = bench_cpu_s() - cpu0;
 
 	/*
 	 * A slot claimed after the deadline was never made; a slot made

@@ -80,6 +80,7 @@
 #include <openssl/rand.h>
 #include <openssl/x509.h>
 
+#include "benchutil.h"
 #include "util.h"
 
 #define BENCH_CONCURRENCY_MAX 4096
@@ -162,58 +163,6 @@ static unsigned char *ran; /* per request slot: it was started */
 static pthread_mutex_t err_lock = PTHREAD_MUTEX_INITIALIZER;
 static long errors_shown;
 
-static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-
-static void
-die(const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "ocsp_bench: ");
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "\n");
-	ERR_print_errors_fp(stderr);
-	exit(2);
-}
-
-static double
-cpu_s(void)
-{
-	struct rusage ru;
-
-	if (getrusage(RUSAGE_SELF, &ru) == -1)
-		return 0;
-	return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
-	       (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
-}
-
-static double
-now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static long
-parse_long(const char *s, const char *what, long min, long max)
-{
-	char *end;
-	long v;
-
-	errno = 0;
-	v = strtol(s, &end, 10);
-	if (errno != 0 || end == s || *end != '\0' || v < min || v > max) {
-		fprintf(stderr, "ocsp_bench: %s: '%s' is not a number from %ld "
-		                "to %ld\n", what, s, min, max);
-		exit(2);
-	}
-	return v;
-}
-
 static void bench_fail(long idx, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
@@ -254,7 +203,7 @@ resolve(void)
 	size_t hl;
 
 	if ((colon = strrchr(opt.connect, ':')) == NULL)
-		die("--connect %s: HOST:PORT expected", opt.connect);
+		bench_die("--connect %s: HOST:PORT expected", opt.connect);
 	port = colon + 1;
 	hl = (size_t)(colon - opt.connect);
 	if (hl >= 2 && opt.connect[0] == '[' && opt.connect[hl - 1] == ']') {
@@ -264,13 +213,13 @@ resolve(void)
 		memcpy(host, opt.connect, hl);
 		host[hl] = '\0';
 	} else
-		die("--connect %s: HOST:PORT expected", opt.connect);
-	(void)parse_long(port, "--connect port", 1, 65535);
+		bench_die("--connect %s: HOST:PORT expected", opt.connect);
+	(void)bench_parse_long(port, "--connect port", 1, 65535);
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_socktype = SOCK_STREAM;
 	hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
 	if (getaddrinfo(host, port, &hints, &ai) != 0 || ai == NULL)
-		die("--connect %s: a numeric address and port expected",
+		bench_die("--connect %s: a numeric address and port expected",
 		    opt.connect);
 	memcpy(&peer, ai->ai_addr, ai->ai_addrlen);
 	peerlen = ai->ai_addrlen;
@@ -291,7 +240,7 @@ xasprintf(size_t *len, const char *fmt, ...)
 	n = vasprintf(&s, fmt, ap);
 	va_end(ap);
 	if (n < 0)
-		die("out of memory");
+		bench_die("out of memory");
 	*len = (size_t)n;
 	return s;
 }
@@ -304,7 +253,7 @@ url_b64(const uint8_t *der, size_t len)
 	const char *p;
 
 	if (b64 == NULL || (out = malloc(3 * strlen(b64) + 1)) == NULL)
-		die("out of memory");
+		bench_die("out of memory");
 	for (p = b64, o = out; *p != '\0'; p++) {
 		if (*p == '+' || *p == '/' || *p == '=')
 			o += sprintf(o, "%%%02X", (unsigned char)*p);
@@ -334,7 +283,7 @@ prep_ocsp(struct prep *p, X509 *issuer, const char *hex)
 	size_t hlen;
 
 	if (n <= 0 || n > 20)
-		die("--serials: '%s' is not a serial in hex", hex);
+		bench_die("--serials: '%s' is not a serial in hex", hex);
 	if ((bn = BN_bin2bn(sn, (int)n, NULL)) == NULL ||
 	    (ai = BN_to_ASN1_INTEGER(bn, NULL)) == NULL ||
 	    (p->cid = OCSP_cert_id_new(EVP_sha1(), X509_get_subject_name(issuer),
@@ -342,14 +291,14 @@ prep_ocsp(struct prep *p, X509 *issuer, const char *hex)
 	        NULL ||
 	    (p->req = OCSP_REQUEST_new()) == NULL ||
 	    OCSP_request_add0_id(p->req, OCSP_CERTID_dup(p->cid)) == NULL)
-		die("cannot make an OCSP request");
+		bench_die("cannot make an OCSP request");
 	if (opt.mode == MODE_NONCE &&
 	    (RAND_bytes(p->nonce, sizeof(p->nonce)) != 1 ||
 	     OCSP_request_add1_nonce(p->req, p->nonce, sizeof(p->nonce)) != 1))
-		die("cannot add a nonce");
+		bench_die("cannot add a nonce");
 	if ((dlen = i2d_OCSP_REQUEST(p->req, &der)) <= 0 ||
 	    (clen = i2d_OCSP_CERTID(p->cid, &cid)) <= 0)
-		die("cannot encode an OCSP request");
+		bench_die("cannot encode an OCSP request");
 	p->certid = cid;
 	p->cidlen = (size_t)clen;
 	if (opt.mode == MODE_GET) {
@@ -368,7 +317,7 @@ prep_ocsp(struct prep *p, X509 *issuer, const char *hex)
 		    conn_header());
 
 		if ((p->http = malloc(hlen + (size_t)dlen)) == NULL)
-			die("out of memory");
+			bench_die("out of memory");
 		memcpy(p->http, head, hlen);
 		memcpy(p->http + hlen, der, (size_t)dlen);
 		p->len = hlen + (size_t)dlen;
@@ -389,7 +338,7 @@ prepare(void)
 
 	if (opt.mode == MODE_RAW) {
 		if ((preps = calloc(1, sizeof(*preps))) == NULL)
-			die("out of memory");
+			bench_die("out of memory");
 		preps[0].http = xasprintf(&preps[0].len,
 		                          "GET %s HTTP/1.1\r\nHost: %s\r\n%s\r\n",
 		                          opt.path != NULL ? opt.path : "/", host,
@@ -398,14 +347,14 @@ prepare(void)
 		return;
 	}
 	if (opt.issuer == NULL || opt.serials == NULL)
-		die("--mode %s needs --issuer and --serials",
+		bench_die("--mode %s needs --issuer and --serials",
 		    mode_names[opt.mode]);
 	if ((f = fopen(opt.issuer, "r")) == NULL ||
 	    (issuer = PEM_read_X509(f, NULL, NULL, NULL)) == NULL)
-		die("cannot read --issuer %s", opt.issuer);
+		bench_die("cannot read --issuer %s", opt.issuer);
 	fclose(f);
 	if ((f = fopen(opt.serials, "r")) == NULL)
-		die("cannot read --serials %s: %s", opt.serials,
+		bench_die("cannot read --serials %s: %s", opt.serials,
 		    strerror(errno));
 	while (fgets(line, sizeof(line), f) != NULL) {
 		n = strcspn(line, "\r\n \t");
@@ -413,19 +362,19 @@ prepare(void)
 		if (n == 0)
 			continue;
 		if (npreps == BENCH_SERIALS_MAX)
-			die("--serials: more than %d", BENCH_SERIALS_MAX);
+			bench_die("--serials: more than %d", BENCH_SERIALS_MAX);
 		if (npreps == cap) {
 			cap = cap ? 2 * cap : 1024;
 			if ((preps = realloc(preps, cap * sizeof(*preps))) ==
 			    NULL)
-				die("out of memory");
+				bench_die("out of memory");
 		}
 		memset(&preps[npreps], 0, sizeof(*preps));
 		prep_ocsp(&preps[npreps++], issuer, line);
 	}
 	fclose(f);
 	if (npreps == 0)
-		die("--serials %s: no serial", opt.serials);
+		bench_die("--serials %s: no serial", opt.serials);
 	X509_free(issuer);
 }
 
@@ -438,19 +387,19 @@ trust_load(void)
 	if (opt.verify_every == 0 || opt.mode == MODE_RAW)
 		return;
 	if (opt.cafile == NULL)
-		die("--verify-every needs --cafile (or --verify-every 0)");
+		bench_die("--verify-every needs --cafile (or --verify-every 0)");
 	if ((trust = X509_STORE_new()) == NULL ||
 	    X509_STORE_load_file(trust, opt.cafile) != 1)
-		die("cannot load --cafile %s", opt.cafile);
+		bench_die("cannot load --cafile %s", opt.cafile);
 	if ((untrusted = sk_X509_new_null()) == NULL)
-		die("out of memory");
+		bench_die("out of memory");
 	if (opt.untrusted == NULL)
 		return;
 	if ((b = BIO_new_file(opt.untrusted, "r")) == NULL)
-		die("cannot read --untrusted %s", opt.untrusted);
+		bench_die("cannot read --untrusted %s", opt.untrusted);
 	while ((x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL)
 		if (sk_X509_push(untrusted, x) <= 0)
-			die("out of memory");
+			bench_die("out of memory");
 	ERR_clear_error();
 	BIO_free(b);
 }
@@ -628,7 +577,7 @@ conn_watch(struct loop *l, struct conn *c, uint32_t events, bool add)
 
 	if (epoll_ctl(l->ep, add ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, c->fd, &ev) ==
 	    -1)
-		die("epoll_ctl: %s", strerror(errno));
+		bench_die("epoll_ctl: %s", strerror(errno));
 }
 
 static int
@@ -663,7 +612,7 @@ static void conn_next(struct loop *l, struct conn *c);
 static void
 conn_done(struct loop *l, struct conn *c, bool ok)
 {
-	double end = now_s();
+	double end = bench_now_s();
 
 	latency[c->idx] = ok ? (float)(end - c->start) : -1.0f;
 	finished[c->idx] = (float)(end - t0);
@@ -715,7 +664,7 @@ conn_next(struct loop *l, struct conn *c)
 {
 	long idx = atomic_fetch_add(&next_req, 1);
 
-	if (idx >= opt.count || now_s() >= deadline) {
+	if (idx >= opt.count || bench_now_s() >= deadline) {
 		conn_close(l, c);
 		c->state = C_IDLE;
 		l->active--;
@@ -724,7 +673,7 @@ conn_next(struct loop *l, struct conn *c)
 	ran[idx] = 1;
 	c->idx = idx;
 	c->p = &preps[(size_t)idx % npreps];
-	c->start = now_s();
+	c->start = bench_now_s();
 	c->sent = 0;
 	c->got = 0;
 	c->retried = false;
@@ -913,7 +862,7 @@ loop_main(void *arg)
 		n = epoll_wait(l->ep, evs, 256, 100);
 		for (int k = 0; k < n; k++)
 			conn_event(l, evs[k].data.ptr, evs[k].events);
-		now = now_s();
+		now = bench_now_s();
 		if (now - last_sweep < 0.1)
 			continue;
 		last_sweep = now;
@@ -996,6 +945,7 @@ main(int argc, char **argv)
 	char *end;
 	int c;
 
+	bench_prog = "ocsp_bench";
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'c':
@@ -1018,23 +968,23 @@ main(int argc, char **argv)
 		case 'p':
 			if (optarg[0] != '/' || strlen(optarg) > BENCH_PATH_MAX ||
 			    strpbrk(optarg, " \r\n") != NULL)
-				die("--path: an absolute path without spaces");
+				bench_die("--path: an absolute path without spaces");
 			opt.path = optarg;
 			break;
 		case 'e':
-			opt.expect_size = parse_long(optarg, "--expect-size", 0,
+			opt.expect_size = bench_parse_long(optarg, "--expect-size", 0,
 			                             BENCH_ANSWER_MAX);
 			break;
 		case 'n':
-			opt.concurrency = (unsigned)parse_long(
+			opt.concurrency = (unsigned)bench_parse_long(
 			    optarg, "--concurrency", 1, BENCH_CONCURRENCY_MAX);
 			break;
 		case 't':
-			opt.threads = (unsigned)parse_long(
+			opt.threads = (unsigned)bench_parse_long(
 			    optarg, "--threads", 1, BENCH_THREADS_MAX);
 			break;
 		case 'N':
-			opt.count = parse_long(optarg, "--count", 1,
+			opt.count = bench_parse_long(optarg, "--count", 1,
 			                       BENCH_COUNT_MAX);
 			break;
 		case 'd':
@@ -1043,14 +993,14 @@ main(int argc, char **argv)
 			if (errno != 0 || end == optarg || *end != '\0' ||
 			    !(opt.duration > 0 &&
 			      opt.duration <= BENCH_DURATION_MAX))
-				die("--duration: seconds, more than 0 and at "
+				bench_die("--duration: seconds, more than 0 and at "
 				    "most %.0f", BENCH_DURATION_MAX);
 			break;
 		case 'x':
 			opt.new_conn = true;
 			break;
 		case 'v':
-			opt.verify_every = parse_long(optarg, "--verify-every",
+			opt.verify_every = bench_parse_long(optarg, "--verify-every",
 			                              0, BENCH_COUNT_MAX);
 			break;
 		case 'A':
@@ -1060,7 +1010,7 @@ main(int argc, char **argv)
 			opt.untrusted = optarg;
 			break;
 		case 'T':
-			opt.timeout = (int)parse_long(optarg, "--timeout", 1,
+			opt.timeout = (int)bench_parse_long(optarg, "--timeout", 1,
 			                              BENCH_TIMEOUT_MAX);
 			break;
 		case 'a':
@@ -1081,30 +1031,30 @@ main(int argc, char **argv)
 	    (finished = malloc((size_t)opt.count * sizeof(float))) == NULL ||
 	    (ran = calloc((size_t)opt.count, 1)) == NULL ||
 	    (loops = calloc(opt.threads, sizeof(*loops))) == NULL)
-		die("out of memory");
+		bench_die("out of memory");
 	for (t = 0; t < opt.threads; t++) {
 		loops[t].nconns = opt.concurrency / opt.threads +
 		                  (t < opt.concurrency % opt.threads ? 1 : 0);
 		if ((loops[t].conns = calloc(loops[t].nconns,
 		                             sizeof(struct conn))) == NULL ||
 		    (loops[t].ep = epoll_create1(EPOLL_CLOEXEC)) == -1)
-			die("out of memory");
+			bench_die("out of memory");
 	}
-	cpu0 = cpu_s();
-	t0 = now_s();
+	cpu0 = bench_cpu_s();
+	t0 = bench_now_s();
 	deadline = t0 + opt.duration;
 	for (t = 0; t < opt.threads; t++)
 		if (pthread_create(&loops[t].thread, NULL, loop_main,
 		                   &loops[t]) != 0)
-			die("cannot start a thread");
+			bench_die("cannot start a thread");
 	for (t = 0; t < opt.threads; t++)
 		pthread_join(loops[t].thread, NULL);
-	cpu = cpu_s() - cpu0;
+	cpu = bench_cpu_s() - cpu0;
 	n = atomic_load(&next_req);
 	if (n > opt.count)
 		n = opt.count;
 	if ((ok_lat = malloc((size_t)(n + 1) * sizeof(float))) == NULL)
-		die("out of memory");
+		bench_die("out of memory");
 	for (i = 0; i < n; i++) {
 		if (!ran[i])
 			continue;

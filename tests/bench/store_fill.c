@@ -42,51 +42,13 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include "benchutil.h"
 #include "cert.h"
 #include "store.h"
 #include "util.h"
 
 #define FILL_COUNT_MAX 10000000L
 #define FILL_SERIAL_LEN 16
-
-static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-
-static void
-die(const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "store_fill: ");
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "\n");
-	ERR_print_errors_fp(stderr);
-	exit(1);
-}
-
-static long
-parse_long(const char *s, const char *what, long min, long max)
-{
-	char *end;
-	long v;
-
-	errno = 0;
-	v = strtol(s, &end, 10);
-	if (errno != 0 || end == s || *end != '\0' || v < min || v > max)
-		die("%s: '%s' is not a number from %ld to %ld", what, s, min,
-		    max);
-	return v;
-}
-
-static double
-now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static int
 cmp_serial(const void *a, const void *b)
@@ -122,7 +84,7 @@ template_new(X509 *issuer, EVP_PKEY *key, const uint8_t kid[STORE_KEY_ID_LEN])
 	    X509_set_pubkey(x, key) != 1 ||
 	    X509_add1_ext_i2d(x, NID_authority_key_identifier, akid, 0, 0) !=
 	        1)
-		die("cannot make the template certificate");
+		bench_die("cannot make the template certificate");
 	AUTHORITY_KEYID_free(akid);
 	return x;
 }
@@ -145,7 +107,7 @@ template_set(X509 *x, EVP_PKEY *key, const uint8_t *sn, size_t n)
 	                               0) != 1 ||
 	    X509_set_subject_name(x, name) != 1 ||
 	    X509_sign(x, key, EVP_sha256()) <= 0)
-		die("cannot make certificate %zu", n);
+		bench_die("cannot make certificate %zu", n);
 	X509_NAME_free(name);
 	ASN1_INTEGER_free(ai);
 	BN_free(bn);
@@ -161,13 +123,13 @@ write_index(const char *path, const uint8_t *serials, size_t count, X509 *tmpl)
 	size_t i;
 
 	if (ASN1_TIME_to_tm(na, &tm) != 1)
-		die("notAfter");
+		bench_die("notAfter");
 	/* index.txt wants UTCTime: YYMMDDHHMMSSZ. */
 	snprintf(exp, sizeof(exp), "%02d%02d%02d%02d%02d%02dZ",
 	         tm.tm_year % 100, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
 	         tm.tm_min, tm.tm_sec);
 	if ((f = fopen(path, "w")) == NULL)
-		die("%s: %s", path, strerror(errno));
+		bench_die("%s: %s", path, strerror(errno));
 	for (i = 0; i < count; i++) {
 		hex_encode(serials + i * FILL_SERIAL_LEN, FILL_SERIAL_LEN, hex);
 		/* openssl looks serials up as BN_bn2hex prints them. */
@@ -178,7 +140,7 @@ write_index(const char *path, const uint8_t *serials, size_t count, X509 *tmpl)
 		        hex, i);
 	}
 	if (fclose(f) != 0)
-		die("%s: %s", path, strerror(errno));
+		bench_die("%s: %s", path, strerror(errno));
 }
 
 int
@@ -209,6 +171,8 @@ main(int argc, char **argv)
 	size_t i, j;
 	int c, rc;
 
+	bench_prog = "store_fill";
+	bench_die_status = 1;
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		switch (c) {
 		case 's':
@@ -218,23 +182,23 @@ main(int argc, char **argv)
 			issuer_path = optarg;
 			break;
 		case 'n':
-			count = parse_long(optarg, "--count", 1, FILL_COUNT_MAX);
+			count = bench_parse_long(optarg, "--count", 1, FILL_COUNT_MAX);
 			break;
 		case 'b':
-			batch = parse_long(optarg, "--batch", 1,
+			batch = bench_parse_long(optarg, "--batch", 1,
 			                   STORE_BATCH_OPS_MAX);
 			break;
 		case 'o':
 			serials_out = optarg;
 			break;
 		case 'k':
-			sample = parse_long(optarg, "--sample", 1, 1000000);
+			sample = bench_parse_long(optarg, "--sample", 1, 1000000);
 			break;
 		case 'x':
 			index_out = optarg;
 			break;
 		case 'r':
-			seed = (uint64_t)parse_long(optarg, "--seed", 1,
+			seed = (uint64_t)bench_parse_long(optarg, "--seed", 1,
 			                            0x7fffffffL);
 			break;
 		default:
@@ -244,12 +208,12 @@ main(int argc, char **argv)
 	if (optind != argc || dir == NULL || issuer_path == NULL || count == 0)
 		goto usage;
 	if ((issuer = cert_load_pem(issuer_path, &e)) == NULL)
-		die("%s", e.msg);
+		bench_die("%s", e.msg);
 	if (store_issuer_key_id(issuer, kid, &e) == -1)
-		die("%s", e.msg);
+		bench_die("%s", e.msg);
 	/* Random 16-byte serials as the CA makes them: positive, no 00 lead. */
 	if ((serials = malloc((size_t)count * FILL_SERIAL_LEN)) == NULL)
-		die("out of memory");
+		bench_die("out of memory");
 	for (i = 0; i < (size_t)count; i++) {
 		uint64_t a = rng_next(&seed), z = rng_next(&seed);
 		uint8_t *sn = serials + i * FILL_SERIAL_LEN;
@@ -262,16 +226,16 @@ main(int argc, char **argv)
 	for (i = 1; i < (size_t)count; i++)
 		if (memcmp(serials + (i - 1) * FILL_SERIAL_LEN,
 		           serials + i * FILL_SERIAL_LEN, FILL_SERIAL_LEN) == 0)
-			die("duplicate serial: try another --seed");
+			bench_die("duplicate serial: try another --seed");
 	if ((key = EVP_EC_gen("P-256")) == NULL)
-		die("cannot make a throwaway key");
+		bench_die("cannot make a throwaway key");
 	x = template_new(issuer, key, kid);
 	if (store_open(dir, NULL, &st, &e) == -1)
-		die("%s", e.msg);
-	t0 = now_s();
+		bench_die("%s", e.msg);
+	t0 = bench_now_s();
 	for (i = 0; i < (size_t)count; i += (size_t)batch) {
 		if ((b = store_batch_new()) == NULL)
-			die("out of memory");
+			bench_die("out of memory");
 		for (j = i; j < (size_t)count && j < i + (size_t)batch; j++) {
 			template_set(x, key, serials + j * FILL_SERIAL_LEN, j);
 			if (store_batch_put_x509(b, x, kid, "store-fill",
@@ -280,12 +244,12 @@ main(int argc, char **argv)
 				break;
 		}
 		if ((rc = store_apply(st, b, &e)) != STORE_OK)
-			die("batch at record %zu: %s", i,
+			bench_die("batch at record %zu: %s", i,
 			    rc == STORE_EXISTS ? "a serial is already stored"
 			                       : e.msg);
 		store_batch_free(b);
 	}
-	t = now_s() - t0;
+	t = bench_now_s() - t0;
 	printf("store_fill: %ld records in %.1f s (%.0f records/s)\n", count,
 	       t, (double)count / (t > 0 ? t : 1e-9));
 	store_close(st);
@@ -296,7 +260,7 @@ main(int argc, char **argv)
 		                                          : (size_t)count;
 
 		if (f == NULL)
-			die("%s: %s", serials_out, strerror(errno));
+			bench_die("%s: %s", serials_out, strerror(errno));
 		for (i = 0; i < k; i++) {
 			/* Evenly over the key order: every part of the tree. */
 			hex_encode(serials + (i * (size_t)count / k) *
@@ -305,7 +269,7 @@ main(int argc, char **argv)
 			fprintf(f, "%s\n", hex);
 		}
 		if (fclose(f) != 0)
-			die("%s: %s", serials_out, strerror(errno));
+			bench_die("%s: %s", serials_out, strerror(errno));
 	}
 	if (index_out != NULL)
 		write_index(index_out, serials, (size_t)count, x);

@@ -49,6 +49,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include "benchutil.h"
 #include "cert.h"
 #include "chain.h"
 #include "http.h"
@@ -82,23 +83,6 @@ static STACK_OF(X509) *cachain;  /* the CA chain, untrusted helpers */
 static int timeout_s = 10;
 static atomic_long n_ok, n_forbidden, n_nocert, n_failed, n_timeout;
 static atomic_bool stopping;
-
-static void die(const char *fmt, ...)
-    __attribute__((format(printf, 1, 2), noreturn));
-
-static void
-die(const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "tls_ceiling: ");
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "\n");
-	ERR_print_errors_fp(stderr);
-	exit(2);
-}
 
 static void
 usage(void)
@@ -380,13 +364,13 @@ run_epoll(const char *host, const char *port, unsigned nworkers,
 	hints.ai_socktype = SOCK_STREAM;
 	hints.ai_flags = AI_NUMERICHOST | AI_PASSIVE;
 	if (getaddrinfo(host, port, &hints, &ai) != 0 || ai == NULL)
-		die("--listen %s:%s: not an address", host, port);
+		bench_die("--listen %s:%s: not an address", host, port);
 	/*
 	 * Refuse a port someone listens on, as common/http.c does: with
 	 * SO_REUSEPORT we would silently share it.
 	 */
 	if ((probe = listen_socket(ai, false)) == -1)
-		die("cannot listen on %s:%s: %s", host, port, strerror(errno));
+		bench_die("cannot listen on %s:%s: %s", host, port, strerror(errno));
 	close(probe);
 	memset(workers, 0, sizeof(workers));
 	for (i = 0; i < nworkers; i++) {
@@ -394,18 +378,18 @@ run_epoll(const char *host, const char *port, unsigned nworkers,
 
 		if ((w->lfd = listen_socket(ai, true)) == -1 ||
 		    (w->ep = epoll_create1(EPOLL_CLOEXEC)) == -1)
-			die("cannot listen on %s:%s: %s", host, port,
+			bench_die("cannot listen on %s:%s: %s", host, port,
 			    strerror(errno));
 		ev.events = EPOLLIN;
 		ev.data.ptr = w;
 		if (epoll_ctl(w->ep, EPOLL_CTL_ADD, w->lfd, &ev) == -1)
-			die("epoll_ctl: %s", strerror(errno));
+			bench_die("epoll_ctl: %s", strerror(errno));
 	}
 	freeaddrinfo(ai);
 	for (i = 0; i < nworkers; i++)
 		if (pthread_create(&workers[i].thread, NULL, worker_main,
 		                   &workers[i]) != 0)
-			die("%s", "cannot start a worker");
+			bench_die("%s", "cannot start a worker");
 	printf("ready %s:%s epoll %u workers\n", host, port, nworkers);
 	fflush(stdout);
 	while (sigwait(set, &sig) == 0 && sig != SIGTERM && sig != SIGINT)
@@ -459,7 +443,7 @@ run_http(const char *host, const char *port, unsigned nworkers,
 	cfg.category = LOG_EST;
 	srv = http_server_start(&cfg, ceiling_handler, NULL, &err);
 	if (srv == NULL)
-		die("%s", err.msg);
+		bench_die("%s", err.msg);
 	printf("ready %s:%s http %u workers\n", host, port,
 	       http_server_workers(srv));
 	fflush(stdout);
@@ -497,6 +481,8 @@ main(int argc, char **argv)
 	sigset_t set;
 	int c, i;
 
+	bench_prog = "tls_ceiling";
+	bench_prog = "tls_ceiling";
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'l':
@@ -521,7 +507,7 @@ main(int argc, char **argv)
 			nworkers = strtol(optarg, &end, 10);
 			if (*end != '\0' || nworkers < 1 ||
 			    nworkers > CEIL_WORKERS_MAX)
-				die("--workers: '%s' is not a number from 1 "
+				bench_die("--workers: '%s' is not a number from 1 "
 				    "to %d",
 				    optarg, CEIL_WORKERS_MAX);
 			break;
@@ -531,7 +517,7 @@ main(int argc, char **argv)
 		case 't':
 			timeout_s = (int)strtol(optarg, &end, 10);
 			if (*end != '\0' || timeout_s < 1 || timeout_s > 300)
-				die("--timeout: '%s' is not a number from 1 "
+				bench_die("--timeout: '%s' is not a number from 1 "
 				    "to 300",
 				    optarg);
 			break;
@@ -543,17 +529,17 @@ main(int argc, char **argv)
 	    keyf == NULL || rootf == NULL)
 		usage();
 	if (strcmp(engine, "epoll") != 0 && strcmp(engine, "http") != 0)
-		die("--engine: '%s' is not epoll or http", engine);
+		bench_die("--engine: '%s' is not epoll or http", engine);
 	if ((colon = strrchr(listen_arg, ':')) == NULL ||
 	    (size_t)(colon - listen_arg) >= sizeof(host) || colon == listen_arg)
-		die("--listen %s: ADDR:PORT expected", listen_arg);
+		bench_die("--listen %s: ADDR:PORT expected", listen_arg);
 	memcpy(host, listen_arg, (size_t)(colon - listen_arg));
 	host[colon - listen_arg] = '\0';
 	{
 		long p = strtol(colon + 1, &end, 10);
 
 		if (*end != '\0' || p < 1 || p > 65535)
-			die("--listen %s: bad port", listen_arg);
+			bench_die("--listen %s: bad port", listen_arg);
 	}
 	if (nworkers == 0) {
 		/* One per online CPU, as the EST server (est.workers 0). */
@@ -563,49 +549,49 @@ main(int argc, char **argv)
 		                                     : cpus;
 	}
 	if (log_open("tls-ceiling", "ceiling", NULL, true, &err) == -1)
-		die("%s", err.msg);
+		bench_die("%s", err.msg);
 
 	if (passf != NULL &&
 	    (pass = passphrase_load(passf, NULL, &passlen, &err)) == NULL)
-		die("%s", err.msg);
+		bench_die("%s", err.msg);
 	if ((cert = cert_load_pem(certf, &err)) == NULL)
-		die("%s", err.msg);
+		bench_die("%s", err.msg);
 	if (pass != NULL) {
 		if ((key = key_load(keyf, pass, passlen, &err)) == NULL)
-			die("%s", err.msg);
+			bench_die("%s", err.msg);
 	} else {
 		/* A test fixture's plain key (est_harness writes those). */
 		FILE *f = fopen(keyf, "r");
 
 		if (f == NULL)
-			die("%s: %s", keyf, strerror(errno));
+			bench_die("%s: %s", keyf, strerror(errno));
 		key = PEM_read_PrivateKey(f, NULL, NULL, (void *)"");
 		fclose(f);
 		if (key == NULL)
-			die("%s: not a plain PEM private key (encrypted? give "
+			bench_die("%s: not a plain PEM private key (encrypted? give "
 			    "--passphrase-file)", keyf);
 	}
 	if (pass != NULL)
 		passphrase_free(pass, passlen);
 	if ((anchors = chain_load_pem(rootf, &err)) == NULL)
-		die("%s", err.msg);
+		bench_die("%s", err.msg);
 	if (chainf != NULL) {
 		if ((cachain = chain_load_pem(chainf, &err)) == NULL)
-			die("%s", err.msg);
+			bench_die("%s", err.msg);
 	} else if ((cachain = sk_X509_new_null()) == NULL)
-		die("%s", "out of memory");
+		bench_die("%s", "out of memory");
 	/* Send what the EST server sends: the chain without the root. */
 	if ((sent = sk_X509_new_null()) == NULL)
-		die("%s", "out of memory");
+		bench_die("%s", "out of memory");
 	for (i = 0; i < sk_X509_num(cachain); i++) {
 		X509 *x = sk_X509_value(cachain, i);
 
 		if (X509_check_issued(x, x) != X509_V_OK &&
 		    !sk_X509_push(sent, x))
-			die("%s", "out of memory");
+			bench_die("%s", "out of memory");
 	}
 	if ((ctx = http_tls_ctx_new(cert, key, sent, &err)) == NULL)
-		die("%s", err.msg);
+		bench_die("%s", err.msg);
 	sk_X509_free(sent);
 
 	/* Signals by sigwait() here; the workers inherit the mask. */
