@@ -22,6 +22,23 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+/*
+ * The responder's settings every role takes besides its ocsp.listen
+ * (struct config_key entries, config.h and http.h needed where used).
+ */
+#define OCSP_HTTP_CONFIG_KEYS                                                 \
+	{"ocsp.nonce", CONFIG_BOOL, "on",                                      \
+	 "echo OCSP nonces (RFC 8954); off: RFC 5019 profile, nonces ignored", \
+	 0, 0, NULL, 0},                                                       \
+	{"ocsp.validity", CONFIG_DURATION, "1h",                               \
+	 "OCSP response validity, thisUpdate to nextUpdate", 10, 7 * 86400,    \
+	 NULL, 0},                                                             \
+	{"ocsp.workers", CONFIG_INT, "0",                                      \
+	 "OCSP worker threads; 0: one per online CPU", 0, HTTP_WORKERS_MAX,    \
+	 NULL, 0},                                                             \
+	{"ocsp.timeout", CONFIG_DURATION, "10s",                               \
+	 "OCSP idle timeout of a connection", 1, 300, NULL, 0}
+
 struct http_request;
 struct ocsp_responder;
 

@@ -46,6 +46,7 @@
 #include "config.h"
 #include "curve.h"
 #include "http.h"
+#include "ocsp_http.h"
 #include "keys.h"
 #include "log.h"
 #include "node.h"
@@ -86,17 +87,7 @@ static const struct config_key pan_keys[] = {
      "6960); unset, it takes messaging.listen's address unless that is a "
      "wildcard",
      0, 0, NULL, 0},
-    {"ocsp.nonce", CONFIG_BOOL, "on",
-     "echo OCSP nonces (RFC 8954); off: RFC 5019 profile, nonces ignored", 0,
-     0, NULL, 0},
-    {"ocsp.validity", CONFIG_DURATION, "1h",
-     "OCSP response validity, thisUpdate to nextUpdate", 10, 7 * 86400,
-     NULL, 0},
-    {"ocsp.workers", CONFIG_INT, "0",
-     "OCSP worker threads; 0: one per online CPU", 0, HTTP_WORKERS_MAX, NULL,
-     0},
-    {"ocsp.timeout", CONFIG_DURATION, "10s",
-     "OCSP idle timeout of a connection", 1, 300, NULL, 0},
+    OCSP_HTTP_CONFIG_KEYS,
 };
 
 /* Variables of ours that are not settings of pan run. */

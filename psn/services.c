@@ -36,6 +36,7 @@
 #include "config.h"
 #include "est.h"
 #include "http.h"
+#include "ocsp_http.h"
 #include "join.h"
 #include "keys.h"
 #include "log.h"
@@ -101,17 +102,7 @@ const struct config_key psn_services_keys[] = {
     {"ocsp.listen", CONFIG_ADDRESS, "0.0.0.0:2560",
      "address the OCSP responder listens on (plain HTTP, RFC 6960)", 0, 0,
      NULL, 0},
-    {"ocsp.nonce", CONFIG_BOOL, "on",
-     "echo OCSP nonces (RFC 8954); off: RFC 5019 profile, nonces ignored", 0,
-     0, NULL, 0},
-    {"ocsp.validity", CONFIG_DURATION, "1h",
-     "OCSP response validity, thisUpdate to nextUpdate", 10, 7 * 86400,
-     NULL, 0},
-    {"ocsp.workers", CONFIG_INT, "0",
-     "OCSP worker threads; 0: one per online CPU", 0, HTTP_WORKERS_MAX, NULL,
-     0},
-    {"ocsp.timeout", CONFIG_DURATION, "10s",
-     "OCSP idle timeout of a connection", 1, 300, NULL, 0},
+    OCSP_HTTP_CONFIG_KEYS,
 };
 const size_t psn_services_nkeys = ARRAY_SIZE(psn_services_keys);
 
