@@ -82,7 +82,6 @@
 /* Largest answer we read (one certificate in base64 is ~1 KiB). */
 #define BENCH_ANSWER_MAX (256 * 1024)
 /* Error messages printed in full; the rest are only counted. */
-#define BENCH_ERRORS_SHOWN 5
 #define BENCH_PATH_MAX     512
 
 /* One prepared CSR: the base64 body we send and the key we expect back. */
@@ -127,9 +126,6 @@ static atomic_long next_req;
 static atomic_long inflight, max_inflight;
 static double *latency;       /* per request slot, seconds; <0: failed */
 static double *finished_at;   /* per request slot, since t0 */
-static atomic_long nerrors;
-static pthread_mutex_t err_lock = PTHREAD_MUTEX_INITIALIZER;
-static long errors_shown;
 static _Atomic(const char *) tls_seen; /* a negotiated version (report) */
 static _Atomic(const char *) group_seen; /* the key exchange group */
 static unsigned char *ran;    /* per request slot: it was made */
@@ -146,37 +142,6 @@ usage(void)
 	        "[--path P] [--expect-status N]]\n"
 	        "    [--tls 1.2|1.3] [--timeout S] [--name TEXT]\n");
 	exit(2);
-}
-
-/* Record a failed request: counted always, the first few printed. */
-static void
-bench_fail(long idx, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void
-bench_fail(long idx, const char *fmt, ...)
-{
-	char msg[512];
-	unsigned long e;
-	va_list ap;
-	size_t n;
-
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	if ((e = ERR_peek_last_error()) != 0) {
-		n = strlen(msg);
-		snprintf(msg + n, sizeof(msg) - n, " (%s)",
-		         ERR_reason_error_string(e) != NULL
-		             ? ERR_reason_error_string(e)
-		             : "openssl error");
-	}
-	ERR_clear_error();
-	atomic_fetch_add(&nerrors, 1);
-	pthread_mutex_lock(&err_lock);
-	if (errors_shown++ < BENCH_ERRORS_SHOWN)
-		fprintf(stderr, "est_bench: request %ld: %s\n", idx, msg);
-	pthread_mutex_unlock(&err_lock);
 }
 
 /* --- preparation (not timed) --- */
@@ -335,36 +300,11 @@ ctx_setup(void)
 static void
 resolve(void)
 {
-	struct addrinfo hints, *ai = NULL;
 	char host[256];
-	const char *colon, *port;
-	size_t hl;
-	int rc;
 
-	/* HOST:PORT or [V6]:PORT */
-	if ((colon = strrchr(opt.connect, ':')) == NULL)
-		bench_die("--connect %s: HOST:PORT expected", opt.connect);
-	port = colon + 1;
-	hl = (size_t)(colon - opt.connect);
-	if (hl >= 2 && opt.connect[0] == '[' && opt.connect[hl - 1] == ']') {
-		memcpy(host, opt.connect + 1, hl - 2);
-		host[hl - 2] = '\0';
-	} else if (hl > 0 && hl < sizeof(host)) {
-		memcpy(host, opt.connect, hl);
-		host[hl] = '\0';
-	} else
-		bench_die("--connect %s: HOST:PORT expected", opt.connect);
-	(void)bench_parse_long(port, "--connect port", 1, 65535);
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_socktype = SOCK_STREAM;
-	if ((rc = getaddrinfo(host, port, &hints, &ai)) != 0 || ai == NULL)
-		bench_die("cannot resolve %s", opt.connect);
-	memcpy(&peer, ai->ai_addr, ai->ai_addrlen);
-	peerlen = ai->ai_addrlen;
-	freeaddrinfo(ai);
-	snprintf(hostport, sizeof(hostport), "%s", opt.servername != NULL
-	                                               ? opt.servername
-	                                               : host);
+	bench_resolve(opt.connect, false, &peer, &peerlen, host, sizeof(host));
+	snprintf(hostport, sizeof(hostport), "%s",
+	         opt.servername != NULL ? opt.servername : host);
 }
 
 /* --- one request --- */
@@ -655,21 +595,6 @@ cmp_double(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-static double
-percentile(const double *sorted, long n, double q)
-{
-	long i;
-
-	if (n == 0)
-		return 0;
-	i = (long)(q * (double)n + 0.5) - 1;
-	if (i < 0)
-		i = 0;
-	if (i >= n)
-		i = n - 1;
-	return sorted[i];
-}
-
 int
 main(int argc, char **argv)
 {
@@ -853,7 +778,7 @@ main(int argc, char **argv)
 		if (finished_at[i] <= window_end)
 			in_window++;
 	}
-	errs = atomic_load(&nerrors);
+	errs = atomic_load(&bench_errors);
 	qsort(ok_lat, (size_t)ok, sizeof(*ok_lat), cmp_double);
 	rate = window_end > 0 ? (double)in_window / window_end : 0;
 	printf("%s: %s, concurrency %u, %s: %ld requests, %ld ok, %ld errors "
@@ -865,8 +790,8 @@ main(int argc, char **argv)
 	       atomic_load(&tls_seen) != NULL ? atomic_load(&tls_seen)
 	                                      : "no TLS",
 	       requests, ok, errs, elapsed, rate,
-	       percentile(ok_lat, ok, 0.50) * 1e3,
-	       percentile(ok_lat, ok, 0.99) * 1e3,
+	       BENCH_PERCENTILE(ok_lat, ok, 0.50) * 1e3,
+	       BENCH_PERCENTILE(ok_lat, ok, 0.99) * 1e3,
 	       atomic_load(&max_inflight));
 	printf("RESULT name=%s mode=%s concurrency=%u requests=%ld ok=%ld "
 	       "errors=%ld elapsed=%.3f rate=%.2f p50_ms=%.2f p99_ms=%.2f "
@@ -874,8 +799,8 @@ main(int argc, char **argv)
 	       opt.name != NULL ? opt.name : "-",
 	       opt.handshake_only ? "handshake" : "enroll", opt.concurrency,
 	       requests, ok, errs, elapsed, rate,
-	       percentile(ok_lat, ok, 0.50) * 1e3,
-	       percentile(ok_lat, ok, 0.99) * 1e3, atomic_load(&max_inflight),
+	       BENCH_PERCENTILE(ok_lat, ok, 0.50) * 1e3,
+	       BENCH_PERCENTILE(ok_lat, ok, 0.99) * 1e3, atomic_load(&max_inflight),
 	       atomic_load(&tls_seen) != NULL ? atomic_load(&tls_seen) : "-",
 	       atomic_load(&group_seen) != NULL ? atomic_load(&group_seen)
 	                                        : "-",

@@ -91,7 +91,6 @@
 #define BENCH_SERIALS_MAX     1000000
 /* Largest answer (head and body) we take; an OCSP response is ~1 KiB. */
 #define BENCH_ANSWER_MAX (32 * 1024)
-#define BENCH_ERRORS_SHOWN 5
 #define BENCH_NONCE_LEN    16
 #define BENCH_PATH_MAX     4096
 
@@ -155,75 +154,18 @@ static size_t npreps;
 static X509_STORE *trust;
 static STACK_OF(X509) *untrusted;
 static double t0, deadline;
-static atomic_long next_req, nerrors, nretries, nconnects, nverified;
+static atomic_long next_req, nretries, nconnects, nverified;
 static atomic_long last_bytes;
 static float *latency;   /* per request slot, seconds; <0: failed */
 static float *finished;  /* per request slot, since t0 */
 static unsigned char *ran; /* per request slot: it was started */
-static pthread_mutex_t err_lock = PTHREAD_MUTEX_INITIALIZER;
-static long errors_shown;
-
-static void bench_fail(long idx, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-/* A failed request: counted always, the first few printed. */
-static void
-bench_fail(long idx, const char *fmt, ...)
-{
-	char msg[512];
-	unsigned long e;
-	va_list ap;
-	size_t n;
-
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	if ((e = ERR_peek_last_error()) != 0) {
-		n = strlen(msg);
-		snprintf(msg + n, sizeof(msg) - n, " (%s)",
-		         ERR_reason_error_string(e) != NULL
-		             ? ERR_reason_error_string(e)
-		             : "openssl error");
-	}
-	ERR_clear_error();
-	atomic_fetch_add(&nerrors, 1);
-	pthread_mutex_lock(&err_lock);
-	if (errors_shown++ < BENCH_ERRORS_SHOWN)
-		fprintf(stderr, "ocsp_bench: request %ld: %s\n", idx, msg);
-	pthread_mutex_unlock(&err_lock);
-}
 
 /* --- preparing the requests --- */
 
 static void
 resolve(void)
 {
-	struct addrinfo hints, *ai = NULL;
-	const char *colon, *port;
-	size_t hl;
-
-	if ((colon = strrchr(opt.connect, ':')) == NULL)
-		bench_die("--connect %s: HOST:PORT expected", opt.connect);
-	port = colon + 1;
-	hl = (size_t)(colon - opt.connect);
-	if (hl >= 2 && opt.connect[0] == '[' && opt.connect[hl - 1] == ']') {
-		memcpy(host, opt.connect + 1, hl - 2);
-		host[hl - 2] = '\0';
-	} else if (hl > 0 && hl < sizeof(host)) {
-		memcpy(host, opt.connect, hl);
-		host[hl] = '\0';
-	} else
-		bench_die("--connect %s: HOST:PORT expected", opt.connect);
-	(void)bench_parse_long(port, "--connect port", 1, 65535);
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
-	if (getaddrinfo(host, port, &hints, &ai) != 0 || ai == NULL)
-		bench_die("--connect %s: a numeric address and port expected",
-		    opt.connect);
-	memcpy(&peer, ai->ai_addr, ai->ai_addrlen);
-	peerlen = ai->ai_addrlen;
-	freeaddrinfo(ai);
+	bench_resolve(opt.connect, true, &peer, &peerlen, host, sizeof(host));
 }
 
 static char *
@@ -888,21 +830,6 @@ cmp_float(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-static double
-percentile(const float *sorted, long n, double q)
-{
-	long i;
-
-	if (n == 0)
-		return 0;
-	i = (long)(q * (double)n + 0.5) - 1;
-	if (i < 0)
-		i = 0;
-	if (i >= n)
-		i = n - 1;
-	return (double)sorted[i];
-}
-
 static void
 usage(void)
 {
@@ -1070,14 +997,14 @@ main(int argc, char **argv)
 			in_window++;
 	rate = window > 0 ? (double)in_window / window : 0;
 	qsort(ok_lat, (size_t)ok, sizeof(float), cmp_float);
-	errs = atomic_load(&nerrors);
+	errs = atomic_load(&bench_errors);
 	printf("%s: %ld requests (%s%s, %u connections), %ld ok, %ld errors, "
 	       "%.1f req/s, p50 %.2f ms, p99 %.2f ms, %ld verified in full\n",
 	       opt.name != NULL ? opt.name : "ocsp_bench", requests,
 	       mode_names[opt.mode], opt.new_conn ? ", new connection each" : "",
 	       opt.concurrency, ok, errs, rate,
-	       1e3 * percentile(ok_lat, ok, 0.50),
-	       1e3 * percentile(ok_lat, ok, 0.99), atomic_load(&nverified));
+	       1e3 * BENCH_PERCENTILE(ok_lat, ok, 0.50),
+	       1e3 * BENCH_PERCENTILE(ok_lat, ok, 0.99), atomic_load(&nverified));
 	printf("RESULT name=%s mode=%s concurrency=%u threads=%u requests=%ld "
 	       "ok=%ld errors=%ld retries=%ld connects=%ld verified=%ld "
 	       "elapsed=%.3f rate=%.1f p50_ms=%.3f p99_ms=%.3f bytes=%ld "
@@ -1086,8 +1013,8 @@ main(int argc, char **argv)
 	       opt.concurrency, opt.threads, requests, ok, errs,
 	       atomic_load(&nretries), atomic_load(&nconnects),
 	       atomic_load(&nverified), window, rate,
-	       1e3 * percentile(ok_lat, ok, 0.50),
-	       1e3 * percentile(ok_lat, ok, 0.99), atomic_load(&last_bytes),
+	       1e3 * BENCH_PERCENTILE(ok_lat, ok, 0.50),
+	       1e3 * BENCH_PERCENTILE(ok_lat, ok, 0.99), atomic_load(&last_bytes),
 	       cpu);
 	fflush(stdout);
 	/* Everything released, so that a leak checker sees only real leaks. */
