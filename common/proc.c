@@ -975,3 +975,45 @@ proc_serve(void *rep, int sigfd, bool stop_on_sigint,
 			handle(ctx, rep);
 	}
 }
+
+void *
+proc_rep_bind(void *zctx, const char *datadir, const char *name,
+              struct error *err)
+{
+	char endpoint[PROC_ENDPOINT_MAX + 64];
+	int64_t maxsize = MSG_MAX_SIZE;
+	int zero = 0;
+	void *rep;
+
+	if (proc_ipc_endpoint(endpoint, sizeof(endpoint), datadir, name, err) ==
+	        -1 ||
+	    proc_ipc_claim(datadir, name, err) == -1)
+		return NULL;
+	if ((rep = zmq_socket(zctx, ZMQ_REP)) == NULL) {
+		error_set(err, "zmq: %s", zmq_strerror(errno));
+		return NULL;
+	}
+	if (zmq_setsockopt(rep, ZMQ_LINGER, &zero, sizeof(zero)) == -1 ||
+	    zmq_setsockopt(rep, ZMQ_MAXMSGSIZE, &maxsize, sizeof(maxsize)) ==
+	        -1 ||
+	    zmq_bind(rep, endpoint) == -1) {
+		error_set(err, "zmq %s: %s", endpoint, zmq_strerror(errno));
+		zmq_close(rep);
+		return NULL;
+	}
+	if (proc_ipc_secure(datadir, name, err) == -1) {
+		zmq_close(rep);
+		proc_ipc_unlink(datadir, name);
+		return NULL;
+	}
+	return rep;
+}
+
+void
+proc_ipc_unlink(const char *datadir, const char *name)
+{
+	char path[PROC_ENDPOINT_MAX + 64];
+
+	if (proc_ipc_path(path, sizeof(path), datadir, name, NULL) == 0)
+		(void)unlink(path);
+}

@@ -138,6 +138,17 @@ int proc_ipc_secure(const char *datadir, const char *name, struct error *err);
  * is not a socket is refused too.  0 when the path is free.
  */
 int proc_ipc_claim(const char *datadir, const char *name, struct error *err);
+/*
+ * A node-local service's REP socket in zctx, ready to serve: the path
+ * claimed (proc_ipc_claim), linger 0, envelopes over MSG_MAX_SIZE dropped
+ * by ZeroMQ before they are allocated, bound to ipc://D/name.sock and made
+ * 0600.  NULL with err set; on success remove D/name.sock with
+ * proc_ipc_unlink() when done.
+ */
+void *proc_rep_bind(void *zctx, const char *datadir, const char *name,
+                    struct error *err);
+/* Remove D/name.sock (a service that bound it is stopping). */
+void proc_ipc_unlink(const char *datadir, const char *name);
 
 /*
  * Send one envelope as one frame.  0 or -1 (EAGAIN on a timeout included).

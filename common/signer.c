@@ -380,12 +380,10 @@ signer_main(void *arg)
 	struct signer_args *a = arg;
 	struct signer_proc sp;
 	struct error e = {{0}};
-	char endpoint[PROC_ENDPOINT_MAX + 64], msg[SIGNER_READY_MAX];
+	char msg[SIGNER_READY_MAX];
 	void *ctx = NULL, *rep = NULL;
-	int sigfd = -1, zero = 0, ret = 1, held = 0;
-	int64_t maxsize = MSG_MAX_SIZE;
+	int sigfd = -1, ret = 1, held = 0;
 	enum signer_ca ca;
-	bool bound = false;
 
 	memset(&sp, 0, sizeof(sp));
 	sp.args = a;
@@ -415,28 +413,15 @@ signer_main(void *arg)
 		goto out;
 	}
 
-	if (proc_ipc_endpoint(endpoint, sizeof(endpoint), a->datadir,
-	                      SIGNER_SOCKET_NAME, &e) == -1 ||
-	    proc_ipc_claim(a->datadir, SIGNER_SOCKET_NAME, &e) == -1)
-		goto out;
-	if ((ctx = zmq_ctx_new()) == NULL ||
-	    (rep = zmq_socket(ctx, ZMQ_REP)) == NULL) {
-		error_set(&e, "zmq: %s", zmq_strerror(errno));
+	if ((ctx = zmq_ctx_new()) == NULL) {
+		error_set(&e, "zmq_ctx_new: %s", zmq_strerror(errno));
 		goto out;
 	}
-	/* Oversized input is dropped by ZeroMQ before we allocate it. */
-	if (zmq_setsockopt(rep, ZMQ_LINGER, &zero, sizeof(zero)) == -1 ||
-	    zmq_setsockopt(rep, ZMQ_MAXMSGSIZE, &maxsize, sizeof(maxsize)) ==
-	        -1 ||
-	    zmq_bind(rep, endpoint) == -1) {
-		error_set(&e, "zmq %s: %s", endpoint, zmq_strerror(errno));
+	if ((rep = proc_rep_bind(ctx, a->datadir, SIGNER_SOCKET_NAME, &e)) ==
+	    NULL)
 		goto out;
-	}
-	bound = true;
-	if (proc_ipc_secure(a->datadir, SIGNER_SOCKET_NAME, &e) == -1)
-		goto out;
-	log_info(LOG_CA_SERVICE, "CA signer for %s serving %s", a->hostname,
-	         endpoint);
+	log_info(LOG_CA_SERVICE, "CA signer for %s serving ipc://%s/%s.sock",
+	         a->hostname, a->datadir, SIGNER_SOCKET_NAME);
 	signer_ready(a, "ok");
 	ret = proc_serve(rep, sigfd, false, signer_handle_cb, &sp) == 0 ? 0 : 1;
 	log_info(LOG_CA_SERVICE,
@@ -455,13 +440,12 @@ out:
 		signer_ready(a, msg);
 	}
 	secure_zero(a->pass, a->passlen);
-	if (rep != NULL)
+	if (rep != NULL) {
 		zmq_close(rep);
+		proc_ipc_unlink(a->datadir, SIGNER_SOCKET_NAME);
+	}
 	if (ctx != NULL)
 		zmq_ctx_term(ctx);
-	if (bound && proc_ipc_path(endpoint, sizeof(endpoint), a->datadir,
-	                           SIGNER_SOCKET_NAME, NULL) == 0)
-		(void)unlink(endpoint);
 	/* EVP_PKEY_free() clears the key material (OpenSSL's free). */
 	for (ca = 0; ca < SIGNER_CA_COUNT; ca++) {
 		EVP_PKEY_free(sp.key[ca]);

@@ -571,11 +571,9 @@ ca_service_main(void *arg)
 	struct psn_service_args *a = arg;
 	struct ca_proc cp;
 	struct error e = {{0}};
-	char endpoint[PROC_ENDPOINT_MAX + 64], path[CA_PATH_MAX];
+	char path[CA_PATH_MAX];
 	void *ctx = NULL, *rep = NULL;
-	int sigfd = -1, zero = 0, ret = 1;
-	int64_t maxsize = MSG_MAX_SIZE;
-	bool bound = false;
+	int sigfd = -1, ret = 1;
 
 	memset(&cp, 0, sizeof(cp));
 	cp.args = a;
@@ -599,28 +597,16 @@ ca_service_main(void *arg)
 	        -1 ||
 	    store_open(path, NULL, &cp.store, &e) == -1)
 		goto out;
-	if (proc_ipc_endpoint(endpoint, sizeof(endpoint), a->datadir,
-	                      CA_SERVICE_SOCKET, &e) == -1 ||
-	    proc_ipc_claim(a->datadir, CA_SERVICE_SOCKET, &e) == -1)
-		goto out;
-	if ((ctx = zmq_ctx_new()) == NULL ||
-	    (rep = zmq_socket(ctx, ZMQ_REP)) == NULL) {
-		error_set(&e, "zmq: %s", zmq_strerror(errno));
+	if ((ctx = zmq_ctx_new()) == NULL) {
+		error_set(&e, "zmq_ctx_new: %s", zmq_strerror(errno));
 		goto out;
 	}
-	/* Oversized input is dropped by ZeroMQ before we allocate it. */
-	if (zmq_setsockopt(rep, ZMQ_LINGER, &zero, sizeof(zero)) == -1 ||
-	    zmq_setsockopt(rep, ZMQ_MAXMSGSIZE, &maxsize, sizeof(maxsize)) ==
-	        -1 ||
-	    zmq_bind(rep, endpoint) == -1) {
-		error_set(&e, "zmq %s: %s", endpoint, zmq_strerror(errno));
+	if ((rep = proc_rep_bind(ctx, a->datadir, CA_SERVICE_SOCKET, &e)) ==
+	    NULL)
 		goto out;
-	}
-	bound = true;
-	if (proc_ipc_secure(a->datadir, CA_SERVICE_SOCKET, &e) == -1)
-		goto out;
-	log_info(LOG_CA_SERVICE, "CA service of %s serving %s, pid %ld",
-	         cp.hostname, endpoint, (long)getpid());
+	log_info(LOG_CA_SERVICE, "CA service of %s serving ipc://%s/%s.sock, "
+	                         "pid %ld",
+	         cp.hostname, a->datadir, CA_SERVICE_SOCKET, (long)getpid());
 	psn_service_ready(a, "ok");
 	ret =
 	    proc_serve(rep, sigfd, cp.args->foreground, ca_handle_cb, &cp) == 0
@@ -641,13 +627,12 @@ out:
 		psn_service_ready(a, e.msg[0] != '\0' ? e.msg : "failed");
 	}
 	secure_zero(a->pass, a->passlen);
-	if (rep != NULL)
+	if (rep != NULL) {
 		zmq_close(rep);
+		proc_ipc_unlink(a->datadir, CA_SERVICE_SOCKET);
+	}
 	if (ctx != NULL)
 		zmq_ctx_term(ctx);
-	if (bound && proc_ipc_path(endpoint, sizeof(endpoint), a->datadir,
-	                           CA_SERVICE_SOCKET, NULL) == 0)
-		(void)unlink(endpoint);
 	store_close(cp.store);
 	EVP_PKEY_free(cp.key);
 	X509_free(cp.sub);
