@@ -1516,3 +1516,25 @@ config_help(const struct config *cfg, const char *env_prefix, FILE *fp)
 	}
 	return ferror(fp) ? -1 : 0;
 }
+
+int
+config_listen_address(const struct config *cfg, const char *key,
+                      const char *follow, struct config_address *out,
+                      struct error *err)
+{
+	const struct config_address *f = config_get_address(cfg, follow);
+
+	*out = *config_get_address(cfg, key);
+	if (config_source_rank(cfg, key) == CONFIG_SOURCE_DEFAULT &&
+	    f->family != AF_UNSPEC && strcmp(f->host, "0.0.0.0") != 0 &&
+	    strcmp(f->host, "::") != 0) {
+		memcpy(out->host, f->host, sizeof(out->host));
+		out->family = f->family;
+	}
+	if (out->family == AF_UNSPEC) {
+		error_set(err, "%s must be an IP address, not '%s'", key,
+		          out->host);
+		return -1;
+	}
+	return 0;
+}

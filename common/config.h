@@ -163,6 +163,17 @@ int64_t config_get_duration(const struct config *cfg, const char *name);
 int64_t config_get_size(const struct config *cfg, const char *name);
 const struct config_address *config_get_address(const struct config *cfg,
                                                 const char *name);
+/*
+ * A listen address that follows another one while it is not set: key's
+ * address, or, when key has its default and follow is one specific IP
+ * address (not a wildcard), follow's address with key's port.  Several
+ * services of a node then share the node's address without each being
+ * configured (a lab puts nodes on addresses of one host).  -1 with err
+ * set when the result is not an IP address.
+ */
+int config_listen_address(const struct config *cfg, const char *key,
+                          const char *follow, struct config_address *out,
+                          struct error *err);
 bool config_is_set(const struct config *cfg, const char *name);
 
 /*

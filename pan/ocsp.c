@@ -649,41 +649,24 @@ out:
 	return ret;
 }
 
-static bool
-ocsp_address_any(const struct config_address *a)
-{
-	return strcmp(a->host, "0.0.0.0") == 0 || strcmp(a->host, "::") == 0 ||
-	       strcmp(a->host, "*") == 0;
-}
-
 int
 pan_ocsp_settings(const struct config *cfg, struct pan_ocsp_settings *set,
                   struct error *err)
 {
-	const struct config_address *ml = config_get_address(cfg,
-	                                                     "messaging.listen");
-	const struct config_address *ol = config_get_address(cfg,
-	                                                     "ocsp.listen");
+	struct config_address ol;
 
 	memset(set, 0, sizeof(*set));
-	if (ol->family == AF_UNSPEC) {
-		error_set(err, "ocsp.listen must be an IP address, not '%s'",
-		          ol->host);
-		return -1;
-	}
-	snprintf(set->host, sizeof(set->host), "%s", ol->host);
-	set->port = ol->port;
-	set->family = ol->family;
 	/*
 	 * Unset, it follows messaging.listen's address when that is one
 	 * address: a lab that puts its nodes on addresses of one host must
 	 * not have the PAN take 2560 on all of them (the PSNs' port).
 	 */
-	if (config_source_rank(cfg, "ocsp.listen") == CONFIG_SOURCE_DEFAULT && !ocsp_address_any(ml) &&
-	    ml->family != AF_UNSPEC) {
-		snprintf(set->host, sizeof(set->host), "%s", ml->host);
-		set->family = ml->family;
-	}
+	if (config_listen_address(cfg, "ocsp.listen", "messaging.listen", &ol,
+	                          err) == -1)
+		return -1;
+	snprintf(set->host, sizeof(set->host), "%s", ol.host);
+	set->port = ol.port;
+	set->family = ol.family;
 	set->workers = (unsigned)config_get_int(cfg, "ocsp.workers");
 	set->timeout = (unsigned)config_get_duration(cfg, "ocsp.timeout");
 	set->nonce = config_get_bool(cfg, "ocsp.nonce");

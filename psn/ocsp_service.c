@@ -235,6 +235,7 @@ ocsp_service_main(void *arg)
 {
 	struct psn_service_args *a = arg;
 	const struct config_address *addr;
+	struct config_address listen;
 	struct http_config hc;
 	struct ocsp_svc s;
 	struct error e = {{0}};
@@ -245,16 +246,16 @@ ocsp_service_main(void *arg)
 	snprintf(s.hostname, sizeof(s.hostname), "%s", a->id->hostname);
 	if (psn_service_begin(a, &s.cfg, &s.own_cfg, &e) == -1)
 		goto out;
-	addr = config_get_address(s.cfg, "ocsp.listen");
-	if (addr->family == AF_UNSPEC) {
-		error_set(&e, "ocsp.listen must be an IP address, not '%s'",
-		          addr->host);
+	/* Unset, it follows est.listen: the node's own address. */
+	if (config_listen_address(s.cfg, "ocsp.listen", "est.listen", &listen,
+	                          &e) == -1)
 		goto out;
-	}
+	addr = &listen;
 	/* Blocked here, before the workers start, so they inherit it. */
 	if ((sigfd = proc_signals_fd(&e)) == -1)
 		goto out;
-	if (ocsp_svc_load(&s, &e) == -1 || psn_service_store_ro(a->datadir, &s.store, &e) == -1 ||
+	if (ocsp_svc_load(&s, &e) == -1 ||
+	    psn_service_store_ro(a->datadir, &s.store, &e) == -1 ||
 	    ocsp_svc_responder(&s, &e) == -1)
 		goto out;
 	memset(&hc, 0, sizeof(hc));

@@ -1377,25 +1377,8 @@ prov_est_target(struct prov *p, struct error *err)
 static int
 prov_listen(struct prov *p, struct config_address *out, struct error *err)
 {
-	const struct config_address *a =
-	    config_get_address(p->cfg, "provisioning.listen");
-	const struct config_address *est =
-	    config_get_address(p->cfg, "est.listen");
-
-	*out = *a;
-	if (config_source_rank(p->cfg, "provisioning.listen") ==
-	        CONFIG_SOURCE_DEFAULT &&
-	    est->family != AF_UNSPEC) {
-		memcpy(out->host, est->host, sizeof(out->host));
-		out->family = est->family;
-	}
-	if (out->family == AF_UNSPEC) {
-		error_set(err,
-		          "provisioning.listen must be an IP address, not '%s'",
-		          out->host);
-		return -1;
-	}
-	return 0;
+	return config_listen_address(p->cfg, "provisioning.listen",
+	                             "est.listen", out, err);
 }
 
 static int

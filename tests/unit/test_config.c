@@ -240,6 +240,53 @@ test_env(void **state)
 	config_free(cfg);
 }
 
+/* A listen address follows another one while it is not set. */
+static void
+test_listen_address(void **state)
+{
+	static const struct config_key lk[] = {
+	    {"est.listen", CONFIG_ADDRESS, "0.0.0.0:8084", "EST", 0, 0, NULL,
+	     0},
+	    {"ocsp.listen", CONFIG_ADDRESS, "0.0.0.0:2560", "OCSP", 0, 0, NULL,
+	     0},
+	};
+	struct config_address a;
+	struct error err;
+	struct config *cfg = config_new(lk, 2, &err);
+
+	(void)state;
+	assert_non_null(cfg);
+	/* Both wildcards: the default stays. */
+	assert_int_equal(
+	    config_listen_address(cfg, "ocsp.listen", "est.listen", &a, &err), 0);
+	assert_string_equal(a.host, "0.0.0.0");
+	assert_int_equal(a.port, 2560);
+	/* est.listen one address: OCSP on it, with its own port. */
+	assert_int_equal(config_set(cfg, "est.listen", "127.0.0.21:8084",
+	                            CONFIG_SOURCE_FLAG, "--set", &err),
+	                 0);
+	assert_int_equal(
+	    config_listen_address(cfg, "ocsp.listen", "est.listen", &a, &err), 0);
+	assert_string_equal(a.host, "127.0.0.21");
+	assert_int_equal(a.port, 2560);
+	/* Set itself: it wins. */
+	assert_int_equal(config_set(cfg, "ocsp.listen", "[::1]:2561",
+	                            CONFIG_SOURCE_FLAG, "--set", &err),
+	                 0);
+	assert_int_equal(
+	    config_listen_address(cfg, "ocsp.listen", "est.listen", &a, &err), 0);
+	assert_string_equal(a.host, "::1");
+	assert_int_equal(a.port, 2561);
+	/* A host name is not a listen address. */
+	assert_int_equal(config_set(cfg, "ocsp.listen", "psn1:2560",
+	                            CONFIG_SOURCE_FLAG, "--set", &err),
+	                 0);
+	assert_int_equal(
+	    config_listen_address(cfg, "ocsp.listen", "est.listen", &a, &err),
+	    -1);
+	config_free(cfg);
+}
+
 static void
 test_flags(void **state)
 {
@@ -1124,6 +1171,7 @@ main(void)
 	    cmocka_unit_test(test_file),
 	    cmocka_unit_test(test_env),
 	    cmocka_unit_test(test_flags),
+	    cmocka_unit_test(test_listen_address),
 	    cmocka_unit_test(test_precedence_every_order),
 	    cmocka_unit_test(test_unknown_key),
 	    cmocka_unit_test(test_bad_values),
