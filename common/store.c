@@ -1298,12 +1298,13 @@ store_find_by_subject(struct store *st, const char *subject,
  * The indexes do not depend on the status, so only the record is
  * rewritten.  STORE_OK, STORE_UNCHANGED, STORE_NOT_FOUND, or -1 (a
  * refused transition, or an LMDB failure after which the transaction
- * must be aborted).
+ * must be aborted).  decided: another node (the PAN) judged the
+ * transition already; set the status as it says, without checking.
  */
 static int
 status_change_txn(struct store *st, MDB_txn *txn, const uint8_t *pkey,
                   size_t plen, Iselab__CertStatus to, int64_t when, int reason,
-                  struct error *err)
+                  bool decided, struct error *err)
 {
 	Iselab__CertRecord *rec = NULL;
 	uint8_t *buf = NULL;
@@ -1324,7 +1325,8 @@ status_change_txn(struct store *st, MDB_txn *txn, const uint8_t *pkey,
 
 	switch (to) {
 	case ISELAB__CERT_STATUS__CERT_STATUS_REVOKED:
-		if (rec->status == ISELAB__CERT_STATUS__CERT_STATUS_REVOKED) {
+		if (!decided &&
+		    rec->status == ISELAB__CERT_STATUS__CERT_STATUS_REVOKED) {
 			/* First revocation wins: a replay changes nothing. */
 			ret = STORE_UNCHANGED;
 			goto out;
@@ -1333,11 +1335,13 @@ status_change_txn(struct store *st, MDB_txn *txn, const uint8_t *pkey,
 		rec->revocation_reason = (uint32_t)reason;
 		break;
 	case ISELAB__CERT_STATUS__CERT_STATUS_HOLD:
-		if (rec->status == ISELAB__CERT_STATUS__CERT_STATUS_HOLD) {
+		if (!decided &&
+		    rec->status == ISELAB__CERT_STATUS__CERT_STATUS_HOLD) {
 			ret = STORE_UNCHANGED;
 			goto out;
 		}
-		if (rec->status == ISELAB__CERT_STATUS__CERT_STATUS_REVOKED) {
+		if (!decided &&
+		    rec->status == ISELAB__CERT_STATUS__CERT_STATUS_REVOKED) {
 			error_set(err,
 			          "%s is revoked; it cannot be put on hold",
 			          object);
@@ -1349,7 +1353,8 @@ status_change_txn(struct store *st, MDB_txn *txn, const uint8_t *pkey,
 	case ISELAB__CERT_STATUS__CERT_STATUS_GOOD:
 		/* RFC 5280 section 5.3.1: only certificateHold is reversible.
 		 */
-		if (rec->status != ISELAB__CERT_STATUS__CERT_STATUS_HOLD) {
+		if (!decided &&
+		    rec->status != ISELAB__CERT_STATUS__CERT_STATUS_HOLD) {
 			error_set(err,
 			          "%s is %s, not on hold; only a held "
 			          "certificate can be released",
@@ -1368,56 +1373,6 @@ status_change_txn(struct store *st, MDB_txn *txn, const uint8_t *pkey,
 	rec->status = to;
 	rec->updated_at = when;
 
-	blen = iselab__cert_record__get_packed_size(rec);
-	if ((buf = malloc(blen)) == NULL) {
-		error_set(err, "out of memory");
-		goto out;
-	}
-	iselab__cert_record__pack(rec, buf);
-	v = (MDB_val){blen, buf};
-	if ((rc = mdb_put(txn, st->dbi[STORE_DB_CERTS], &k, &v, 0)) != 0) {
-		store_fail(st, err, "mdb_put", object, rc);
-		goto out;
-	}
-	ret = STORE_OK;
-out:
-	if (rec != NULL)
-		iselab__cert_record__free_unpacked(rec, NULL);
-	free(buf);
-	return ret;
-}
-
-/*
- * Set a record's status as another node decided it (an event from the
- * PAN): no transition check, the decision was made there.  STORE_OK,
- * STORE_NOT_FOUND (no such record here), or -1.
- */
-static int
-status_assign_txn(struct store *st, MDB_txn *txn, const uint8_t *pkey,
-                  size_t plen, Iselab__CertStatus to, int64_t when,
-                  int reason, struct error *err)
-{
-	Iselab__CertRecord *rec = NULL;
-	uint8_t *buf = NULL;
-	char object[STORE_KEY_STR_MAX];
-	size_t blen;
-	MDB_val k, v;
-	int rc, ret = -1;
-
-	key_string(pkey, plen, object);
-	k = (MDB_val){plen, (void *)pkey};
-	rc = mdb_get(txn, st->dbi[STORE_DB_CERTS], &k, &v);
-	if (rc == MDB_NOTFOUND)
-		return STORE_NOT_FOUND;
-	if (rc != 0)
-		return store_fail(st, err, "mdb_get", object, rc);
-	if ((rec = record_unpack(st, &k, &v, err)) == NULL)
-		goto out;
-	rec->status = to;
-	rec->revoked_at = to == ISELAB__CERT_STATUS__CERT_STATUS_GOOD ? 0 : when;
-	rec->revocation_reason =
-	    to == ISELAB__CERT_STATUS__CERT_STATUS_GOOD ? 0 : (uint32_t)reason;
-	rec->updated_at = when;
 	blen = iselab__cert_record__get_packed_size(rec);
 	if ((buf = malloc(blen)) == NULL) {
 		error_set(err, "out of memory");
@@ -1475,7 +1430,8 @@ status_change(struct store *st, const uint8_t *ikid, const uint8_t *serial,
 	key_string(pkey, plen, object);
 	if (txn_begin(st, true, &txn, err) == -1)
 		return -1;
-	ret = status_change_txn(st, txn, pkey, plen, to, when, reason, err);
+	ret = status_change_txn(st, txn, pkey, plen, to, when, reason, false,
+	                        err);
 	if (ret != STORE_OK) {
 		txn_abort(txn);
 		return ret;
@@ -2551,7 +2507,7 @@ batch_op_apply(struct store *st, MDB_txn *txn, const struct batch_op *op,
 	case BATCH_REVOKE:
 		rc = status_change_txn(st, txn, op->pkey, op->plen,
 		                       ISELAB__CERT_STATUS__CERT_STATUS_REVOKED,
-		                       op->when, op->reason, err);
+		                       op->when, op->reason, false, err);
 		if (rc == STORE_NOT_FOUND) {
 			key_string(op->pkey, op->plen, object);
 			error_set(err,
@@ -2561,8 +2517,8 @@ batch_op_apply(struct store *st, MDB_txn *txn, const struct batch_op *op,
 		}
 		return rc == STORE_UNCHANGED ? STORE_OK : rc;
 	case BATCH_SET_STATUS:
-		rc = status_assign_txn(st, txn, op->pkey, op->plen, op->status,
-		                       op->when, op->reason, err);
+		rc = status_change_txn(st, txn, op->pkey, op->plen, op->status,
+		                       op->when, op->reason, true, err);
 		/* Not held here: nothing to set (another node's certificate). */
 		return rc == STORE_NOT_FOUND ? STORE_OK : rc;
 	}
