@@ -6,8 +6,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/x509.h>
+
 #include "enroll.h"
 #include "events.h"
+#include "registry.pb-c.h"
 #include "log.h"
 #include "store.h"
 #include "util.h"
@@ -69,6 +72,147 @@ config_key(char *buf, size_t len, const char *prefix, const char *name,
 		return -1;
 	}
 	return 0;
+}
+
+/* A join token id: the key of the tokens table, 16 hex digits. */
+#define EVENTS_TOKEN_ID_LEN 16
+
+/* A host name as the nodes table keys it. */
+static bool
+host_ok(const char *h, size_t len)
+{
+	return len > 0 && len <= STORE_NAME_MAX &&
+	       memchr(h, '/', len) == NULL && memchr(h, '\0', len) == NULL;
+}
+
+/* The certificate of a cert-issued event, parsed; NULL with err. */
+static X509 *
+issued_x509(const Iselab__CertIssued *c, struct error *err)
+{
+	const uint8_t *p;
+	X509 *x;
+
+	if (c == NULL || c->issuer_key_id.len != STORE_KEY_ID_LEN ||
+	    c->cert.len == 0 || c->cert.len > STORE_RECORD_MAX) {
+		error_set(err, "cert-issued without a certificate or issuer "
+		               "key id");
+		return NULL;
+	}
+	p = c->cert.data;
+	if ((x = d2i_X509(NULL, &p, (long)c->cert.len)) == NULL ||
+	    p != c->cert.data + c->cert.len) {
+		X509_free(x);
+		error_set(err, "cert-issued: the certificate does not parse");
+		return NULL;
+	}
+	return x;
+}
+
+/* Add the certificate of a cert-issued event to b (the store checks it). */
+static int
+issued_batch(struct store_batch *b, const Iselab__CertIssued *c,
+             struct error *err)
+{
+	X509 *x;
+	int rc;
+
+	if ((x = issued_x509(c, err)) == NULL)
+		return -1;
+	rc = store_batch_put_x509(b, x, c->issuer_key_id.data, c->issued_by,
+	                          c->profile, c->issued_at);
+	X509_free(x);
+	if (rc == -1)
+		error_set(err, "cert-issued: the store refuses the certificate");
+	return rc;
+}
+
+/*
+ * A table record of the replica: its key as its table keys it, and a
+ * record that unpacks and repeats the key.
+ */
+static int
+record_check(const Iselab__Event *ev, struct error *err)
+{
+	const Iselab__TableRecord *r = ev->node_record;
+	const char *what = "node";
+	bool ok = false;
+
+	if (ev->change_case == ISELAB__EVENT__CHANGE_TOKEN_RECORD) {
+		r = ev->token_record;
+		what = "token";
+	} else if (ev->change_case == ISELAB__EVENT__CHANGE_ALARM_RECORD) {
+		r = ev->alarm_record;
+		what = "alarm";
+	}
+	if (r == NULL || r->key.len == 0 || r->key.len > STORE_KV_KEY_MAX ||
+	    r->record.len > STORE_KV_VALUE_MAX) {
+		error_set(err, "%s record without a key", what);
+		return -1;
+	}
+	switch (ev->change_case) {
+	case ISELAB__EVENT__CHANGE_NODE_RECORD: {
+		Iselab__NodeRecord *n;
+
+		if (!host_ok((const char *)r->key.data, r->key.len))
+			break;
+		n = iselab__node_record__unpack(NULL, r->record.len,
+		                                r->record.data);
+		ok = n != NULL && n->hostname != NULL &&
+		     strlen(n->hostname) == r->key.len &&
+		     memcmp(n->hostname, r->key.data, r->key.len) == 0;
+		if (n != NULL)
+			iselab__node_record__free_unpacked(n, NULL);
+		break;
+	}
+	case ISELAB__EVENT__CHANGE_TOKEN_RECORD: {
+		Iselab__TokenRecord *t;
+
+		if (r->key.len != EVENTS_TOKEN_ID_LEN)
+			break;
+		t = iselab__token_record__unpack(NULL, r->record.len,
+		                                 r->record.data);
+		ok = t != NULL && t->token_id != NULL &&
+		     strlen(t->token_id) == r->key.len &&
+		     memcmp(t->token_id, r->key.data, r->key.len) == 0;
+		if (t != NULL)
+			iselab__token_record__free_unpacked(t, NULL);
+		break;
+	}
+	default: {
+		Iselab__AlarmRecord *a;
+
+		if (r->key.len != 8)
+			break;
+		a = iselab__alarm_record__unpack(NULL, r->record.len,
+		                                 r->record.data);
+		ok = a != NULL && a->id == key_seq(r->key.data) &&
+		     a->name != NULL && a->node != NULL;
+		if (a != NULL)
+			iselab__alarm_record__free_unpacked(a, NULL);
+		break;
+	}
+	}
+	if (!ok) {
+		error_set(err, "%s record: bad key, or a record that does not "
+		               "unpack or repeat it",
+		          what);
+		return -1;
+	}
+	return 0;
+}
+
+bool
+events_replica_only(const Iselab__Event *ev)
+{
+	switch (ev->change_case) {
+	case ISELAB__EVENT__CHANGE_CERT_ISSUED:
+	case ISELAB__EVENT__CHANGE_NODE_RECORD:
+	case ISELAB__EVENT__CHANGE_TOKEN_RECORD:
+	case ISELAB__EVENT__CHANGE_ALARM_RECORD:
+		return true;
+	default:
+		return false;
+	}
 }
 
 int
@@ -152,6 +296,22 @@ events_check(const Iselab__Event *ev, struct error *err)
 			return -1;
 		}
 		return 0;
+	case ISELAB__EVENT__CHANGE_CERT_ISSUED: {
+		/* The store's own checks: a dry run into a batch. */
+		struct store_batch *b;
+
+		if ((b = store_batch_new()) == NULL) {
+			error_set(err, "out of memory");
+			return -1;
+		}
+		rc = issued_batch(b, ev->cert_issued, err);
+		store_batch_free(b);
+		return rc;
+	}
+	case ISELAB__EVENT__CHANGE_NODE_RECORD:
+	case ISELAB__EVENT__CHANGE_TOKEN_RECORD:
+	case ISELAB__EVENT__CHANGE_ALARM_RECORD:
+		return record_check(ev, err);
 	case ISELAB__EVENT__CHANGE__NOT_SET:
 	default:
 		/*
@@ -195,12 +355,15 @@ events_batch_log(struct store_batch *b, const Iselab__Event *ev,
 
 int
 events_batch_effect(struct store_batch *b, const Iselab__Event *ev,
-                    struct error *err)
+                    unsigned flags, struct error *err)
 {
 	char key[STORE_KV_KEY_MAX + 1];
 	const char *val;
 	int rc;
 
+	/* A PSN keeps no replica: checked (events_check), then skipped. */
+	if (!(flags & EVENTS_REPLICA) && events_replica_only(ev))
+		return 0;
 	switch (ev->change_case) {
 	case ISELAB__EVENT__CHANGE_USER_SET:
 		if (config_key(key, sizeof(key), ENROLL_USER_PREFIX,
@@ -255,6 +418,29 @@ events_batch_effect(struct store_batch *b, const Iselab__Event *ev,
 		    ev->cert_status->serial.data, ev->cert_status->serial.len,
 		    (enum store_cert_status)ev->cert_status->status,
 		    ev->cert_status->when, (int)ev->cert_status->reason);
+		break;
+	case ISELAB__EVENT__CHANGE_CERT_ISSUED:
+		return issued_batch(b, ev->cert_issued, err);
+	case ISELAB__EVENT__CHANGE_NODE_RECORD:
+		rc = store_batch_kv_put(b, STORE_TABLE_NODES,
+		                        ev->node_record->key.data,
+		                        ev->node_record->key.len,
+		                        ev->node_record->record.data,
+		                        ev->node_record->record.len);
+		break;
+	case ISELAB__EVENT__CHANGE_TOKEN_RECORD:
+		rc = store_batch_kv_put(b, STORE_TABLE_TOKENS,
+		                        ev->token_record->key.data,
+		                        ev->token_record->key.len,
+		                        ev->token_record->record.data,
+		                        ev->token_record->record.len);
+		break;
+	case ISELAB__EVENT__CHANGE_ALARM_RECORD:
+		rc = store_batch_kv_put(b, STORE_TABLE_ALARMS,
+		                        ev->alarm_record->key.data,
+		                        ev->alarm_record->key.len,
+		                        ev->alarm_record->record.data,
+		                        ev->alarm_record->record.len);
 		break;
 	default:
 		error_set(err, "event %" PRIu64 ": unknown change", ev->seq);
@@ -376,9 +562,52 @@ events_applied(struct store *st, uint64_t *seq, struct error *err)
 	return 0;
 }
 
+/*
+ * A replica that already holds the certificate of a cert-issued event
+ * leaves it as it is (its status may have moved on since): 1 held, 0 not,
+ * -1.
+ */
+static int
+issued_held(struct store *st, const Iselab__CertIssued *c, struct error *err)
+{
+	struct store_cert *sc = NULL;
+	uint8_t serial[STORE_SERIAL_MAX];
+	size_t slen;
+	X509 *x;
+	int rc;
+
+	if ((x = issued_x509(c, err)) == NULL)
+		return -1;
+	rc = store_x509_serial(x, serial, &slen, err);
+	X509_free(x);
+	if (rc == -1)
+		return -1;
+	rc = store_get_cert(st, c->issuer_key_id.data, serial, slen, &sc, err);
+	store_cert_free(sc);
+	return rc == STORE_OK ? 1 : rc == STORE_NOT_FOUND ? 0 : -1;
+}
+
+/* Add one event of a member's run to b, as flags say. */
+static int
+apply_one(struct store *st, struct store_batch *b, const Iselab__Event *ev,
+          unsigned flags, struct error *err)
+{
+	int held = 0;
+
+	if (events_check(ev, err) == -1)
+		return -1;
+	if ((flags & EVENTS_REPLICA) &&
+	    ev->change_case == ISELAB__EVENT__CHANGE_CERT_ISSUED &&
+	    (held = issued_held(st, ev->cert_issued, err)) == -1)
+		return -1;
+	if ((flags & EVENTS_REPLICA) && events_batch_log(b, ev, err) == -1)
+		return -1;
+	return held ? 0 : events_batch_effect(b, ev, flags, err);
+}
+
 int
 events_apply(struct store *st, Iselab__Event *const *evs, size_t n,
-             uint64_t *applied, struct error *err)
+             unsigned flags, uint64_t *applied, struct error *err)
 {
 	struct store_batch *b;
 	uint64_t next = *applied + 1;
@@ -396,8 +625,7 @@ events_apply(struct store *st, Iselab__Event *const *evs, size_t n,
 		for (i = 0; i < n; i++) {
 			if (evs[i]->seq != next)
 				continue;
-			if (events_check(evs[i], err) == -1 ||
-			    events_batch_effect(b, evs[i], err) == -1) {
+			if (apply_one(st, b, evs[i], flags, err) == -1) {
 				store_batch_free(b);
 				return -1;
 			}
@@ -471,6 +699,35 @@ events_describe(const Iselab__Event *ev, char *buf, size_t len)
 		         ev->node_settings->session_services ? "on" : "off",
 		         ev->node_settings->ca_disabled ? "disabled" : "enabled");
 		break;
+	case ISELAB__EVENT__CHANGE_CERT_ISSUED:
+		snprintf(buf, len, "cert-issued by %s (%s)",
+		         ev->cert_issued->issued_by != NULL
+		             ? ev->cert_issued->issued_by
+		             : "?",
+		         ev->cert_issued->profile != NULL
+		             ? ev->cert_issued->profile
+		             : "?");
+		break;
+	case ISELAB__EVENT__CHANGE_NODE_RECORD:
+		snprintf(buf, len, "node-record %.*s",
+		         (int)(ev->node_record->key.len < 64
+		                   ? ev->node_record->key.len
+		                   : 64),
+		         (const char *)ev->node_record->key.data);
+		break;
+	case ISELAB__EVENT__CHANGE_TOKEN_RECORD:
+		snprintf(buf, len, "token-record %.*s",
+		         (int)(ev->token_record->key.len < 64
+		                   ? ev->token_record->key.len
+		                   : 64),
+		         (const char *)ev->token_record->key.data);
+		break;
+	case ISELAB__EVENT__CHANGE_ALARM_RECORD:
+		snprintf(buf, len, "alarm-record %" PRIu64,
+		         ev->alarm_record->key.len == 8
+		             ? key_seq(ev->alarm_record->key.data)
+		             : 0);
+		break;
 	default:
 		snprintf(buf, len, "change %d", (int)ev->change_case);
 		break;
@@ -506,4 +763,35 @@ events_settings(struct store *st, const char *hostname,
 	out->ca_disabled = ns->ca_disabled;
 	iselab__node_settings__free_unpacked(ns, NULL);
 	return 1;
+}
+
+int
+events_time(struct store *st, uint64_t seq, int64_t *time_ms,
+            struct error *err)
+{
+	Iselab__Event *ev;
+	uint8_t key[8], *val;
+	size_t vlen;
+	int rc;
+
+	*time_ms = 0;
+	if (seq == 0)
+		return 0;
+	events_key(seq, key);
+	rc = store_kv_get(st, STORE_TABLE_EVENTS, key, sizeof(key), &val, &vlen,
+	                  err);
+	if (rc == STORE_NOT_FOUND)
+		return 0;
+	if (rc != STORE_OK)
+		return -1;
+	ev = iselab__event__unpack(NULL, vlen, val);
+	free(val);
+	if (ev == NULL) {
+		error_set(err, "event log: event %" PRIu64 " does not unpack",
+		          seq);
+		return -1;
+	}
+	*time_ms = ev->time_ms;
+	iselab__event__free_unpacked(ev, NULL);
+	return 0;
 }

@@ -3,7 +3,8 @@
  * pattern of the ZeroMQ guide; docs/events.md).
  *
  * The PAN numbers every change that the other nodes must know (enrollment
- * users, templates; revocations and the rest come with later issues) from
+ * users, templates, certificate status, node settings, and for the SAN's
+ * replica every issued certificate, node record, token and alarm) from
  * 1 without gaps, keeps each in its store (STORE_TABLE_EVENTS, key: the
  * sequence number as 8 bytes big-endian) in the same transaction as the
  * change itself, and then publishes it on its PUB socket (8672).  A member
@@ -16,9 +17,10 @@
  * everything: PUB makes the common case fast, the catch-up makes it right.
  *
  * This module is the store side shared by both ends: keys, reading a range
- * of the log, and the effect of an event on a node's config table, which
- * is the same on the PAN (where it is written with the event) and on a
- * member (where it is applied).
+ * of the log, and the effect of an event on a node's store, which is the
+ * same on the PAN (where it is written with the event), on a SAN (which
+ * keeps the whole replica and the log itself, EVENTS_REPLICA) and, for
+ * what a PSN needs, on a PSN (which checks and skips the rest).
  */
 #ifndef ISELAB_EVENTS_H
 #define ISELAB_EVENTS_H
@@ -47,6 +49,16 @@ struct store_batch;
 /* Config key prefix of a node's settings (NodeSettings, packed). */
 #define EVENTS_SETTINGS_PREFIX "settings/"
 
+/*
+ * How a node applies events: EVENTS_MEMBER (a PSN) sets users, templates,
+ * statuses and settings and checks and skips the replica's changes
+ * (cert-issued, node, token and alarm records); EVENTS_REPLICA (the PAN
+ * itself and a SAN) applies everything and keeps each event in its own
+ * events table under the PAN's key, so that a promoted SAN holds the log.
+ */
+#define EVENTS_MEMBER  0u
+#define EVENTS_REPLICA 1u
+
 /* The log key of seq. */
 void events_key(uint64_t seq, uint8_t key[8]);
 
@@ -67,7 +79,9 @@ int events_check(const Iselab__Event *ev, struct error *err);
 int events_batch_log(struct store_batch *b, const Iselab__Event *ev,
                      struct error *err);
 int events_batch_effect(struct store_batch *b, const Iselab__Event *ev,
-                        struct error *err);
+                        unsigned flags, struct error *err);
+/* Whether ev changes only what the replica keeps (a PSN skips it). */
+bool events_replica_only(const Iselab__Event *ev);
 
 /*
  * Up to max (at most EVENTS_BATCH_MAX) events after seq `after`, in
@@ -86,11 +100,17 @@ int events_applied(struct store *st, uint64_t *seq, struct error *err);
  * Apply, in one transaction, the events of evs that follow *applied
  * without a gap (evs in any order; those at or before *applied are
  * skipped, as replays are).  *applied is advanced to the last one
- * applied.  Returns the number applied, or -1 (nothing applied) when an
+ * applied.  flags: EVENTS_MEMBER or EVENTS_REPLICA (which also writes each
+ * event into the events table; a certificate it already holds is left as
+ * it is).  Returns the number applied, or -1 (nothing applied) when an
  * event is refused by events_check() or the store fails.
  */
 int events_apply(struct store *st, Iselab__Event *const *evs, size_t n,
-                 uint64_t *applied, struct error *err);
+                 unsigned flags, uint64_t *applied, struct error *err);
+
+/* Realtime ms of event seq in the store's events table; 0 if absent. */
+int events_time(struct store *st, uint64_t seq, int64_t *time_ms,
+                struct error *err);
 
 /*
  * The settings of node hostname as the events left them: 1 with *out

@@ -2127,6 +2127,46 @@ daemon_alarm(struct join_daemon *d, size_t argc, char **argv, char *errtext,
 	return 2;
 }
 
+/*
+ * The role's command hook for req: 0 when it answered (cr filled, *out
+ * and *errout malloc'd), -1 when the role has no such command.
+ */
+static int
+daemon_command(struct join_daemon *d, const Iselab__ControlRequest *req,
+               Iselab__ControlResponse *cr, char **out, char **errout)
+{
+	FILE *fo = NULL, *fe = NULL;
+	size_t olen = 0, elen = 0;
+	int status = -1;
+
+	if (d->hooks == NULL || d->hooks->command == NULL ||
+	    req->n_argv == 0)
+		return -1;
+	if ((fo = open_memstream(out, &olen)) == NULL ||
+	    (fe = open_memstream(errout, &elen)) == NULL) {
+		if (fo != NULL)
+			fclose(fo);
+		free(*out);
+		*out = NULL;
+		log_error(LOG_MAIN, "control socket: out of memory");
+		return -1;
+	}
+	status = d->hooks->command(d, d->hooks->arg, (int)req->n_argv,
+	                           req->argv, fo, fe);
+	fclose(fo);
+	fclose(fe);
+	if (status == -1) {
+		free(*out);
+		free(*errout);
+		*out = *errout = NULL;
+		return -1;
+	}
+	cr->status = status;
+	cr->out = *out;
+	cr->err = *errout;
+	return 0;
+}
+
 /* Answer one control request on the REP socket: it must get a reply. */
 static void
 daemon_control(struct join_daemon *d)
@@ -2135,7 +2175,7 @@ daemon_control(struct join_daemon *d)
 	Iselab__ControlResponse cr = ISELAB__CONTROL_RESPONSE__INIT;
 	Iselab__Error e = ISELAB__ERROR__INIT;
 	struct error err = {{0}};
-	char *out = NULL, errtext[ERROR_MAX + 64];
+	char *out = NULL, *errout = NULL, errtext[ERROR_MAX + 64];
 	uint8_t *buf;
 	size_t len;
 	uint64_t id = 0;
@@ -2176,6 +2216,9 @@ daemon_control(struct join_daemon *d)
 		                         sizeof(errtext));
 		if (cr.status != 0)
 			cr.err = errtext;
+	} else if (daemon_command(d, req->control_request, &cr, &out,
+	                          &errout) == 0) {
+		/* The role's own command answered. */
 	} else {
 		cr.status = 2;
 		snprintf(errtext, sizeof(errtext),
@@ -2189,6 +2232,7 @@ reply:
 	if (send_envelope(d->control, &env, 0, &err) == -1)
 		log_warn(LOG_MAIN, "control socket: cannot reply: %s", err.msg);
 	free(out);
+	free(errout);
 	msg_free(req);
 }
 
@@ -3015,7 +3059,10 @@ run_apply_events(void *ctx, Iselab__Event *const *evs, size_t n,
 	size_t i;
 	int rc;
 
-	if ((rc = events_apply(d->st, evs, n, applied, err)) <= 0)
+	if ((rc = events_apply(d->st, evs, n,
+	                       d->role->role == NODE_ROLE_SAN ? EVENTS_REPLICA
+	                                                      : EVENTS_MEMBER,
+	                       applied, err)) <= 0)
 		return rc;
 	for (i = 0; i < n; i++) {
 		if (evs[i]->seq <= from || evs[i]->seq > *applied)
@@ -3226,4 +3273,56 @@ join_status_main(const struct join_role *role, int argc, char **argv)
 fail:
 	fprintf(stderr, "%s status: %s\n", role->name, err.msg);
 	return JOIN_EXIT_FAIL;
+}
+
+int
+join_command_main(const struct join_role *role, int argc, char **argv)
+{
+	struct node_identity id;
+	struct error err = {{0}};
+	const char *datadir = getenv(NODE_ENV_PREFIX "DATA_DIR");
+	const char **args = NULL;
+	char *out = NULL, *errtext = NULL;
+	int i, n = 0, status = JOIN_EXIT_FAIL;
+
+	if ((args = calloc((size_t)argc + 1, sizeof(*args))) == NULL) {
+		fprintf(stderr, "%s %s: out of memory\n", role->name, argv[0]);
+		return JOIN_EXIT_FAIL;
+	}
+	/* --data-dir is ours; everything else is the daemon's to judge. */
+	for (i = 0; i < argc; i++) {
+		if (strcmp(argv[i], "--data-dir") == 0 && i + 1 < argc)
+			datadir = argv[++i];
+		else if (strncmp(argv[i], "--data-dir=", 11) == 0)
+			datadir = argv[i] + 11;
+		else
+			args[n++] = argv[i];
+	}
+	if (datadir == NULL || datadir[0] == '\0') {
+		fprintf(stderr, "%s %s: which node? --data-dir DIR\n",
+		        role->name, argv[0]);
+		status = JOIN_EXIT_USAGE;
+		goto out;
+	}
+	if (node_identity_read(datadir, &id, &err) == -1)
+		goto fail;
+	if (id.role != role->role) {
+		error_set(&err, "%s holds a %s node, not a %s", datadir,
+		          node_role_name(id.role), role->name);
+		goto fail;
+	}
+	if (control_call(datadir, args, n, STATUS_TIMEOUT_MS, &out, &errtext,
+	                 &status, &err) == -1)
+		goto fail;
+	fputs(out, stdout);
+	fputs(errtext, stderr);
+	goto out;
+fail:
+	fprintf(stderr, "%s %s: %s\n", role->name, argv[0], err.msg);
+	status = JOIN_EXIT_FAIL;
+out:
+	free(out);
+	free(errtext);
+	free(args);
+	return status;
 }

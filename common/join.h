@@ -450,6 +450,14 @@ struct join_daemon_hooks {
 	                       pid_t *pid);
 	/* The daemon is stopping: stop the services. */
 	void (*stop)(struct join_daemon *d, void *arg);
+	/*
+	 * An admin command on the control socket that the shared daemon
+	 * does not answer itself ("status", "alarm"): the role's own (the
+	 * SAN's views of its replica).  Writes to out and err; returns the
+	 * exit status, or -1 when the role has no such command.
+	 */
+	int (*command)(struct join_daemon *d, void *arg, int argc, char **argv,
+	               FILE *out, FILE *err);
 };
 
 /* A member daemon's state once the role's run command has set it up. */
@@ -481,6 +489,13 @@ int join_run_main(const struct join_role *role,
  * offline view from the files (no passphrase, nothing changed).
  */
 int join_status_main(const struct join_role *role, int argc, char **argv);
+
+/*
+ * `<role> CMD ...` answered by the running daemon (its command hook):
+ * argv (without --data-dir DIR, taken here) goes over the control
+ * socket and the answer is printed.  No daemon: an error, exit 1.
+ */
+int join_command_main(const struct join_role *role, int argc, char **argv);
 
 /*
  * Set up a member daemon: node.conf must hold this role; configuration

@@ -1040,6 +1040,25 @@ asn1_time_to_unix(const ASN1_TIME *t, int64_t *out, const char *object,
 	return 0;
 }
 
+int
+store_x509_serial(X509 *cert, uint8_t out[STORE_SERIAL_MAX], size_t *len,
+                  struct error *err)
+{
+	const ASN1_INTEGER *sn = X509_get0_serialNumber(cert);
+	const uint8_t *serial;
+
+	if (ASN1_STRING_type(sn) == V_ASN1_NEG_INTEGER) {
+		error_set(err, "negative serial number");
+		return -1;
+	}
+	if (serial_norm(ASN1_STRING_get0_data(sn),
+	                (size_t)ASN1_STRING_length(sn), &serial, len,
+	                err) == -1)
+		return -1;
+	memcpy(out, serial, *len);
+	return 0;
+}
+
 /*
  * The record store_put_x509() stores for cert, in memory the caller
  * releases with cert_clear(): der and subject are malloc'd copies,

@@ -213,6 +213,14 @@ int store_put_x509(struct store *st, X509 *cert,
                    const char *issued_by, const char *profile,
                    int64_t issued_at, struct error *err);
 
+/*
+ * The serial of cert as the store keys it (the magnitude without leading
+ * zero bytes), into out; *len its length.  0, or -1 for a zero, negative
+ * or too long serial.
+ */
+int store_x509_serial(X509 *cert, uint8_t out[STORE_SERIAL_MAX], size_t *len,
+                      struct error *err);
+
 /* Returns STORE_OK with *out set, STORE_NOT_FOUND, or -1. */
 int store_get_cert(struct store *st,
                    const uint8_t issuer_key_id[STORE_KEY_ID_LEN],

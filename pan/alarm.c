@@ -6,7 +6,9 @@
  * order).  Raising an alarm that is already active for the same node does
  * nothing, so a flapping link gives one line, not one per timeout tick;
  * clearing stamps cleared_at and keeps the record for `pan alarms --all`.
- * The only alarm of issue 3 is "Queue Link Error" (registry.c).
+ * The only alarm of issue 3 is "Queue Link Error" (registry.c).  Every
+ * write is an event (eventlog.c), so a SAN's replica holds the same
+ * alarms; `pan alarms` and `san alarms` print them with adminview.c.
  *
  * Lookups scan the table: alarms are few (one per link loss), and a scan of
  * a few thousand small records in one read transaction is well under a
@@ -16,33 +18,12 @@
 #include <string.h>
 #include <time.h>
 
+#include "adminview.h"
 #include "log.h"
 #include "pan.h"
 #include "registry.pb-c.h"
 #include "store.h"
 #include "util.h"
-
-/* Most alarms `pan alarms` prints; older ones are counted, not shown. */
-#define ALARM_LIST_MAX 1000
-
-static const char *
-alarm_severity_name(int severity)
-{
-	switch (severity) {
-	case ISELAB__ALARM_SEVERITY__ALARM_SEVERITY_CRITICAL:
-		return "critical";
-	case ISELAB__ALARM_SEVERITY__ALARM_SEVERITY_MAJOR:
-		return "major";
-	case ISELAB__ALARM_SEVERITY__ALARM_SEVERITY_MINOR:
-		return "minor";
-	case ISELAB__ALARM_SEVERITY__ALARM_SEVERITY_WARNING:
-		return "warning";
-	case ISELAB__ALARM_SEVERITY__ALARM_SEVERITY_INFO:
-		return "info";
-	default:
-		return "?";
-	}
-}
 
 static void
 alarm_key(uint64_t id, uint8_t key[8])
@@ -55,24 +36,22 @@ alarm_key(uint64_t id, uint8_t key[8])
 	}
 }
 
+/* Write rec as an event (eventlog.c): the SAN's replica shows it too. */
 static int
 alarm_put(struct pan *p, const Iselab__AlarmRecord *rec, struct error *err)
 {
-	uint8_t key[8], *buf;
-	size_t len;
+	struct eventlog_set set = {0};
+	uint8_t key[8];
 	int rc;
 
-	len = iselab__alarm_record__get_packed_size(rec);
-	if ((buf = malloc(len > 0 ? len : 1)) == NULL) {
-		error_set(err, "out of memory");
-		return -1;
-	}
-	iselab__alarm_record__pack(rec, buf);
 	alarm_key(rec->id, key);
-	rc = store_kv_put(p->st, STORE_TABLE_ALARMS, key, sizeof(key), buf, len,
-	                  err);
-	free(buf);
-	return rc == -1 ? -1 : 0;
+	rc = eventlog_set_record(&set, ISELAB__EVENT__CHANGE_ALARM_RECORD, key,
+	                         sizeof(key), &rec->base, err) == -1 ||
+	             eventlog_set_commit(p, &set, NULL, false, err) == -1
+	         ? -1
+	         : 0;
+	eventlog_set_free(&set);
+	return rc;
 }
 
 struct alarm_scan {
@@ -80,10 +59,6 @@ struct alarm_scan {
 	const char *name, *node; /* find the active one of these */
 	Iselab__AlarmRecord *found;
 	size_t active;
-	/* listing */
-	bool all;
-	Iselab__AlarmRecord **list; /* ring of the newest ALARM_LIST_MAX */
-	size_t ntotal;
 };
 
 static int
@@ -109,15 +84,6 @@ alarm_scan_fn(void *ctx, const void *key, size_t klen, const void *val,
 	    strcmp(rec->name, s->name) == 0 &&
 	    strcmp(rec->node, s->node) == 0) {
 		s->found = rec;
-		return 0;
-	}
-	if (s->list != NULL && (s->all || rec->cleared_at == 0)) {
-		Iselab__AlarmRecord **slot;
-
-		slot = &s->list[s->ntotal++ % ALARM_LIST_MAX];
-		if (*slot != NULL)
-			iselab__alarm_record__free_unpacked(*slot, NULL);
-		*slot = rec;
 		return 0;
 	}
 	iselab__alarm_record__free_unpacked(rec, NULL);
@@ -225,7 +191,7 @@ alarm_raise_as(struct pan *p, const char *name, const char *node,
 		goto fail;
 	p->next_alarm_id++;
 	log_warn(LOG_MAIN, "alarm raised: %s (%s) on %s: %s", name,
-	         alarm_severity_name(severity), node, text);
+	         adminview_severity_name(severity), node, text);
 	return 0;
 fail:
 	log_error(LOG_MAIN, "cannot record alarm %s for %s: %s", name, node,
@@ -261,74 +227,7 @@ out:
 int
 alarm_list(struct pan *p, int argc, char **argv, FILE *out, FILE *errf)
 {
-	struct alarm_scan s;
-	struct error err = {{0}};
-	char raised[32], cleared[32];
-	size_t i, n;
-	int a, rc = PAN_EXIT_FAIL;
-
-	memset(&s, 0, sizeof(s));
-	for (a = 1; a < argc; a++) {
-		if (strcmp(argv[a], "--all") == 0)
-			s.all = true;
-		else {
-			fprintf(errf,
-			        "pan alarms: unexpected argument '%s'\n"
-			        "usage: pan alarms [--all] --data-dir DIR\n",
-			        argv[a]);
-			return PAN_EXIT_USAGE;
-		}
-	}
-	if ((s.list = calloc(ALARM_LIST_MAX, sizeof(*s.list))) == NULL) {
-		fprintf(errf, "pan alarms: out of memory\n");
-		return PAN_EXIT_FAIL;
-	}
-	if (store_kv_foreach(p->st, STORE_TABLE_ALARMS, alarm_scan_fn, &s,
-	                     &err) == -1) {
-		fprintf(errf, "pan alarms: %s\n", err.msg);
-		goto out;
-	}
-	n = s.ntotal < ALARM_LIST_MAX ? s.ntotal : ALARM_LIST_MAX;
-	if (n == 0) {
-		fprintf(out, s.all ? "No alarms.\n" : "No active alarms.\n");
-		rc = PAN_EXIT_OK;
-		goto out;
-	}
-	if (s.all)
-		fprintf(out, "%-20s  %-8s  %-16s  %-18s  %-20s  %s\n", "TIME",
-		        "SEVERITY", "NODE", "ALARM", "CLEARED", "TEXT");
-	else
-		fprintf(out, "%-20s  %-8s  %-16s  %-18s  %s\n", "TIME",
-		        "SEVERITY", "NODE", "ALARM", "TEXT");
-	/* Newest first, as the dashlet shows them. */
-	for (i = 0; i < n; i++) {
-		Iselab__AlarmRecord *r;
-
-		r = s.list[(s.ntotal - 1 - i) % ALARM_LIST_MAX];
-		pan_format_time(r->raised_at, raised, sizeof(raised));
-		if (r->cleared_at != 0)
-			pan_format_time(r->cleared_at, cleared,
-			                sizeof(cleared));
-		else
-			snprintf(cleared, sizeof(cleared), "-");
-		if (s.all)
-			fprintf(out, "%-20s  %-8s  %-16s  %-18s  %-20s  %s\n",
-			        raised, alarm_severity_name(r->severity),
-			        r->node, r->name, cleared, r->text);
-		else
-			fprintf(out, "%-20s  %-8s  %-16s  %-18s  %s\n", raised,
-			        alarm_severity_name(r->severity), r->node,
-			        r->name, r->text);
-	}
-	if (s.ntotal > n)
-		fprintf(out, "(%zu older alarms not shown)\n", s.ntotal - n);
-	rc = PAN_EXIT_OK;
-out:
-	for (i = 0; i < ALARM_LIST_MAX; i++)
-		if (s.list[i] != NULL)
-			iselab__alarm_record__free_unpacked(s.list[i], NULL);
-	free(s.list);
-	return rc;
+	return adminview_alarms(p->st, "pan", argc, argv, out, errf);
 }
 
 /* Printable text only: a node's words go into our log and our tables. */

@@ -23,6 +23,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include "adminview.h"
 #include "cert.h"
 #include "keys.h"
 #include "log.h"
@@ -310,33 +311,7 @@ out:
 
 /* ---- pan cert list | show ------------------------------------------------ */
 
-#define CERT_LIST_USAGE                                                        \
-	"usage: pan cert list [--node HOST] [--status good|revoked|hold] "     \
-	"[--limit N] [--after CURSOR] --data-dir DIR\n"
 #define CERT_SHOW_USAGE "usage: pan cert show SERIAL --data-dir DIR\n"
-/* Widest subject the table shows; longer ones are cut with "...". */
-#define CERT_LIST_SUBJECT_MAX 48
-
-/* "--name value" or "--name=value" at argv[*i]: 1 matched, 0 not, -1 no value.
- */
-static int
-ca_opt(int argc, char **argv, int *i, const char *name, const char **val)
-{
-	size_t n = strlen(name);
-
-	if (strcmp(argv[*i], name) == 0) {
-		if (*i + 1 >= argc)
-			return -1;
-		*val = argv[++*i];
-		return 1;
-	}
-	if (strncmp(argv[*i], name, n) == 0 && argv[*i][n] == '=') {
-		*val = argv[*i] + n + 1;
-		return 1;
-	}
-	return 0;
-}
-
 static void
 ca_time(int64_t secs, char *buf, size_t len)
 {
@@ -349,100 +324,7 @@ ca_time(int64_t secs, char *buf, size_t len)
 int
 ca_cert_list(struct pan *p, int argc, char **argv, FILE *out, FILE *errf)
 {
-	static const char *const opts[] = {"--node", "--status", "--limit",
-	                                   "--after"};
-	const char *vals[4] = {NULL, NULL, NULL, NULL};
-	struct store_filter filter = {STORE_STATUS_ANY, NULL};
-	struct store_cursor cursor;
-	struct store_cert_list l = {0};
-	struct error err = {{0}};
-	char serial[2 * STORE_SERIAL_MAX + 1], when[32];
-	char subject[CERT_LIST_SUBJECT_MAX + 1], next[STORE_CURSOR_STR_MAX];
-	unsigned long limit = 0;
-	char *end;
-	size_t i;
-	int a, k, r;
-
-	/* argv: cert list [options] */
-	for (a = 2; a < argc; a++) {
-		for (k = 0; k < 4; k++)
-			if ((r = ca_opt(argc, argv, &a, opts[k], &vals[k])) !=
-			    0)
-				break;
-		if (k == 4 || r == -1) {
-			fprintf(errf,
-			        "pan cert list: %s '%s'\n" CERT_LIST_USAGE,
-			        k == 4 ? "unexpected argument"
-			               : "a value is missing after",
-			        argv[a]);
-			return PAN_EXIT_USAGE;
-		}
-	}
-	filter.issued_by = vals[0];
-	if (vals[1] != NULL) {
-		if (strcmp(vals[1], "good") == 0)
-			filter.status = STORE_STATUS_GOOD;
-		else if (strcmp(vals[1], "revoked") == 0)
-			filter.status = STORE_STATUS_REVOKED;
-		else if (strcmp(vals[1], "hold") == 0)
-			filter.status = STORE_STATUS_HOLD;
-		else {
-			fprintf(errf,
-			        "pan cert list: --status '%s': want good, "
-			        "revoked or hold\n",
-			        vals[1]);
-			return PAN_EXIT_USAGE;
-		}
-	}
-	if (vals[2] != NULL) {
-		errno = 0;
-		limit = strtoul(vals[2], &end, 10);
-		if (errno != 0 || *end != '\0' || vals[2][0] == '-' ||
-		    limit == 0 || limit > STORE_PAGE_MAX) {
-			fprintf(errf,
-			        "pan cert list: --limit '%s': want 1 to %d\n",
-			        vals[2], STORE_PAGE_MAX);
-			return PAN_EXIT_USAGE;
-		}
-	}
-	memset(&cursor, 0, sizeof(cursor));
-	if (vals[3] != NULL &&
-	    store_cursor_parse(vals[3], &cursor, &err) == -1) {
-		fprintf(errf, "pan cert list: --after: %s\n", err.msg);
-		return PAN_EXIT_USAGE;
-	}
-	if (store_list_certs(p->st, &filter, limit, &cursor, &l, &err) == -1) {
-		fprintf(errf, "pan cert list: %s\n", err.msg);
-		return PAN_EXIT_FAIL;
-	}
-	fprintf(out, "%-40s %-*s %-12s %-16s %-23s %s\n", "SERIAL",
-	        CERT_LIST_SUBJECT_MAX, "SUBJECT", "ISSUER NODE", "PROFILE",
-	        "NOT AFTER", "STATUS");
-	for (i = 0; i < l.count; i++) {
-		const struct store_cert *c = &l.certs[i];
-
-		hex_encode(c->serial, c->serial_len, serial);
-		if (strlen(c->subject) > CERT_LIST_SUBJECT_MAX)
-			snprintf(subject, sizeof(subject), "%.*s...",
-			         CERT_LIST_SUBJECT_MAX - 3, c->subject);
-		else
-			snprintf(subject, sizeof(subject), "%s", c->subject);
-		ca_time(c->not_after, when, sizeof(when));
-		fprintf(out, "%-40s %-*s %-12s %-16s %-23s %s\n", serial,
-		        CERT_LIST_SUBJECT_MAX, subject,
-		        c->issued_by != NULL && c->issued_by[0] != '\0'
-		            ? c->issued_by
-		            : "-",
-		        c->profile != NULL && c->profile[0] != '\0' ? c->profile
-		                                                    : "-",
-		        when, store_status_name(c->status));
-	}
-	if (!cursor.done) {
-		store_cursor_format(&cursor, next);
-		fprintf(out, "more: pan cert list ... --after %s\n", next);
-	}
-	store_cert_list_free(&l);
-	return PAN_EXIT_OK;
+	return adminview_cert_list(p->st, "pan", argc, argv, out, errf);
 }
 
 /* A serial as hex, with optional "0x" and ':' between bytes. */

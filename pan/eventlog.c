@@ -17,6 +17,9 @@
 
 #include <zmq.h>
 
+#include <openssl/x509.h>
+
+#include "cert.h"
 #include "enroll.h"
 #include "events.h"
 #include "log.h"
@@ -60,41 +63,451 @@ eventlog_publish(struct pan *p, Iselab__Event *ev)
 }
 
 int
-eventlog_commit(struct pan *p, Iselab__Event *ev, struct store_batch *with,
-                struct error *err)
+eventlog_commit_n(struct pan *p, Iselab__Event *const *evs, size_t n,
+                  struct store_batch *with, bool log_only, struct error *err)
 {
 	struct store_batch *b = with;
 	char what[128];
-	int rc;
+	int64_t now = time_now_ms();
+	size_t i;
+	int rc = -1;
 
-	ev->seq = p->event_seq + 1;
-	ev->time_ms = time_now_ms();
-	if (events_check(ev, err) == -1)
-		return -1;
+	if (n == 0)
+		return 0;
 	if (b == NULL && (b = store_batch_new()) == NULL) {
 		error_set(err, "out of memory");
 		return -1;
 	}
-	if (events_batch_log(b, ev, err) == -1 ||
-	    events_batch_effect(b, ev, err) == -1) {
-		if (with == NULL)
-			store_batch_free(b);
-		return -1;
+	for (i = 0; i < n; i++) {
+		evs[i]->seq = p->event_seq + 1 + i;
+		evs[i]->time_ms = now;
+		if (events_check(evs[i], err) == -1 ||
+		    events_batch_log(b, evs[i], err) == -1 ||
+		    (!log_only &&
+		     events_batch_effect(b, evs[i], EVENTS_REPLICA, err) == -1))
+			goto out;
 	}
 	rc = store_apply(p->st, b, err);
-	if (with == NULL)
-		store_batch_free(b);
 	if (rc != STORE_OK) {
 		if (rc == STORE_EXISTS)
 			error_set(err, "event %" PRIu64 " is already in the log",
-			          ev->seq);
+			          evs[0]->seq);
+		rc = -1;
+		goto out;
+	}
+	p->event_seq += n;
+	for (i = 0; i < n; i++) {
+		events_describe(evs[i], what, sizeof(what));
+		log_info(LOG_MESSAGING, "event %" PRIu64 ": %s", evs[i]->seq,
+		         what);
+		eventlog_publish(p, evs[i]);
+	}
+	rc = 0;
+out:
+	if (with == NULL)
+		store_batch_free(b);
+	return rc;
+}
+
+int
+eventlog_commit(struct pan *p, Iselab__Event *ev, struct store_batch *with,
+                struct error *err)
+{
+	return eventlog_commit_n(p, &ev, 1, with, false, err);
+}
+
+/* ---- sets of events committed together ---------------------------------- */
+
+void
+eventlog_set_free(struct eventlog_set *s)
+{
+	size_t i;
+
+	for (i = 0; i < s->n; i++)
+		iselab__event__free_unpacked(s->evs[i], NULL);
+	free(s->evs);
+	memset(s, 0, sizeof(*s));
+}
+
+/* A new, empty event appended to s; NULL when out of memory. */
+static Iselab__Event *
+set_new_event(struct eventlog_set *s, struct error *err)
+{
+	Iselab__Event **evs, *ev;
+
+	if (s->n == s->cap) {
+		size_t cap = s->cap == 0 ? 8 : 2 * s->cap;
+
+		if ((evs = realloc(s->evs, cap * sizeof(*evs))) == NULL)
+			goto oom;
+		s->evs = evs;
+		s->cap = cap;
+	}
+	if ((ev = malloc(sizeof(*ev))) == NULL)
+		goto oom;
+	iselab__event__init(ev);
+	s->evs[s->n++] = ev;
+	return ev;
+oom:
+	error_set(err, "out of memory");
+	return NULL;
+}
+
+/* A malloc'd copy of len bytes into *out; -1 when out of memory. */
+static int
+set_bytes(ProtobufCBinaryData *out, const void *data, size_t len,
+          struct error *err)
+{
+	if ((out->data = malloc(len > 0 ? len : 1)) == NULL) {
+		error_set(err, "out of memory");
 		return -1;
 	}
-	p->event_seq = ev->seq;
-	events_describe(ev, what, sizeof(what));
-	log_info(LOG_MESSAGING, "event %" PRIu64 ": %s", ev->seq, what);
-	eventlog_publish(p, ev);
+	memcpy(out->data, data, len);
+	out->len = len;
 	return 0;
+}
+
+/* strdup that says so; NULL becomes "". */
+static char *
+set_str(const char *s, struct error *err)
+{
+	char *d = strdup(s != NULL ? s : "");
+
+	if (d == NULL)
+		error_set(err, "out of memory");
+	return d;
+}
+
+int
+eventlog_set_raw(struct eventlog_set *s, Iselab__Event__ChangeCase which,
+                 const void *key, size_t klen, const void *rec, size_t rlen,
+                 struct error *err)
+{
+	Iselab__TableRecord *r;
+	Iselab__Event *ev;
+
+	if ((ev = set_new_event(s, err)) == NULL)
+		return -1;
+	if ((r = malloc(sizeof(*r))) == NULL) {
+		error_set(err, "out of memory");
+		return -1;
+	}
+	iselab__table_record__init(r);
+	ev->change_case = which;
+	if (which == ISELAB__EVENT__CHANGE_NODE_RECORD)
+		ev->node_record = r;
+	else if (which == ISELAB__EVENT__CHANGE_TOKEN_RECORD)
+		ev->token_record = r;
+	else
+		ev->alarm_record = r;
+	if (set_bytes(&r->key, key, klen, err) == -1 ||
+	    set_bytes(&r->record, rec, rlen, err) == -1)
+		return -1;
+	return 0;
+}
+
+int
+eventlog_set_record(struct eventlog_set *s, Iselab__Event__ChangeCase which,
+                    const void *key, size_t klen, const ProtobufCMessage *m,
+                    struct error *err)
+{
+	size_t len = protobuf_c_message_get_packed_size(m);
+	uint8_t *buf;
+	int rc;
+
+	if ((buf = malloc(len > 0 ? len : 1)) == NULL) {
+		error_set(err, "out of memory");
+		return -1;
+	}
+	protobuf_c_message_pack(m, buf);
+	rc = eventlog_set_raw(s, which, key, klen, buf, len, err);
+	free(buf);
+	return rc;
+}
+
+int
+eventlog_set_cert(struct eventlog_set *s, const uint8_t *der, size_t der_len,
+                  const uint8_t kid[STORE_KEY_ID_LEN], const char *issued_by,
+                  const char *profile, int64_t issued_at, struct error *err)
+{
+	Iselab__CertIssued *c;
+	Iselab__Event *ev;
+
+	if ((ev = set_new_event(s, err)) == NULL)
+		return -1;
+	if ((c = malloc(sizeof(*c))) == NULL) {
+		error_set(err, "out of memory");
+		return -1;
+	}
+	iselab__cert_issued__init(c);
+	ev->change_case = ISELAB__EVENT__CHANGE_CERT_ISSUED;
+	ev->cert_issued = c;
+	c->issued_at = issued_at;
+	if (set_bytes(&c->cert, der, der_len, err) == -1 ||
+	    set_bytes(&c->issuer_key_id, kid, STORE_KEY_ID_LEN, err) == -1 ||
+	    (c->issued_by = set_str(issued_by, err)) == NULL ||
+	    (c->profile = set_str(profile, err)) == NULL)
+		return -1;
+	return 0;
+}
+
+int
+eventlog_set_x509(struct eventlog_set *s, X509 *x,
+                  const uint8_t kid[STORE_KEY_ID_LEN], const char *issued_by,
+                  const char *profile, int64_t issued_at, struct error *err)
+{
+	unsigned char *der = NULL;
+	int len, rc;
+
+	if ((len = i2d_X509(x, &der)) <= 0) {
+		log_crypto(LOG_MAIN, err, "i2d_X509", "an issued certificate");
+		return -1;
+	}
+	rc = eventlog_set_cert(s, der, (size_t)len, kid, issued_by, profile,
+	                       issued_at, err);
+	OPENSSL_free(der);
+	return rc;
+}
+
+int
+eventlog_set_status(struct eventlog_set *s, const struct store_cert *c,
+                    enum store_cert_status to, int64_t when, int reason,
+                    struct error *err)
+{
+	Iselab__CertStatusChange *cs;
+	Iselab__Event *ev;
+
+	if ((ev = set_new_event(s, err)) == NULL)
+		return -1;
+	if ((cs = malloc(sizeof(*cs))) == NULL) {
+		error_set(err, "out of memory");
+		return -1;
+	}
+	iselab__cert_status_change__init(cs);
+	ev->change_case = ISELAB__EVENT__CHANGE_CERT_STATUS;
+	ev->cert_status = cs;
+	cs->status = (uint32_t)to;
+	cs->when = when;
+	cs->reason = (uint32_t)reason;
+	if (set_bytes(&cs->issuer_key_id, c->issuer_key_id, STORE_KEY_ID_LEN,
+	              err) == -1 ||
+	    set_bytes(&cs->serial, c->serial, c->serial_len, err) == -1 ||
+	    (cs->issued_by = set_str(c->issued_by, err)) == NULL ||
+	    (cs->subject = set_str(c->subject, err)) == NULL)
+		return -1;
+	return 0;
+}
+
+int
+eventlog_set_commit(struct pan *p, struct eventlog_set *s,
+                    struct store_batch *with, bool log_only,
+                    struct error *err)
+{
+	return eventlog_commit_n(p, s->evs, s->n, with, log_only, err);
+}
+
+/* ---- the backfill: what the store held before the log carried it ------- */
+
+/* Records per backfill transaction. */
+#define SEED_PAGE 100
+/* Config key: the backfill has run (its value: the sequence it ended at). */
+#define SEED_KEY "events/seeded"
+
+/* Commit what s holds (log only) if it is full or final. */
+static int
+seed_flush(struct pan *p, struct eventlog_set *s, bool final, size_t *total,
+           struct error *err)
+{
+	struct store_batch *b = NULL;
+	uint8_t val[8];
+	int rc;
+
+	if (!final && s->n < SEED_PAGE)
+		return 0;
+	if (final) {
+		/* The mark goes with the last events: all or nothing. */
+		if ((b = store_batch_new()) == NULL) {
+			error_set(err, "out of memory");
+			return -1;
+		}
+		events_key(p->event_seq + s->n, val);
+		if (store_batch_kv_put(b, STORE_TABLE_CONFIG, SEED_KEY,
+		                       strlen(SEED_KEY), val,
+		                       sizeof(val)) == -1) {
+			store_batch_free(b);
+			error_set(err, "cannot add the backfill mark");
+			return -1;
+		}
+	}
+	if (s->n > 0)
+		rc = eventlog_set_commit(p, s, b, true, err);
+	else
+		rc = store_apply(p->st, b, err) == STORE_OK ? 0 : -1;
+	store_batch_free(b);
+	*total += s->n;
+	eventlog_set_free(s);
+	return rc;
+}
+
+struct seed_walk {
+	struct pan *p;
+	struct eventlog_set *s;
+	Iselab__Event__ChangeCase which;
+	struct error *err;
+	int failed;
+};
+
+/* Buffered: the walk must not write (one transaction per thread). */
+static int
+seed_table_fn(void *arg, const void *key, size_t klen, const void *val,
+              size_t vlen)
+{
+	struct seed_walk *w = arg;
+
+	if (eventlog_set_raw(w->s, w->which, key, klen, val, vlen, w->err) ==
+	    -1) {
+		w->failed = 1;
+		return 1;
+	}
+	return 0;
+}
+
+int
+eventlog_seed(struct pan *p, struct error *err)
+{
+	static const struct {
+		enum store_table t;
+		Iselab__Event__ChangeCase which;
+	} tables[] = {
+	    {STORE_TABLE_NODES, ISELAB__EVENT__CHANGE_NODE_RECORD},
+	    {STORE_TABLE_TOKENS, ISELAB__EVENT__CHANGE_TOKEN_RECORD},
+	    {STORE_TABLE_ALARMS, ISELAB__EVENT__CHANGE_ALARM_RECORD},
+	};
+	struct eventlog_set s = {0};
+	struct store_cursor cursor;
+	struct store_cert_list l = {0};
+	uint8_t *val;
+	size_t vlen, i, total = 0;
+	int rc;
+
+	rc = store_kv_get(p->st, STORE_TABLE_CONFIG, SEED_KEY,
+	                  strlen(SEED_KEY), &val, &vlen, err);
+	if (rc == STORE_OK) {
+		free(val);
+		return 0;
+	}
+	if (rc != STORE_NOT_FOUND)
+		return -1;
+	/* The certificates, then their status where it is not GOOD. */
+	memset(&cursor, 0, sizeof(cursor));
+	while (!cursor.done) {
+		if (store_list_certs(p->st, NULL, SEED_PAGE, &cursor, &l,
+		                     err) == -1)
+			goto fail;
+		for (i = 0; i < l.count; i++) {
+			const struct store_cert *c = &l.certs[i];
+
+			if (eventlog_set_cert(&s, c->der, c->der_len,
+			                      c->issuer_key_id, c->issued_by,
+			                      c->profile, c->issued_at,
+			                      err) == -1 ||
+			    (c->status != STORE_STATUS_GOOD &&
+			     eventlog_set_status(&s, c, c->status,
+			                         c->revoked_at, c->reason,
+			                         err) == -1))
+				goto fail;
+		}
+		store_cert_list_free(&l);
+		if (seed_flush(p, &s, false, &total, err) == -1)
+			goto fail;
+	}
+	for (i = 0; i < ARRAY_SIZE(tables); i++) {
+		struct seed_walk w = {p, &s, tables[i].which, err, 0};
+
+		if (store_kv_foreach(p->st, tables[i].t, seed_table_fn, &w,
+		                     err) == -1 ||
+		    w.failed)
+			goto fail;
+		if (seed_flush(p, &s, false, &total, err) == -1)
+			goto fail;
+	}
+	if (seed_flush(p, &s, true, &total, err) == -1)
+		goto fail;
+	log_info(LOG_MESSAGING,
+	         "event log: %zu event(s) added for the state the store "
+	         "held before (certificates, nodes, tokens, alarms)",
+	         total);
+	return 1;
+fail:
+	store_cert_list_free(&l);
+	eventlog_set_free(&s);
+	error_prefix(err, "event log backfill");
+	return -1;
+}
+
+/* Config key: serial (hex) of the PAN's OCSP responder certificate logged. */
+#define OWN_OCSP_KEY "events/ocsp-responder"
+
+int
+eventlog_own_certs(struct pan *p, bool seeded, struct error *err)
+{
+	struct eventlog_set set = {0};
+	struct store_batch *b = NULL;
+	struct store_cert *sc = NULL;
+	uint8_t serial[STORE_SERIAL_MAX], *val = NULL;
+	char path[PAN_PATH_MAX], hex[2 * STORE_SERIAL_MAX + 1];
+	size_t slen, vlen = 0;
+	X509 *x = NULL;
+	int rc = -1, got;
+
+	if (node_path(path, sizeof(path), p->datadir, PAN_OCSP_CERT, err) ==
+	        -1 ||
+	    (x = cert_load_pem(path, err)) == NULL ||
+	    store_x509_serial(x, serial, &slen, err) == -1)
+		goto out;
+	hex_encode(serial, slen, hex);
+	if ((got = store_kv_get(p->st, STORE_TABLE_CONFIG, OWN_OCSP_KEY,
+	                        strlen(OWN_OCSP_KEY), &val, &vlen, err)) == -1)
+		goto out;
+	if (got == STORE_OK && vlen == strlen(hex) &&
+	    memcmp(val, hex, vlen) == 0) {
+		rc = 0;
+		goto out;
+	}
+	if ((b = store_batch_new()) == NULL ||
+	    store_batch_kv_put(b, STORE_TABLE_CONFIG, OWN_OCSP_KEY,
+	                       strlen(OWN_OCSP_KEY), hex, strlen(hex)) == -1) {
+		error_set(err, "out of memory");
+		goto out;
+	}
+	/* The backfill that just ran carried it: only the mark. */
+	if (seeded) {
+		rc = store_apply(p->st, b, err) == STORE_OK ? 0 : -1;
+		goto out;
+	}
+	/* pan_ocsp_ensure() stored it: the event only, as stored. */
+	if (store_get_cert(p->st, p->node_kid, serial, slen, &sc, err) !=
+	    STORE_OK) {
+		error_set(err, "the OCSP responder certificate %s is not in "
+		               "the store",
+		          hex);
+		goto out;
+	}
+	if (eventlog_set_cert(&set, sc->der, sc->der_len, sc->issuer_key_id,
+	                      sc->issued_by, sc->profile, sc->issued_at,
+	                      err) == -1 ||
+	    eventlog_set_commit(p, &set, b, true, err) == -1)
+		goto out;
+	rc = 0;
+out:
+	if (rc == -1)
+		error_prefix(err, "event log: the OCSP responder certificate");
+	X509_free(x);
+	free(val);
+	store_cert_free(sc);
+	store_batch_free(b);
+	eventlog_set_free(&set);
+	return rc;
 }
 
 int

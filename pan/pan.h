@@ -127,6 +127,7 @@ struct pan_node {
 	int64_t persisted_hb;   /* last_heartbeat as the store has it */
 	int64_t cert_expiry;    /* notAfter of its CA certificate, seconds */
 	bool ca_disabled;       /* `pan ca disable`: its CA (and EST) off */
+	uint64_t applied_seq;   /* last event it applied (its heartbeat) */
 	/* Its application status table, from its last heartbeat. */
 	struct pan_service {
 		char name[40];
@@ -225,6 +226,13 @@ int pan_template_main(int argc, char **argv);
 
 /* run.c */
 const char *pan_link_name(enum pan_link link);
+/*
+ * A node's sync state as the product's deployment page words it: "Sync
+ * Completed" (connected, every event applied), "Sync In Progress"
+ * (connected, behind), "Out of Sync" (link down or not heard from since
+ * the PAN started), "-" (removed).
+ */
+const char *registry_sync_name(const struct pan *p, const struct pan_node *n);
 void pan_format_time(int64_t secs, char *buf, size_t len);
 
 /* messaging.c */
@@ -334,6 +342,61 @@ int eventlog_open(struct pan *p, struct error *err);
  */
 int eventlog_commit(struct pan *p, Iselab__Event *ev, struct store_batch *with,
                     struct error *err);
+/*
+ * The same for n events, numbered in order, in one transaction.
+ * log_only: the effects are in the store already (the backfill of
+ * eventlog_seed()), only the events are written.
+ */
+int eventlog_commit_n(struct pan *p, Iselab__Event *const *evs, size_t n,
+                      struct store_batch *with, bool log_only,
+                      struct error *err);
+/*
+ * Events made to be committed together (a join: its certificates, the
+ * node record and the used token), and the memory they point into.
+ */
+struct eventlog_set {
+	Iselab__Event **evs;
+	size_t n, cap;
+};
+void eventlog_set_free(struct eventlog_set *s);
+/* A record of the nodes, tokens or alarms table, packed from m. */
+int eventlog_set_record(struct eventlog_set *s, Iselab__Event__ChangeCase which,
+                        const void *key, size_t klen, const ProtobufCMessage *m,
+                        struct error *err);
+/* The same with the record already packed. */
+int eventlog_set_raw(struct eventlog_set *s, Iselab__Event__ChangeCase which,
+                     const void *key, size_t klen, const void *rec, size_t rlen,
+                     struct error *err);
+/* A certificate stored as store_batch_put_x509() stores it. */
+int eventlog_set_cert(struct eventlog_set *s, const uint8_t *der,
+                      size_t der_len, const uint8_t kid[STORE_KEY_ID_LEN],
+                      const char *issued_by, const char *profile,
+                      int64_t issued_at, struct error *err);
+int eventlog_set_x509(struct eventlog_set *s, X509 *x,
+                      const uint8_t kid[STORE_KEY_ID_LEN],
+                      const char *issued_by, const char *profile,
+                      int64_t issued_at, struct error *err);
+/* The status the PAN decided for c. */
+int eventlog_set_status(struct eventlog_set *s, const struct store_cert *c,
+                        enum store_cert_status to, int64_t when, int reason,
+                        struct error *err);
+/* eventlog_commit_n() of the set; the set stays the caller's. */
+int eventlog_set_commit(struct pan *p, struct eventlog_set *s,
+                        struct store_batch *with, bool log_only,
+                        struct error *err);
+/*
+ * Once per store: put into the log what the store held before the log
+ * carried it (the certificates `pan init` stored, and everything of a
+ * deployment made by an older build), so that a SAN's replica is whole.
+ * 1 when it ran now, 0 when it had run before, -1.
+ */
+int eventlog_seed(struct pan *p, struct error *err);
+/*
+ * The PAN's OCSP responder certificate, which pan_ocsp_ensure() stores
+ * before the daemon opens the log: logged once (seeded: the backfill
+ * that just ran has it).  0 or -1.
+ */
+int eventlog_own_certs(struct pan *p, bool seeded, struct error *err);
 /* An EventsRequest from a node: the events it missed. */
 int eventlog_request(struct pan *p, const struct pan_peer *peer,
                      const Iselab__Envelope *env);

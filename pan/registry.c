@@ -68,26 +68,6 @@ pack_put(struct pan *p, enum store_table t, const char *key,
 	return rc == -1 ? -1 : 0;
 }
 
-/* Add a record to a batch; the packed buffer is kept in *bufp. */
-static int
-pack_batch(struct store_batch *b, enum store_table t, const char *key,
-           const ProtobufCMessage *m, uint8_t **bufp, struct error *err)
-{
-	size_t len;
-
-	len = protobuf_c_message_get_packed_size(m);
-	if ((*bufp = malloc(len > 0 ? len : 1)) == NULL) {
-		error_set(err, "out of memory");
-		return -1;
-	}
-	protobuf_c_message_pack(m, *bufp);
-	if (store_batch_kv_put(b, t, key, strlen(key), *bufp, len) == -1) {
-		error_set(err, "cannot add %s to the store batch", key);
-		return -1;
-	}
-	return 0;
-}
-
 int
 registry_record(struct pan *p, const char *hostname, Iselab__NodeRecord **out,
                 struct error *err)
@@ -551,24 +531,6 @@ out:
 	return rc;
 }
 
-static int
-serial_bytes(X509 *x, uint8_t out[STORE_SERIAL_MAX], size_t *len)
-{
-	BIGNUM *bn;
-	int n;
-
-	if ((bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(x), NULL)) == NULL)
-		return -1;
-	n = BN_num_bytes(bn);
-	if (n <= 0 || n > STORE_SERIAL_MAX) {
-		BN_free(bn);
-		return -1;
-	}
-	*len = (size_t)BN_bn2bin(bn, out);
-	BN_free(bn);
-	return 0;
-}
-
 /* Sign one CSR with the CA signer. */
 static X509 *
 join_sign(struct pan *p, enum cert_profile profile, const char *issuer,
@@ -599,7 +561,8 @@ join_sign(struct pan *p, enum cert_profile profile, const char *issuer,
 }
 
 /*
- * The node record, the certificates and the used token in one batch.
+ * The node record, the certificates and the used token in one
+ * transaction, as events (the SAN's replica gets them all).
  * The record keeps the removed CURVE keys of the host's earlier
  * incarnations so that they stay refused.
  */
@@ -613,8 +576,7 @@ join_record(struct pan *p, const Iselab__JoinRequest *jr,
 	uint8_t serials[2][STORE_SERIAL_MAX];
 	uint8_t kids[2][STORE_KEY_ID_LEN];
 	ProtobufCBinaryData *removed = NULL;
-	struct store_batch *b = NULL;
-	uint8_t *nodebuf = NULL, *tokbuf = NULL;
+	struct eventlog_set set = {0};
 	X509 *certs[2] = {o->ca_cert, o->ocsp_cert};
 	const char *profiles[2];
 	time_t na;
@@ -626,10 +588,6 @@ join_record(struct pan *p, const Iselab__JoinRequest *jr,
 	                                    : CERT_PROFILE_ENDPOINT_SUB_CA);
 	profiles[1] = cert_profile_name(CERT_PROFILE_OCSP_RESPONDER);
 
-	if ((b = store_batch_new()) == NULL) {
-		error_set(err, "out of memory");
-		goto out;
-	}
 	for (i = 0; i < 2 && certs[i] != NULL; i++) {
 		/* SAN Node CA: by the root; PSN certificates: by the Node CA.
 		 */
@@ -638,8 +596,8 @@ join_record(struct pan *p, const Iselab__JoinRequest *jr,
 		                                          : p->node_kid,
 		       STORE_KEY_ID_LEN);
 		iselab__issued_cert_ref__init(&refs[i]);
-		if (serial_bytes(certs[i], serials[i], &refs[i].serial.len) ==
-		        -1 ||
+		if (store_x509_serial(certs[i], serials[i], &refs[i].serial.len,
+		                      NULL) == -1 ||
 		    cert_not_after(certs[i], &na, err) == -1) {
 			error_set(err, "issued certificate has a bad serial "
 			               "or validity");
@@ -652,11 +610,9 @@ join_record(struct pan *p, const Iselab__JoinRequest *jr,
 		refs[i].not_after = na;
 		refp[i] = &refs[i];
 		n++;
-		if (store_batch_put_x509(b, certs[i], kids[i], p->id.hostname,
-		                         profiles[i], now) == -1) {
-			error_set(err, "cannot add a certificate to the batch");
+		if (eventlog_set_x509(&set, certs[i], kids[i], p->id.hostname,
+		                      profiles[i], now, err) == -1)
 			goto out;
-		}
 	}
 
 	/* Carry over the refused keys of an earlier, removed incarnation. */
@@ -686,26 +642,25 @@ join_record(struct pan *p, const Iselab__JoinRequest *jr,
 	rec.certs = refp;
 	rec.n_removed_curve_keys = nrem;
 	rec.removed_curve_keys = removed;
-	if (pack_batch(b, STORE_TABLE_NODES, jr->hostname, &rec.base, &nodebuf,
-	               err) == -1)
+	if (eventlog_set_record(&set, ISELAB__EVENT__CHANGE_NODE_RECORD,
+	                        jr->hostname, strlen(jr->hostname), &rec.base,
+	                        err) == -1)
 		goto out;
 
 	tok->used_at = now;
 	tok->used_by_curve_key.data = (uint8_t *)peer->key;
 	tok->used_by_curve_key.len = CURVE_KEY_LEN;
-	if (pack_batch(b, STORE_TABLE_TOKENS, tok->token_id, &tok->base,
-	               &tokbuf, err) == -1)
-		goto out;
-	if (store_apply(p->st, b, err) != STORE_OK)
+	if (eventlog_set_record(&set, ISELAB__EVENT__CHANGE_TOKEN_RECORD,
+	                        tok->token_id, strlen(tok->token_id),
+	                        &tok->base, err) == -1 ||
+	    eventlog_set_commit(p, &set, NULL, false, err) == -1)
 		goto out;
 	rc = 0;
 out:
 	/* tok is freed by the caller: do not let it free our pointer. */
 	tok->used_by_curve_key.data = NULL;
 	tok->used_by_curve_key.len = 0;
-	store_batch_free(b);
-	free(nodebuf);
-	free(tokbuf);
+	eventlog_set_free(&set);
 	free(removed);
 	if (old != NULL)
 		iselab__node_record__free_unpacked(old, NULL);
@@ -1043,6 +998,7 @@ registry_heartbeat(struct pan *p, const struct pan_peer *peer,
 	p->heartbeats++;
 	n->last_seen_mono = time_mono_ms();
 	n->last_heartbeat = time_now_ms();
+	n->applied_seq = env->heartbeat->last_event_seq;
 	if (n->link != PAN_LINK_CONNECTED)
 		link_up(p, n);
 	alarm_reported(p, n, env->heartbeat->alarms, env->heartbeat->n_alarms);
@@ -1138,6 +1094,7 @@ int
 registry_node_add(struct pan *p, int argc, char **argv, FILE *out, FILE *errf)
 {
 	Iselab__TokenRecord tok = ISELAB__TOKEN_RECORD__INIT;
+	struct eventlog_set set = {0};
 	struct error err = {{0}};
 	const char *host = NULL, *role_s = NULL, *ss_s = NULL, *ttl_s = NULL;
 	uint8_t id[TOKEN_ID_LEN], secret[TOKEN_SECRET_LEN], digest[32];
@@ -1249,7 +1206,9 @@ registry_node_add(struct pan *p, int argc, char **argv, FILE *out, FILE *errf)
 	tok.session_services = ss;
 	tok.created_at = now;
 	tok.expires_at = now + ttl;
-	if (pack_put(p, STORE_TABLE_TOKENS, idhex, &tok.base, &err) == -1) {
+	if (eventlog_set_record(&set, ISELAB__EVENT__CHANGE_TOKEN_RECORD,
+	                        idhex, strlen(idhex), &tok.base, &err) == -1 ||
+	    eventlog_set_commit(p, &set, NULL, false, &err) == -1) {
 		fprintf(errf, "pan node add: cannot record the token: %s\n",
 		        err.msg);
 		goto out;
@@ -1278,6 +1237,7 @@ registry_node_add(struct pan *p, int argc, char **argv, FILE *out, FILE *errf)
 	         role_s, when);
 	rc = PAN_EXIT_OK;
 out:
+	eventlog_set_free(&set);
 	secure_zero(secret, sizeof(secret));
 	secure_zero(sechex, sizeof(sechex));
 	secure_zero(&ticket, sizeof(ticket));
@@ -1291,6 +1251,17 @@ node_cmp(const void *a, const void *b)
 	const struct pan_node *const *x = a, *const *y = b;
 
 	return strcmp((*x)->hostname, (*y)->hostname);
+}
+
+const char *
+registry_sync_name(const struct pan *p, const struct pan_node *n)
+{
+	if (n->link == PAN_LINK_REMOVED)
+		return "-";
+	if (n->link != PAN_LINK_CONNECTED)
+		return "Out of Sync";
+	return n->applied_seq >= p->event_seq ? "Sync Completed"
+	                                      : "Sync In Progress";
 }
 
 int
@@ -1316,10 +1287,12 @@ registry_node_list(struct pan *p, int argc, char **argv, FILE *out, FILE *errf)
 	for (i = 0; i < p->nnodes; i++)
 		v[i] = &p->nodes[i];
 	qsort(v, p->nnodes, sizeof(*v), node_cmp);
-	fprintf(out, "%-24s %-5s %-16s %-13s %-20s %s\n", "HOSTNAME", "ROLE",
-	        "SESSION-SERVICES", "STATE", "LAST-HEARTBEAT", "CERT-EXPIRY");
+	fprintf(out, "%-24s %-5s %-16s %-13s %-20s %-20s %s\n", "HOSTNAME",
+	        "ROLE", "SESSION-SERVICES", "STATE", "LAST-HEARTBEAT",
+	        "CERT-EXPIRY", "SYNC");
 	for (i = 0; i < p->nnodes; i++) {
 		struct pan_node *n = v[i];
+		char sync[64];
 
 		if (n->last_heartbeat != 0)
 			pan_format_time(n->last_heartbeat / 1000, hb,
@@ -1334,9 +1307,18 @@ registry_node_list(struct pan *p, int argc, char **argv, FILE *out, FILE *errf)
 			ss = n->session_services ? "on" : "off";
 		else
 			ss = "-";
-		fprintf(out, "%-24s %-5s %-16s %-13s %-20s %s\n", n->hostname,
-		        node_role_name(n->role), ss, pan_link_name(n->link), hb,
-		        exp);
+		/* Events applied, as its last heartbeat said. */
+		if (n->link == PAN_LINK_CONNECTED &&
+		    n->applied_seq < p->event_seq)
+			snprintf(sync, sizeof(sync), "%s (%" PRIu64 " behind)",
+			         registry_sync_name(p, n),
+			         p->event_seq - n->applied_seq);
+		else
+			snprintf(sync, sizeof(sync), "%s",
+			         registry_sync_name(p, n));
+		fprintf(out, "%-24s %-5s %-16s %-13s %-20s %-20s %s\n",
+		        n->hostname, node_role_name(n->role), ss,
+		        pan_link_name(n->link), hb, exp, sync);
 	}
 	/*
 	 * As the admin GUI's deployment page: each node's application status
@@ -1373,14 +1355,13 @@ registry_node_remove(struct pan *p, int argc, char **argv, FILE *out,
                      FILE *errf)
 {
 	Iselab__NodeRecord *r = NULL;
-	struct store_batch *b = NULL;
+	struct eventlog_set set = {0};
 	struct error err = {{0}};
 	struct pan_node *n;
-	uint8_t *buf = NULL;
 	int64_t now = time(NULL);
 	const char *host;
 	size_t i;
-	int rc = PAN_EXIT_FAIL;
+	int got, rc = PAN_EXIT_FAIL;
 
 	if (argc != 3 || argv[2][0] == '-') {
 		fprintf(errf, "usage: pan node remove HOST --data-dir DIR\n");
@@ -1400,27 +1381,42 @@ registry_node_remove(struct pan *p, int argc, char **argv, FILE *out,
 	}
 	if (registry_record(p, host, &r, &err) == -1)
 		goto fail;
-	if ((b = store_batch_new()) == NULL) {
-		error_set(&err, "out of memory");
-		goto fail;
-	}
-	/* RFC 5280 section 5.3.1: the node is gone, not compromised. */
-	for (i = 0; i < r->n_certs; i++)
-		if (r->certs[i]->issuer_key_id.len != STORE_KEY_ID_LEN ||
-		    store_batch_revoke(
-		        b, r->certs[i]->issuer_key_id.data,
-		        r->certs[i]->serial.data, r->certs[i]->serial.len, now,
-		        STORE_REASON_CESSATION_OF_OPERATION) == -1) {
-			error_set(&err, "cannot add a revocation to the "
-			                "batch");
+	/*
+	 * RFC 5280 section 5.3.1: the node is gone, not compromised.  One
+	 * cert-status event per certificate that is not revoked yet (the
+	 * first revocation stands; a hold becomes a revocation with its
+	 * time), and the record, in one transaction: every node learns it.
+	 */
+	for (i = 0; i < r->n_certs; i++) {
+		struct store_cert *c = NULL;
+
+		if (r->certs[i]->issuer_key_id.len != STORE_KEY_ID_LEN) {
+			error_set(&err, "a certificate reference without an "
+			                "issuer key id");
 			goto fail;
 		}
+		if (store_get_cert(p->st, r->certs[i]->issuer_key_id.data,
+		                   r->certs[i]->serial.data,
+		                   r->certs[i]->serial.len, &c, &err) == -1)
+			goto fail;
+		got = 0;
+		if (c != NULL && c->status != STORE_STATUS_REVOKED)
+			got = eventlog_set_status(
+			    &set, c, STORE_STATUS_REVOKED,
+			    c->status == STORE_STATUS_HOLD && c->revoked_at != 0
+			        ? c->revoked_at
+			        : now,
+			    STORE_REASON_CESSATION_OF_OPERATION, &err);
+		store_cert_free(c);
+		if (got == -1)
+			goto fail;
+	}
 	r->status = ISELAB__NODE_STATUS__NODE_STATUS_REMOVED;
 	r->removed_at = now;
 	r->last_heartbeat_ms = n->last_heartbeat;
-	if (pack_batch(b, STORE_TABLE_NODES, host, &r->base, &buf, &err) == -1)
-		goto fail;
-	if (store_apply(p->st, b, &err) != STORE_OK)
+	if (eventlog_set_record(&set, ISELAB__EVENT__CHANGE_NODE_RECORD, host,
+	                        strlen(host), &r->base, &err) == -1 ||
+	    eventlog_set_commit(p, &set, NULL, false, &err) == -1)
 		goto fail;
 	if (remember_removed_key(p, n->curve) == -1)
 		log_error(LOG_MAIN,
@@ -1447,8 +1443,7 @@ registry_node_remove(struct pan *p, int argc, char **argv, FILE *out,
 fail:
 	fprintf(errf, "pan node remove: %s: %s\n", host, err.msg);
 out:
-	store_batch_free(b);
-	free(buf);
+	eventlog_set_free(&set);
 	if (r != NULL)
 		iselab__node_record__free_unpacked(r, NULL);
 	return rc;
@@ -1567,6 +1562,7 @@ registry_outbox(struct pan *p, const struct pan_peer *peer,
 	uint8_t key[OUTBOX_KEY_MAX];
 	X509 *cas[OUTBOX_NODE_CAS_MAX];
 	struct store_batch *b = NULL;
+	struct eventlog_set set = {0};
 	struct store_cert *sc;
 	struct error err = {{0}};
 	struct pan_node *n;
@@ -1660,8 +1656,15 @@ registry_outbox(struct pan *p, const struct pan_peer *peer,
 		} else if (store_batch_put_x509(
 		               b, x, kids[ci], n->hostname, it->profile,
 		               it->issued_at_ms / 1000) == -1) {
+			/* b is a dry run: the store's checks, per item. */
 			outbox_refuse(p, n->hostname, i,
 			              "the store refuses the certificate");
+		} else if (eventlog_set_cert(&set, it->cert.data, it->cert.len,
+		                             kids[ci], n->hostname, it->profile,
+		                             it->issued_at_ms / 1000,
+		                             &err) == -1) {
+			log_error(LOG_MESSAGING, "outbox of %s: %s",
+			          n->hostname, err.msg);
 		} else {
 			memcpy(pend[npend].kid, kids[ci], STORE_KEY_ID_LEN);
 			memcpy(pend[npend].serial, key + OUTBOX_TIME_LEN,
@@ -1672,9 +1675,13 @@ registry_outbox(struct pan *p, const struct pan_peer *peer,
 		}
 		X509_free(x);
 	}
-	/* One transaction for the batch; acked only once it is durable. */
+	/*
+	 * One transaction for the batch, one cert-issued event per new
+	 * certificate (the SAN's replica); acked only once it is durable.
+	 * What was already stored is acked without an event.
+	 */
 	if (npend > 0) {
-		if (store_apply(p->st, b, &err) != STORE_OK)
+		if (eventlog_set_commit(p, &set, NULL, false, &err) == -1)
 			log_error(
 			    LOG_MESSAGING,
 			    "outbox of %s: %zu certificates not stored: %s",
@@ -1699,6 +1706,7 @@ registry_outbox(struct pan *p, const struct pan_peer *peer,
 	(void)messaging_reply(p, peer->rid, peer->rid_len, &reply);
 out:
 	store_batch_free(b);
+	eventlog_set_free(&set);
 	for (i = 0; i < ncas; i++)
 		X509_free(cas[i]);
 	return 0;
@@ -1713,37 +1721,35 @@ settings_commit(struct pan *p, struct pan_node *n, bool ss, bool ca_disabled,
                 struct error *err)
 {
 	Iselab__NodeRecord *r = NULL;
-	Iselab__Event ev = ISELAB__EVENT__INIT;
 	Iselab__NodeSettings ns = ISELAB__NODE_SETTINGS__INIT;
-	struct store_batch *b = NULL;
-	uint8_t *buf = NULL;
+	Iselab__Event ev = ISELAB__EVENT__INIT, *evs[2];
+	struct eventlog_set set = {0};
 	int rc = -1;
 
 	if (registry_record(p, n->hostname, &r, err) == -1)
 		return -1;
-	if ((b = store_batch_new()) == NULL) {
-		error_set(err, "out of memory");
-		goto out;
-	}
 	r->session_services = ss;
 	r->ca_disabled = ca_disabled;
 	r->last_heartbeat_ms = n->last_heartbeat;
-	if (pack_batch(b, STORE_TABLE_NODES, n->hostname, &r->base, &buf,
-	               err) == -1)
-		goto out;
 	ns.hostname = n->hostname;
 	ns.session_services = ss;
 	ns.ca_disabled = ca_disabled;
+	/* The settings for the node, its record for the replica. */
+	if (eventlog_set_record(&set, ISELAB__EVENT__CHANGE_NODE_RECORD,
+	                        n->hostname, strlen(n->hostname), &r->base,
+	                        err) == -1)
+		goto out;
 	ev.change_case = ISELAB__EVENT__CHANGE_NODE_SETTINGS;
 	ev.node_settings = &ns;
-	if (eventlog_commit(p, &ev, b, err) == -1)
+	evs[0] = &ev;
+	evs[1] = set.evs[0];
+	if (eventlog_commit_n(p, evs, 2, NULL, false, err) == -1)
 		goto out;
 	n->session_services = ss;
 	n->ca_disabled = ca_disabled;
 	rc = 0;
 out:
-	store_batch_free(b);
-	free(buf);
+	eventlog_set_free(&set);
 	iselab__node_record__free_unpacked(r, NULL);
 	return rc;
 }

@@ -48,6 +48,7 @@
 #include "http.h"
 #include "ocsp_http.h"
 #include "keys.h"
+#include "adminview.h"
 #include "log.h"
 #include "node.h"
 #include "pan.h"
@@ -121,12 +122,7 @@ pan_link_name(enum pan_link link)
 void
 pan_format_time(int64_t secs, char *buf, size_t len)
 {
-	time_t t = (time_t)secs;
-	struct tm tm;
-
-	if (gmtime_r(&t, &tm) == NULL ||
-	    strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
-		snprintf(buf, len, "?");
+	adminview_time(secs, buf, len);
 }
 
 static void
@@ -512,7 +508,7 @@ run_daemon(struct pan *p, char *pass, size_t passlen, int readyfd)
 	struct error err = {{0}};
 	char path[PAN_PATH_MAX], secret[CURVE_Z85_LEN];
 	bool pidfile = false, logging = false;
-	int rc = PAN_EXIT_FAIL, st;
+	int rc = PAN_EXIT_FAIL, st, seeded;
 
 	memset(secret, 0, sizeof(secret));
 	p->sigfd = -1;
@@ -575,7 +571,9 @@ run_daemon(struct pan *p, char *pass, size_t passlen, int readyfd)
 	    store_open(path, NULL, &p->st, &err) == -1)
 		goto out;
 	if (run_load_ca(p, &err) == -1 || registry_load(p, &err) == -1 ||
-	    alarm_load(p, &err) == -1 || eventlog_open(p, &err) == -1)
+	    alarm_load(p, &err) == -1 || eventlog_open(p, &err) == -1 ||
+	    (seeded = eventlog_seed(p, &err)) == -1 ||
+	    eventlog_own_certs(p, seeded == 1, &err) == -1)
 		goto out;
 
 	if ((p->zctx = zmq_ctx_new()) == NULL) {

@@ -10,7 +10,12 @@ static const struct cli_command commands[] = {
      "join a deployment with the string `pan node add` printed"},
     {"run", san_run_main, "run the node in the foreground"},
     {"status", san_status_main,
-     "show this node, its PAN link, certificates and services"},
+     "show this node, its PAN link, replica lag, certificates and services"},
+    {"alarms", san_view_main,
+     "the deployment's alarms, from the replica ([--all])"},
+    {"node", san_view_main, "node list: the deployment's nodes, from the replica"},
+    {"cert", san_view_main,
+     "cert list: the issued certificates, from the replica"},
 };
 
 int

@@ -3,8 +3,9 @@
  * node: it holds its own Node CA (signed by the PAN's Root CA) and takes
  * over as primary when promoted.
  *
- * One entry point per subcommand; main.c only picks one.  Until
- * replication lands, `san run` registers, heartbeats and reports status.
+ * One entry point per subcommand; main.c only picks one.  `san run` keeps
+ * a replica of the PAN's state (run.c); `san alarms`, `san node list` and
+ * `san cert list` show it, answered by the running daemon.
  */
 #ifndef ISELAB_SAN_H
 #define ISELAB_SAN_H
@@ -22,5 +23,7 @@ extern const struct join_role san_role;
 int san_join_main(int argc, char **argv);
 int san_run_main(int argc, char **argv);
 int san_status_main(int argc, char **argv);
+/* `san alarms|node|cert ...`: a view of the replica, from the daemon. */
+int san_view_main(int argc, char **argv);
 
 #endif

@@ -106,7 +106,7 @@ test_log_and_read(void **state)
 		b = store_batch_new();
 		assert_int_equal(events_batch_log(b, user_set(0, i, name), &err),
 		                 0);
-		assert_int_equal(events_batch_effect(b, &evs[0], &err), 0);
+		assert_int_equal(events_batch_effect(b, &evs[0], EVENTS_MEMBER, &err), 0);
 		assert_int_equal(store_apply(st, b, &err), STORE_OK);
 		store_batch_free(b);
 	}
@@ -168,14 +168,14 @@ test_apply_order_gaps_replays(void **state)
 	(void)state;
 	/* 2 without 1: nothing applied. */
 	list[0] = user_set(0, 2, "bob");
-	assert_int_equal(events_apply(st, list, 1, &applied, &err), 0);
+	assert_int_equal(events_apply(st, list, 1, EVENTS_MEMBER, &applied, &err), 0);
 	assert_int_equal(applied, 0);
 	assert_false(config_has(st, "user/bob"));
 	/* 1, 2, 4 out of order: 1 and 2 applied, 4 waits for 3. */
 	list[0] = user_set(0, 2, "bob");
 	list[1] = user_set(1, 4, "dave");
 	list[2] = user_set(2, 1, "alice");
-	assert_int_equal(events_apply(st, list, 3, &applied, &err), 2);
+	assert_int_equal(events_apply(st, list, 3, EVENTS_MEMBER, &applied, &err), 2);
 	assert_int_equal(applied, 2);
 	assert_true(config_has(st, "user/alice"));
 	assert_true(config_has(st, "user/bob"));
@@ -184,12 +184,12 @@ test_apply_order_gaps_replays(void **state)
 	assert_int_equal(stored, 2);
 	/* A replay of 1 and 2 changes nothing. */
 	list[0] = user_delete(0, 1, "alice");
-	assert_int_equal(events_apply(st, list, 1, &applied, &err), 0);
+	assert_int_equal(events_apply(st, list, 1, EVENTS_MEMBER, &applied, &err), 0);
 	assert_true(config_has(st, "user/alice"));
 	/* 3 (a delete) and 4 (a template). */
 	list[0] = user_delete(0, 3, "alice");
 	list[1] = template_set(1, 4, "short", "validity = 1d\npop = off\n");
-	assert_int_equal(events_apply(st, list, 2, &applied, &err), 2);
+	assert_int_equal(events_apply(st, list, 2, EVENTS_MEMBER, &applied, &err), 2);
 	assert_false(config_has(st, "user/alice"));
 	assert_true(config_has(st, "template/short"));
 	assert_int_equal(events_applied(st, &stored, &err), 0);
@@ -209,7 +209,7 @@ test_apply_refuses_bad_events(void **state)
 	(void)state;
 	list[0] = user_set(0, 1, "carol");
 	list[1] = template_set(1, 2, "bad", "validity = forever\n");
-	assert_int_equal(events_apply(st, list, 2, &applied, &err), -1);
+	assert_int_equal(events_apply(st, list, 2, EVENTS_MEMBER, &applied, &err), -1);
 	assert_non_null(strstr(err.msg, "validity"));
 	assert_int_equal(applied, 0);
 	assert_false(config_has(st, "user/carol"));
@@ -261,7 +261,7 @@ test_apply_refuses_bad_events(void **state)
 		/* A certificate this node does not hold: applied, skipped. */
 		cs.serial.len = sizeof(sn);
 		applied = 0;
-		assert_int_equal(events_apply(st, one, 1, &applied, &err), 1);
+		assert_int_equal(events_apply(st, one, 1, EVENTS_MEMBER, &applied, &err), 1);
 		assert_int_equal(applied, 1);
 		b = store_batch_new();
 		assert_int_equal(store_batch_set_status(b, kid, sn, sizeof(sn),
