@@ -30,7 +30,9 @@ static const char *const node_usage =
     "       pan node edit HOST --session-services on|off --data-dir DIR\n";
 static const char *const ca_usage =
     "usage: pan ca certs [--pem] --data-dir DIR\n"
-    "       pan ca disable|enable [--node HOST] --data-dir DIR\n";
+    "       pan ca disable|enable [--node HOST] --data-dir DIR\n"
+    "       pan ca export --out FILE [--key-file F] [--passphrase-file P] "
+    "--data-dir DIR\n";
 static const char *const cert_usage =
     "usage: pan cert list [--node HOST] [--status good|revoked|hold] "
     "[--limit N] [--after CURSOR] --data-dir DIR\n"
@@ -185,6 +187,9 @@ pan_node_main(int argc, char **argv)
 int
 pan_ca_main(int argc, char **argv)
 {
+	/* Local, like pan init: the daemon never hands out the keys. */
+	if (argc >= 2 && strcmp(argv[1], "export") == 0)
+		return pan_ca_export(argc - 1, argv + 1);
 	if (argc < 2 || (strcmp(argv[1], "certs") != 0 &&
 	                 strcmp(argv[1], "disable") != 0 &&
 	                 strcmp(argv[1], "enable") != 0)) {

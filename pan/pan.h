@@ -224,6 +224,9 @@ int pan_cert_main(int argc, char **argv);
 int pan_user_main(int argc, char **argv);
 int pan_template_main(int argc, char **argv);
 
+/* export.c: `pan ca export` (argv[0] is "export"). */
+int pan_ca_export(int argc, char **argv);
+
 /* run.c */
 const char *pan_link_name(enum pan_link link);
 /*

@@ -14,6 +14,8 @@ static const struct cli_command commands[] = {
     {"alarms", san_view_main,
      "the deployment's alarms, from the replica ([--all])"},
     {"node", san_view_main, "node list: the deployment's nodes, from the replica"},
+    {"ca", san_ca_main,
+     "ca import: load the PAN's CA store (pan ca export)"},
     {"cert", san_view_main,
      "cert list: the issued certificates, from the replica"},
 };

@@ -25,5 +25,7 @@ int san_run_main(int argc, char **argv);
 int san_status_main(int argc, char **argv);
 /* `san alarms|node|cert ...`: a view of the replica, from the daemon. */
 int san_view_main(int argc, char **argv);
+/* `san ca import`: the PAN's CA store, from `pan ca export` (ca.c). */
+int san_ca_main(int argc, char **argv);
 
 #endif

@@ -478,7 +478,8 @@ def parse_table(text, first_column):
     raise AssertionError(f"no table with a {first_column} column in:\n{text}")
 
 
-NODE_LIST_COLUMNS = ["HOSTNAME", "ROLE", "SESSION-SERVICES", "STATE", "LAST-HEARTBEAT", "CERT-EXPIRY"]
+NODE_LIST_COLUMNS = ["HOSTNAME", "ROLE", "SESSION-SERVICES", "STATE", "LAST-HEARTBEAT", "CERT-EXPIRY",
+                     "SYNC"]
 
 
 class Pan(Node):
