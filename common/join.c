@@ -3068,8 +3068,16 @@ run_apply_events(void *ctx, Iselab__Event *const *evs, size_t n,
 		if (evs[i]->seq <= from || evs[i]->seq > *applied)
 			continue;
 		events_describe(evs[i], what, sizeof(what));
-		log_info(LOG_MESSAGING, "event %" PRIu64 " applied: %s",
-		         evs[i]->seq, what);
+		/* A PSN passes over the replica's changes (events.h). */
+		if (d->role->role != NODE_ROLE_SAN &&
+		    events_replica_only(evs[i]))
+			log_debug(LOG_MESSAGING,
+			          "event %" PRIu64 " passed over (the replica's): "
+			          "%s",
+			          evs[i]->seq, what);
+		else
+			log_info(LOG_MESSAGING, "event %" PRIu64 " applied: %s",
+			         evs[i]->seq, what);
 		if (d->hooks->applied != NULL)
 			d->hooks->applied(d, d->hooks->arg, evs[i]);
 	}
