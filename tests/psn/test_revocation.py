@@ -139,9 +139,10 @@ def test_three_psns_one_stopped_during_the_revoke(lab):
     print(f"psn3 answered revoked {1000 * (time.monotonic() - t0):.0f} ms after its start")
     stopped.wait_events(pan)
     assert member_events(stopped)[0] == pan.event_seq()
-    # Every PSN holds every event, though each answers for its own CA only.
+    # Every PSN holds every event, though each answers for its own CA only
+    # (the log moves on meanwhile: alarm records of psn3's absence).
     for psn in psns:
-        assert member_events(psn)[0] == pan.event_seq()
+        psn.wait_events(pan)
 
 
 def sanitized():

@@ -6,12 +6,14 @@
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
 
 #include "enroll.h"
 #include "events.h"
+#include "registry.pb-c.h"
 #include "store.h"
 #include "util.h"
 #include "tmpdir.h"
@@ -273,6 +275,79 @@ test_apply_refuses_bad_events(void **state)
 	store_close(st);
 }
 
+/* A table record event of the replica: checked by both, kept by a SAN. */
+static void
+test_replica_records(void **state)
+{
+	Iselab__NodeRecord nr = ISELAB__NODE_RECORD__INIT;
+	Iselab__TableRecord tr = ISELAB__TABLE_RECORD__INIT;
+	Iselab__Event ev = ISELAB__EVENT__INIT, *one[1] = {&ev};
+	struct store *psn = open_store("replica-psn");
+	struct store *san = open_store("replica-san");
+	struct error err = {{0}};
+	uint8_t rec[64], garbage[3] = {0xff, 0xff, 0xff}, *val;
+	size_t vlen;
+	uint64_t applied = 0, last = 0;
+
+	(void)state;
+	nr.hostname = "psn1";
+	nr.role = ISELAB__ROLE__ROLE_PSN;
+	tr.key.data = (uint8_t *)"psn1";
+	tr.key.len = 4;
+	tr.record.len = iselab__node_record__pack(&nr, rec);
+	tr.record.data = rec;
+	ev.seq = 1;
+	ev.change_case = ISELAB__EVENT__CHANGE_NODE_RECORD;
+	ev.node_record = &tr;
+	assert_int_equal(events_check(&ev, &err), 0);
+	assert_true(events_replica_only(&ev));
+	/* A key that is not the record's host, a record that does not unpack. */
+	tr.key.data = (uint8_t *)"psn2";
+	assert_int_equal(events_check(&ev, &err), -1);
+	tr.key.data = (uint8_t *)"psn1";
+	tr.record.data = garbage;
+	tr.record.len = sizeof(garbage);
+	assert_int_equal(events_check(&ev, &err), -1);
+	tr.record.data = rec;
+	tr.record.len = iselab__node_record__pack(&nr, rec);
+	/* A token or alarm key of the wrong shape. */
+	ev.change_case = ISELAB__EVENT__CHANGE_TOKEN_RECORD;
+	ev.token_record = &tr;
+	assert_int_equal(events_check(&ev, &err), -1);
+	ev.change_case = ISELAB__EVENT__CHANGE_ALARM_RECORD;
+	ev.alarm_record = &tr;
+	assert_int_equal(events_check(&ev, &err), -1);
+	ev.change_case = ISELAB__EVENT__CHANGE_NODE_RECORD;
+	ev.node_record = &tr;
+
+	/* A PSN checks it and passes over it: nothing but the sequence. */
+	assert_int_equal(events_apply(psn, one, 1, EVENTS_MEMBER, &applied,
+	                              &err),
+	                 1);
+	assert_int_equal(applied, 1);
+	assert_int_equal(store_kv_get(psn, STORE_TABLE_NODES, "psn1", 4, &val,
+	                              &vlen, &err),
+	                 STORE_NOT_FOUND);
+	assert_int_equal(events_last_seq(psn, &last, &err), 0);
+	assert_int_equal(last, 0);
+
+	/* A SAN keeps the record, byte for byte, and the event. */
+	applied = 0;
+	assert_int_equal(events_apply(san, one, 1, EVENTS_REPLICA, &applied,
+	                              &err),
+	                 1);
+	assert_int_equal(store_kv_get(san, STORE_TABLE_NODES, "psn1", 4, &val,
+	                              &vlen, &err),
+	                 STORE_OK);
+	assert_int_equal(vlen, tr.record.len);
+	assert_memory_equal(val, rec, vlen);
+	free(val);
+	assert_int_equal(events_last_seq(san, &last, &err), 0);
+	assert_int_equal(last, 1);
+	store_close(psn);
+	store_close(san);
+}
+
 int
 main(void)
 {
@@ -280,6 +355,7 @@ main(void)
 	    cmocka_unit_test(test_log_and_read),
 	    cmocka_unit_test(test_apply_order_gaps_replays),
 	    cmocka_unit_test(test_apply_refuses_bad_events),
+	    cmocka_unit_test(test_replica_records),
 	};
 
 	return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
