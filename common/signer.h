@@ -75,6 +75,27 @@ int signer_sign(struct signer *s, const char *profile, const char *issuer,
                 int64_t validity, const char *ocsp_url, X509 **out,
                 struct error *err);
 
+/*
+ * Replacing the root CA chain (docs/certificates.md).  The signer keeps
+ * the node passphrase for this (in the one process that already holds
+ * the CA keys in the clear): the new keys are made here and rest
+ * encrypted like the others.
+ *
+ * signer_rollover(): make generation gen's Root CA, Node CA and the
+ * PAN's OCSP responder (new keys of the old root's type) and the RFC
+ * 4210 4.4 root link certificates OldWithNew and NewWithOld, in
+ * D/ca/next/ (SIGNER_NEXT_FILES, "generation" written last).  Done
+ * already for gen: nothing is made again, so a replacement cut short is
+ * finished with the same keys.  Keys are signed with what the signer
+ * holds, so it must be the current generation.
+ * signer_reload(): load the CA keys of D/ca/ again (after the files of
+ * next/ took their place); if that fails the old keys stay.
+ */
+#define SIGNER_NEXT_DIR "next"
+#define SIGNER_GENERATION_FILE "generation"
+int signer_rollover(struct signer *s, unsigned gen, struct error *err);
+int signer_reload(struct signer *s, struct error *err);
+
 /* Change the answer timeout (tests; SIGNER_TIMEOUT_MS by default). */
 void signer_set_timeout(struct signer *s, int timeout_ms);
 
