@@ -49,8 +49,8 @@
 
 /* ---- records ---------------------------------------------------------- */
 
-static int
-pack_put(struct pan *p, enum store_table t, const char *key,
+int
+registry_pack_put(struct pan *p, enum store_table t, const char *key,
          const ProtobufCMessage *m, struct error *err)
 {
 	uint8_t *buf;
@@ -315,7 +315,7 @@ node_persist(struct pan *p, struct pan_node *n)
 	if (registry_record(p, n->hostname, &r, &err) == -1)
 		goto fail;
 	r->last_heartbeat_ms = n->last_heartbeat;
-	if (pack_put(p, STORE_TABLE_NODES, n->hostname, &r->base, &err) == -1)
+	if (registry_pack_put(p, STORE_TABLE_NODES, n->hostname, &r->base, &err) == -1)
 		goto fail;
 	n->persisted_hb = n->last_heartbeat;
 	iselab__node_record__free_unpacked(r, NULL);
@@ -382,8 +382,8 @@ join_refuse(struct pan *p, const struct pan_peer *peer,
 	(void)messaging_reply(p, peer->rid, peer->rid_len, &reply);
 }
 
-static int
-der_of(X509 *x, ProtobufCBinaryData *out)
+int
+registry_der(X509 *x, ProtobufCBinaryData *out)
 {
 	unsigned char *der = NULL;
 	int len;
@@ -409,15 +409,15 @@ join_respond(struct pan *p, const struct pan_peer *peer,
 	int rc = -1;
 
 	memset(chain, 0, sizeof(chain));
-	if (der_of(o->ca_cert, &jr.ca_cert) == -1 ||
-	    (o->ocsp_cert != NULL && der_of(o->ocsp_cert, &jr.ocsp_cert) == -1))
+	if (registry_der(o->ca_cert, &jr.ca_cert) == -1 ||
+	    (o->ocsp_cert != NULL && registry_der(o->ocsp_cert, &jr.ocsp_cert) == -1))
 		goto out;
 	/* Issuer of ca_cert first, root last. */
 	jr.n_chain = 0;
 	if (role == NODE_ROLE_PSN &&
-	    der_of(p->node_ca, &chain[jr.n_chain++]) == -1)
+	    registry_der(p->node_ca, &chain[jr.n_chain++]) == -1)
 		goto out;
-	if (der_of(p->root_ca, &chain[jr.n_chain++]) == -1)
+	if (registry_der(p->root_ca, &chain[jr.n_chain++]) == -1)
 		goto out;
 	jr.chain = chain;
 
@@ -510,8 +510,8 @@ out:
  * verifies, whose key is strong enough, and whose CN is the product CN of
  * profile for host.
  */
-static int
-join_check_csr(const ProtobufCBinaryData *der, enum cert_profile profile,
+int
+registry_check_csr(const ProtobufCBinaryData *der, enum cert_profile profile,
                const char *host, const char *what, char *why, size_t whylen)
 {
 	struct error err = {{0}};
@@ -551,8 +551,8 @@ out:
 	return rc;
 }
 
-static int
-serial_bytes(X509 *x, uint8_t out[STORE_SERIAL_MAX], size_t *len)
+int
+registry_serial_bytes(X509 *x, uint8_t out[STORE_SERIAL_MAX], size_t *len)
 {
 	BIGNUM *bn;
 	int n;
@@ -570,8 +570,8 @@ serial_bytes(X509 *x, uint8_t out[STORE_SERIAL_MAX], size_t *len)
 }
 
 /* Sign one CSR with the CA signer. */
-static X509 *
-join_sign(struct pan *p, enum cert_profile profile, const char *issuer,
+X509 *
+registry_sign(struct pan *p, enum cert_profile profile, const char *issuer,
           const ProtobufCBinaryData *csr, const char *host, struct error *err)
 {
 	X509 *x = NULL;
@@ -638,7 +638,7 @@ join_record(struct pan *p, const Iselab__JoinRequest *jr,
 		                                          : p->node_kid,
 		       STORE_KEY_ID_LEN);
 		iselab__issued_cert_ref__init(&refs[i]);
-		if (serial_bytes(certs[i], serials[i], &refs[i].serial.len) ==
+		if (registry_serial_bytes(certs[i], serials[i], &refs[i].serial.len) ==
 		        -1 ||
 		    cert_not_after(certs[i], &na, err) == -1) {
 			error_set(err, "issued certificate has a bad serial "
@@ -877,7 +877,7 @@ registry_join(struct pan *p, const struct pan_peer *peer,
 
 	role = role_from_proto(jr->role);
 	code = ISELAB__ERROR__CODE__ERROR_REFUSED_CSR;
-	if (join_check_csr(&jr->ca_csr,
+	if (registry_check_csr(&jr->ca_csr,
 	                   role == NODE_ROLE_SAN ? CERT_PROFILE_NODE_CA
 	                                         : CERT_PROFILE_ENDPOINT_SUB_CA,
 	                   jr->hostname,
@@ -887,7 +887,7 @@ registry_join(struct pan *p, const struct pan_peer *peer,
 		goto out;
 	/* Legacy: the PAN's Node CA signs the OCSP responder certificate. */
 	if (role == NODE_ROLE_PSN && p->id.ocsp_hierarchy == NODE_OCSP_LEGACY &&
-	    join_check_csr(&jr->ocsp_csr, CERT_PROFILE_OCSP_RESPONDER,
+	    registry_check_csr(&jr->ocsp_csr, CERT_PROFILE_OCSP_RESPONDER,
 	                   jr->hostname, "OCSP responder", why,
 	                   sizeof(why)) == -1)
 		goto out;
@@ -895,18 +895,18 @@ registry_join(struct pan *p, const struct pan_peer *peer,
 	code = ISELAB__ERROR__CODE__ERROR_INTERNAL;
 	o.session_services = tok->session_services;
 	if (role == NODE_ROLE_SAN)
-		o.ca_cert = join_sign(p, CERT_PROFILE_NODE_CA, "root-ca",
+		o.ca_cert = registry_sign(p, CERT_PROFILE_NODE_CA, "root-ca",
 		                      &jr->ca_csr, jr->hostname, &err);
 	else
 		o.ca_cert =
-		    join_sign(p, CERT_PROFILE_ENDPOINT_SUB_CA, "node-ca",
+		    registry_sign(p, CERT_PROFILE_ENDPOINT_SUB_CA, "node-ca",
 		              &jr->ca_csr, jr->hostname, &err);
 	if (o.ca_cert == NULL) {
 		snprintf(why, sizeof(why), "%s", err.msg);
 		goto out;
 	}
 	if (role == NODE_ROLE_PSN && p->id.ocsp_hierarchy == NODE_OCSP_LEGACY &&
-	    (o.ocsp_cert = join_sign(p, CERT_PROFILE_OCSP_RESPONDER, "node-ca",
+	    (o.ocsp_cert = registry_sign(p, CERT_PROFILE_OCSP_RESPONDER, "node-ca",
 	                             &jr->ocsp_csr, jr->hostname, &err)) ==
 	        NULL) {
 		snprintf(why, sizeof(why), "%s", err.msg);
@@ -1249,7 +1249,7 @@ registry_node_add(struct pan *p, int argc, char **argv, FILE *out, FILE *errf)
 	tok.session_services = ss;
 	tok.created_at = now;
 	tok.expires_at = now + ttl;
-	if (pack_put(p, STORE_TABLE_TOKENS, idhex, &tok.base, &err) == -1) {
+	if (registry_pack_put(p, STORE_TABLE_TOKENS, idhex, &tok.base, &err) == -1) {
 		fprintf(errf, "pan node add: cannot record the token: %s\n",
 		        err.msg);
 		goto out;

@@ -584,6 +584,9 @@ run_daemon(struct pan *p, char *pass, size_t passlen, int readyfd)
 	}
 	if ((p->signer = signer_connect(p->zctx, p->datadir, &err)) == NULL)
 		goto out;
+	/* A replacement of the root CA chain cut short (rootchain.c). */
+	if (rootchain_recover(p, &err) == -1)
+		goto out;
 	if (messaging_open(p, secret, &err) == -1)
 		goto out;
 	secure_zero(secret, sizeof(secret));
