@@ -26,6 +26,8 @@
 
 #include <openssl/x509.h>
 
+#include "node.h"
+
 struct error;
 
 /* The signer's socket in the data directory (signer.sock). */
@@ -91,8 +93,8 @@ int signer_sign(struct signer *s, const char *profile, const char *issuer,
  * signer_reload(): load the CA keys of D/ca/ again (after the files of
  * next/ took their place); if that fails the old keys stay.
  */
-#define SIGNER_NEXT_DIR "next"
-#define SIGNER_GENERATION_FILE "generation"
+#define SIGNER_NEXT_DIR NODE_CA_NEXT
+#define SIGNER_GENERATION_FILE NODE_CA_GENERATION
 int signer_rollover(struct signer *s, unsigned gen, struct error *err);
 int signer_reload(struct signer *s, struct error *err);
 

@@ -84,74 +84,14 @@ ca_path(const char *datadir, char *buf, size_t len, struct error *err,
 unsigned
 rootchain_generation(const char *datadir)
 {
-	char path[PAN_PATH_MAX], *text;
-	unsigned long gen;
-	size_t len;
-
-	if (ca_path(datadir, path, sizeof(path), NULL, "%s/%s", NODE_CA_DIR,
-	            SIGNER_GENERATION_FILE) == -1 ||
-	    (text = (char *)file_read(path, ROOTCHAIN_GEN_TEXT_MAX, &len,
-	                              NULL)) == NULL)
-		return 1;
-	gen = strtoul(text, NULL, 10);
-	free(text);
-	return gen >= 1 && gen < UINT32_MAX ? (unsigned)gen : 1;
+	return node_ca_generation(datadir);
 }
 
 int
 rootchain_install(const char *datadir, unsigned gen, struct error *err)
 {
-	char next[PAN_PATH_MAX], cur[PAN_PATH_MAX], prev[PAN_PATH_MAX];
-	char text[ROOTCHAIN_GEN_TEXT_MAX];
-	size_t i;
-
-	if (ca_path(datadir, prev, sizeof(prev), err, "%s/gen-%u", NODE_CA_DIR,
-	            gen - 1) == -1 ||
-	    dir_create(prev, 0700, err) == -1)
-		return -1;
-	for (i = 0; i < ARRAY_SIZE(rootchain_files); i++) {
-		const char *f = rootchain_files[i];
-
-		if (ca_path(datadir, next, sizeof(next), err, "%s/%s/%s",
-		            NODE_CA_DIR, SIGNER_NEXT_DIR, f) == -1 ||
-		    ca_path(datadir, cur, sizeof(cur), err, "%s/%s",
-		            NODE_CA_DIR, f) == -1 ||
-		    ca_path(datadir, prev, sizeof(prev), err, "%s/gen-%u/%s",
-		            NODE_CA_DIR, gen - 1, f) == -1)
-			return -1;
-		if (!file_exists(next))
-			continue; /* moved by an earlier, interrupted run */
-		/* The old file stays reachable under gen-<N-1>/ first. */
-		if (file_exists(cur) && !file_exists(prev) &&
-		    link(cur, prev) == -1) {
-			error_set(err, "cannot keep %s as %s: %s", cur, prev,
-			          strerror(errno));
-			return -1;
-		}
-		if (rename(next, cur) == -1) {
-			error_set(err, "cannot install %s: %s", next,
-			          strerror(errno));
-			return -1;
-		}
-	}
-	snprintf(text, sizeof(text), "%u\n", gen);
-	if (ca_path(datadir, cur, sizeof(cur), err, "%s/%s", NODE_CA_DIR,
-	            SIGNER_GENERATION_FILE) == -1 ||
-	    file_write_atomic(cur, text, strlen(text), 0600, err) == -1)
-		return -1;
-	/* next/ is done with: its generation file, then the directory. */
-	if (ca_path(datadir, next, sizeof(next), err, "%s/%s/%s", NODE_CA_DIR,
-	            SIGNER_NEXT_DIR, SIGNER_GENERATION_FILE) == -1)
-		return -1;
-	(void)unlink(next);
-	if (ca_path(datadir, next, sizeof(next), err, "%s/%s", NODE_CA_DIR,
-	            SIGNER_NEXT_DIR) == -1)
-		return -1;
-	if (rmdir(next) == -1 && errno != ENOENT)
-		log_warn(LOG_CA_SERVICE, "%s left behind: %s", next,
-		         strerror(errno));
-	log_info(LOG_CA_SERVICE, "root CA chain generation %u installed", gen);
-	return 0;
+	return node_ca_install(datadir, rootchain_files,
+	                       ARRAY_SIZE(rootchain_files), gen, err);
 }
 
 /* The daemon's copies of the CA certificates, from D/ca/ again. */

@@ -849,6 +849,24 @@ psn_services_set(struct psn_services *s, bool session, bool ca)
 	}
 }
 
+const char *
+psn_services_pass(const struct psn_services *s, size_t *len)
+{
+	*len = s != NULL ? s->passlen : 0;
+	return s != NULL ? s->pass : NULL;
+}
+
+void
+psn_services_restart(struct psn_services *s, bool session, bool ca)
+{
+	if (s == NULL)
+		return;
+	log_info(LOG_MAIN, "starting the services again on the new "
+	                   "certificates");
+	psn_services_set(s, false, false);
+	psn_services_set(s, session, ca);
+}
+
 void
 psn_services_stop(struct psn_services *s)
 {
