@@ -1,0 +1,93 @@
+"""`pan ca replace-root-chain` on real executables (issue 8 item 6,
+docs/certificates.md "Replacing the root CA chain"): a new root and Node CA
+on the PAN, a running PSN renews its Endpoint Sub CA and its own
+certificates with new keys made on the PSN, new enrollments verify to the
+new root, what the old chain issued still verifies to the old root."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "psn"))
+from iselab import LINK_TIMEOUT, lab, openssl, verify, wait_for  # noqa: E402,F401
+import test_est_psn as est  # noqa: E402
+from test_replication import USER, PASSWORD, enroll_basic, running_psn  # noqa: E402
+
+RENEW_TIMEOUT = 120
+
+
+def pubkey(path):
+    return openssl("x509", "-in", str(path), "-noout", "-pubkey").stdout
+
+
+def generation(node):
+    f = node.datadir / "ca" / "generation"
+    return f.read_text().strip() if f.exists() else "1"
+
+
+def enroll(lab, psn, cn):
+    status, _, body = enroll_basic(lab, psn, USER, PASSWORD, cn)
+    assert status == 200, (status, body)
+    return est.issued_cert(lab, body, cn)
+
+
+def test_replace_root_chain_renews_psn(lab):
+    pan, psn = running_psn(lab)
+    pan.user_add(USER, PASSWORD)
+    psn.wait_events(pan)
+    ca = psn.datadir / "ca"
+    old_root = lab.tmp / "old-root.pem"
+    old_root.write_text((pan.datadir / "ca" / "root-ca.crt").read_text())
+    old_chain = lab.tmp / "old-chain.pem"
+    old_chain.write_text((ca / "chain.pem").read_text() + (ca / "endpoint-sub-ca.crt").read_text())
+    old_keys = {n: pubkey(ca / f"{n}.crt") for n in
+                ("endpoint-sub-ca", "ocsp-responder", "est-server", "est-client")}
+    before = enroll(lab, psn, "before")
+
+    p = pan.cli("ca", "replace-root-chain", check=True, timeout=400)
+    assert "generation 2" in p.stdout, p.stdout
+    assert generation(pan) == "2"
+    new_root = pan.datadir / "ca" / "root-ca.crt"
+    assert pubkey(new_root) != pubkey(old_root)
+    # RFC 7030 4.1.3 / RFC 4210 4.4 link certificates.
+    own, nwo = pan.datadir / "ca" / "old-with-new.crt", pan.datadir / "ca" / "new-with-old.crt"
+    assert pubkey(own) == pubkey(old_root) and pubkey(nwo) == pubkey(new_root)
+    assert verify(new_root, own).returncode == 0
+    assert verify(old_root, nwo).returncode == 0
+    assert verify(old_root, own).returncode != 0
+
+    wait_for(lambda: generation(psn) == "2", RENEW_TIMEOUT, "psn1 to install generation 2",
+             detail=psn.log_text)
+    for n, k in old_keys.items():
+        assert pubkey(ca / f"{n}.crt") != k, f"{n}: same key after the replacement"
+    untrusted = lab.tmp / "new-chain.pem"
+    untrusted.write_text((ca / "chain.pem").read_text())
+    assert verify(new_root, ca / "endpoint-sub-ca.crt", untrusted=untrusted).returncode == 0
+    assert (ca / "gen-1" / "endpoint-sub-ca.crt").exists()
+
+    # The services run on the new certificates: a new enrollment verifies
+    # to the new root, and not to the old one.
+    wait_for(lambda: est.tcp_listening(psn.address.ip), est.START_TIMEOUT,
+             "psn1 to serve EST again", detail=psn.log_text)
+    lab_est = est.Est(lab, psn, psn.address)
+
+    def enrolled():
+        status, _, body = enroll_basic(lab, psn, USER, PASSWORD, "after")
+        return status == 200 and body
+
+    body = wait_for(enrolled, RENEW_TIMEOUT, "an enrollment under the new chain")
+    after = est.issued_cert(lab, body, "after")
+    untrusted.write_text((ca / "chain.pem").read_text() + (ca / "endpoint-sub-ca.crt").read_text())
+    assert verify(new_root, after, untrusted=untrusted).returncode == 0
+    assert verify(old_root, after, untrusted=untrusted).returncode != 0
+    # What the old chain issued still verifies to the old root.
+    assert verify(old_root, before, untrusted=old_chain).returncode == 0
+    assert lab_est is not None
+
+
+def test_replace_root_chain_refused_without_daemon(lab):
+    pan = lab.pan(start=False)
+    p = pan.cli("ca", "replace-root-chain")
+    assert p.returncode != 0
+    assert "not running" in p.stderr, p.stderr
+    assert generation(pan) == "1"
