@@ -215,13 +215,8 @@ node_passphrase(const char *file, size_t *len, struct error *err)
 #define NODE_CA_PATH_MAX     4096
 #define NODE_CA_GEN_TEXT_MAX 16
 
-static int
-ca_path(const char *datadir, char *buf, size_t len, struct error *err,
-        const char *fmt, ...) __attribute__((format(printf, 5, 6)));
-
-/* D/ca/<formatted> into buf. */
-static int
-ca_path(const char *datadir, char *buf, size_t len, struct error *err,
+int
+node_ca_path(const char *datadir, char *buf, size_t len, struct error *err,
         const char *fmt, ...)
 {
 	char rel[256];
@@ -245,7 +240,7 @@ node_ca_generation(const char *datadir)
 	unsigned long gen;
 	size_t len;
 
-	if (ca_path(datadir, path, sizeof(path), NULL, "%s/%s", NODE_CA_DIR,
+	if (node_ca_path(datadir, path, sizeof(path), NULL, "%s/%s", NODE_CA_DIR,
 	            NODE_CA_GENERATION) == -1 ||
 	    (text = (char *)file_read(path, NODE_CA_GEN_TEXT_MAX, &len,
 	                              NULL)) == NULL)
@@ -263,18 +258,18 @@ node_ca_install(const char *datadir, const char *const *files, size_t nfiles,
 	char text[NODE_CA_GEN_TEXT_MAX];
 	size_t i;
 
-	if (ca_path(datadir, prev, sizeof(prev), err, "%s/gen-%u", NODE_CA_DIR,
+	if (node_ca_path(datadir, prev, sizeof(prev), err, "%s/gen-%u", NODE_CA_DIR,
 	            gen - 1) == -1 ||
 	    dir_create(prev, 0700, err) == -1)
 		return -1;
 	for (i = 0; i < nfiles; i++) {
 		const char *f = files[i];
 
-		if (ca_path(datadir, next, sizeof(next), err, "%s/%s/%s",
+		if (node_ca_path(datadir, next, sizeof(next), err, "%s/%s/%s",
 		            NODE_CA_DIR, NODE_CA_NEXT, f) == -1 ||
-		    ca_path(datadir, cur, sizeof(cur), err, "%s/%s",
+		    node_ca_path(datadir, cur, sizeof(cur), err, "%s/%s",
 		            NODE_CA_DIR, f) == -1 ||
-		    ca_path(datadir, prev, sizeof(prev), err, "%s/gen-%u/%s",
+		    node_ca_path(datadir, prev, sizeof(prev), err, "%s/gen-%u/%s",
 		            NODE_CA_DIR, gen - 1, f) == -1)
 			return -1;
 		if (!file_exists(next))
@@ -293,16 +288,16 @@ node_ca_install(const char *datadir, const char *const *files, size_t nfiles,
 		}
 	}
 	snprintf(text, sizeof(text), "%u\n", gen);
-	if (ca_path(datadir, cur, sizeof(cur), err, "%s/%s", NODE_CA_DIR,
+	if (node_ca_path(datadir, cur, sizeof(cur), err, "%s/%s", NODE_CA_DIR,
 	            NODE_CA_GENERATION) == -1 ||
 	    file_write_atomic(cur, text, strlen(text), 0600, err) == -1)
 		return -1;
 	/* next/ is done with: its generation file, then the directory. */
-	if (ca_path(datadir, next, sizeof(next), err, "%s/%s/%s", NODE_CA_DIR,
+	if (node_ca_path(datadir, next, sizeof(next), err, "%s/%s/%s", NODE_CA_DIR,
 	            NODE_CA_NEXT, NODE_CA_GENERATION) == -1)
 		return -1;
 	(void)unlink(next);
-	if (ca_path(datadir, next, sizeof(next), err, "%s/%s", NODE_CA_DIR,
+	if (node_ca_path(datadir, next, sizeof(next), err, "%s/%s", NODE_CA_DIR,
 	            NODE_CA_NEXT) == -1)
 		return -1;
 	if (rmdir(next) == -1 && errno != ENOENT)

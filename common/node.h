@@ -97,6 +97,10 @@ char *node_passphrase(const char *file, size_t *len, struct error *err);
 #define NODE_CA_NEXT       "next"
 #define NODE_CA_GENERATION "generation"
 unsigned node_ca_generation(const char *datadir);
+/* D/<formatted> into buf (fmt usually starts with NODE_CA_DIR). */
+int node_ca_path(const char *datadir, char *buf, size_t len,
+                 struct error *err, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
 int node_ca_install(const char *datadir, const char *const *files,
                     size_t nfiles, unsigned gen, struct error *err);
 

@@ -73,6 +73,7 @@ struct signer_args {
 	char hostname[NODE_HOSTNAME_MAX + 1]; /* this node, for logs */
 	char *pass;                           /* passphrase copy, wiped */
 	size_t passlen;                       /* bytes of pass */
+	const struct secret *handover;        /* the caller's; NULL: none */
 	int ready_fd;                         /* pipe: "ok" or why not */
 };
 
@@ -81,8 +82,13 @@ struct signer_proc {
 	const struct signer_args *args; /* how we were started */
 	X509 *cert[SIGNER_CA_COUNT];    /* CA certificates, NULL if absent */
 	EVP_PKEY *key[SIGNER_CA_COUNT]; /* their keys */
-	char *pass;                     /* passphrase, for new keys */
-	size_t passlen;
+	/*
+	 * The passphrase, for the new keys of a replacement (signer.h), and
+	 * the PAN OCSP process's hand-over secret, for the copy of its new
+	 * responder key that it can read; locked pages, wiped at exit.
+	 */
+	struct secret pass;
+	struct secret handover;
 	struct msg_stats stats;         /* requests received and dropped */
 	uint64_t issued;                /* certificates issued */
 	uint64_t refused;               /* requests refused */
@@ -149,7 +155,8 @@ signer_load_ca(struct signer_proc *sp, enum signer_ca ca, struct error *err)
 	}
 	if ((sp->cert[ca] = cert_load_pem(cpath, err)) == NULL)
 		return -1;
-	if ((sp->key[ca] = key_load(kpath, a->pass, a->passlen, err)) == NULL)
+	if ((sp->key[ca] = key_load(kpath, sp->pass.buf, sp->pass.len, err)) ==
+	    NULL)
 		return -1;
 	if (X509_check_private_key(sp->cert[ca], sp->key[ca]) != 1) {
 		log_crypto(LOG_CA_SERVICE, err, "X509_check_private_key",
@@ -362,7 +369,7 @@ rollover_ca(struct signer_proc *sp, enum key_type type, enum cert_profile prof,
 	    cert_issue(&req, issuer, issuer != NULL ? issuer_key : key, &x,
 	               err) == -1 ||
 	    next_path(sp, keyname, path, sizeof(path), err) == -1 ||
-	    key_save(key, path, sp->pass, sp->passlen, err) == -1) {
+	    key_save(key, path, sp->pass.buf, sp->pass.len, err) == -1) {
 		X509_free(x);
 		x = NULL;
 		goto out;
@@ -387,6 +394,34 @@ rollover_save(struct signer_proc *sp, const char *name, X509 *x,
 	           : cert_save_pem(x, path, err);
 }
 
+/*
+ * The hand-over copy of next/'s OCSP responder key, under the PAN OCSP
+ * process's secret (signer.h); written again each time, as the secret is
+ * the current process's (a generation made before a restart has a copy
+ * under a secret that is gone).
+ */
+static int
+rollover_handover(struct signer_proc *sp, struct error *err)
+{
+	char path[SIGNER_PATH_MAX];
+	EVP_PKEY *key = NULL;
+	int rc = -1;
+
+	if (sp->handover.buf == NULL)
+		return 0;
+	if (next_path(sp, "ocsp-responder.key", path, sizeof(path), err) ==
+	        -1 ||
+	    (key = key_load(path, sp->pass.buf, sp->pass.len, err)) == NULL ||
+	    next_path(sp, SIGNER_OCSP_HANDOVER, path, sizeof(path), err) ==
+	        -1 ||
+	    key_save(key, path, sp->handover.buf, sp->handover.len, err) == -1)
+		goto out;
+	rc = 0;
+out:
+	EVP_PKEY_free(key);
+	return rc;
+}
+
 static int
 signer_do_rollover(struct signer_proc *sp, unsigned gen, struct error *err)
 {
@@ -401,7 +436,7 @@ signer_do_rollover(struct signer_proc *sp, unsigned gen, struct error *err)
 	if (next_generation(sp) == gen) {
 		log_info(LOG_CA_SERVICE, "generation %u is made already (%s/%s)",
 		         gen, NODE_CA_DIR, SIGNER_NEXT_DIR);
-		return 0;
+		return rollover_handover(sp, err);
 	}
 	if (sp->key[SIGNER_CA_ROOT] == NULL) {
 		error_set(err, "this node holds no root CA key");
@@ -448,7 +483,8 @@ signer_do_rollover(struct signer_proc *sp, unsigned gen, struct error *err)
 	    rollover_save(sp, "new-with-old.crt", nwo, err) == -1)
 		goto out;
 	snprintf(text, sizeof(text), "%u\n", gen);
-	if (next_path(sp, SIGNER_GENERATION_FILE, path, sizeof(path), err) ==
+	if (rollover_handover(sp, err) == -1 ||
+	    next_path(sp, SIGNER_GENERATION_FILE, path, sizeof(path), err) ==
 	        -1 ||
 	    file_write_atomic(path, text, strlen(text), 0600, err) == -1)
 		goto out;
@@ -475,6 +511,7 @@ signer_do_reload(struct signer_proc *sp, struct error *err)
 
 	memset(&fresh, 0, sizeof(fresh));
 	fresh.args = sp->args;
+	fresh.pass = sp->pass; /* borrowed: not wiped here */
 	for (ca = 0; ca < SIGNER_CA_COUNT && rc == 0; ca++)
 		rc = signer_load_ca(&fresh, ca, err);
 	for (ca = 0; ca < SIGNER_CA_COUNT; ca++) {
@@ -643,18 +680,22 @@ signer_main(void *arg)
 	}
 	if ((sigfd = proc_signals_fd(&e)) == -1)
 		goto out;
+	/*
+	 * Kept for the keys of a root CA chain replacement, which this
+	 * process makes (signer.h), in locked pages; wiped at exit.
+	 */
+	if (secret_keep(&sp.pass, a->pass, a->passlen, &e) == -1 ||
+	    (a->handover != NULL &&
+	     secret_keep(&sp.handover, a->handover->buf, a->handover->len,
+	                 &e) == -1))
+		goto out;
 	for (ca = 0; ca < SIGNER_CA_COUNT; ca++) {
 		if (signer_load_ca(&sp, ca, &e) == -1)
 			goto out;
 		if (sp.key[ca] != NULL)
 			held++;
 	}
-	/*
-	 * Kept for the keys of a root CA chain replacement, which this
-	 * process makes (signer.h); wiped at exit.
-	 */
-	sp.pass = a->pass;
-	sp.passlen = a->passlen;
+	secure_zero(a->pass, a->passlen);
 	if (held == 0) {
 		error_set(&e, "no CA key in %s/%s (root-ca.key, node-ca.key)",
 		          a->datadir, NODE_CA_DIR);
@@ -688,6 +729,8 @@ out:
 		signer_ready(a, msg);
 	}
 	secure_zero(a->pass, a->passlen);
+	secret_wipe(&sp.pass);
+	secret_wipe(&sp.handover);
 	if (rep != NULL) {
 		zmq_close(rep);
 		proc_ipc_unlink(a->datadir, SIGNER_SOCKET_NAME);
@@ -706,7 +749,8 @@ out:
 
 int
 signer_spawn(const char *datadir, const char *hostname, const char *passphrase,
-             size_t passlen, pid_t *pid, struct error *err)
+             size_t passlen, const struct secret *handover, pid_t *pid,
+             struct error *err)
 {
 	struct signer_args *a = NULL;
 	struct pollfd pfd;
@@ -738,6 +782,7 @@ signer_spawn(const char *datadir, const char *hostname, const char *passphrase,
 		memcpy(a->pass, passphrase, passlen);
 	a->pass[passlen] = '\0';
 	a->passlen = passlen;
+	a->handover = handover;
 	if (pipe2(fds, O_CLOEXEC) == -1) {
 		error_set(err, "pipe: %s", strerror(errno));
 		goto out;

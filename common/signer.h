@@ -49,11 +49,16 @@ struct signer;
  * (exit 0).  Returns once the signer is serving, or -1 with its reason (a
  * wrong passphrase, a missing key, a socket in use) after reaping it.
  * hostname names this node in the signer's log lines.  The caller wipes
- * its own passphrase after; the signer wipes its copy once the keys are
- * loaded.
+ * its own passphrase after.  The signer keeps a copy in a locked page
+ * (struct secret) for the keys of a root CA chain replacement, and wipes
+ * it at exit.  handover (NULL: none): the PAN OCSP process's hand-over
+ * secret (pan.h), which the signer keeps likewise to leave a copy of a
+ * new OCSP responder key encrypted under it.
  */
+struct secret;
 int signer_spawn(const char *datadir, const char *hostname,
-                 const char *passphrase, size_t passlen, pid_t *pid,
+                 const char *passphrase, size_t passlen,
+                 const struct secret *handover, pid_t *pid,
                  struct error *err);
 
 /*
@@ -95,6 +100,9 @@ int signer_sign(struct signer *s, const char *profile, const char *issuer,
  */
 #define SIGNER_NEXT_DIR NODE_CA_NEXT
 #define SIGNER_GENERATION_FILE NODE_CA_GENERATION
+/* In next/: the new OCSP responder key under the hand-over secret. */
+#define SIGNER_OCSP_HANDOVER "ocsp-responder.handover"
+
 int signer_rollover(struct signer *s, unsigned gen, struct error *err);
 int signer_reload(struct signer *s, struct error *err);
 

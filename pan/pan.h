@@ -387,6 +387,11 @@ int revoke_cert(struct pan *p, int argc, char **argv, FILE *out, FILE *err);
  * file is missing (both are made again).  Both save the key encrypted and
  * record the certificate in the store (which must not be open).  spawn:
  * fork the "ocsp" process (before any socket) and wait until it serves.
+ * handover: a random secret `pan run` makes at start and gives only to
+ * the CA signer and the "ocsp" process (in their fork memory, locked),
+ * then wipes: after a root CA chain replacement the signer leaves the
+ * new responder key encrypted under it, and "ocsp", whose passphrase is
+ * gone, takes it on SIGHUP (docs/certificates.md).
  */
 int pan_ocsp_settings(const struct config *cfg, struct pan_ocsp_settings *set,
                       struct error *err);
@@ -395,9 +400,13 @@ int pan_ocsp_create_local(const char *datadir, const char *hostname,
                           size_t passlen, struct error *err);
 int pan_ocsp_ensure(const char *datadir, const char *hostname, const char *pass,
                     size_t passlen, struct error *err);
+struct secret;
 int pan_ocsp_spawn(const char *datadir, const char *hostname,
                    const struct pan_ocsp_settings *set, const char *pass,
-                   size_t passlen, pid_t *pid, struct error *err);
+                   size_t passlen, const struct secret *handover, pid_t *pid,
+                   struct error *err);
+/* Bytes of randomness in the hand-over secret. */
+#define PAN_HANDOVER_BYTES 32
 
 /*
  * rootchain.c: `pan ca replace-root-chain` and the members' renewals

@@ -30,6 +30,7 @@
  * made themselves; rootchain_renew() checks and signs them as a join does.
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,34 +53,11 @@
 static const char *const rootchain_files[] = {
     "root-ca.key",        "root-ca.crt",        "node-ca.key",
     "node-ca.crt",        "ocsp-responder.key", "ocsp-responder.crt",
-    "old-with-new.crt",   "new-with-old.crt",
+    "old-with-new.crt",   "new-with-old.crt",   SIGNER_OCSP_HANDOVER,
 };
 
 /* Longest generation file ("4294967295\n"). */
 #define ROOTCHAIN_GEN_TEXT_MAX 16
-
-static int
-ca_path(const char *datadir, char *buf, size_t len, struct error *err,
-        const char *fmt, ...) __attribute__((format(printf, 5, 6)));
-
-/* D/ca/<formatted> into buf. */
-static int
-ca_path(const char *datadir, char *buf, size_t len, struct error *err,
-        const char *fmt, ...)
-{
-	char rel[256];
-	va_list ap;
-	int n;
-
-	va_start(ap, fmt);
-	n = vsnprintf(rel, sizeof(rel), fmt, ap);
-	va_end(ap);
-	if (n < 0 || (size_t)n >= sizeof(rel)) {
-		error_set(err, "path too long");
-		return -1;
-	}
-	return node_path(buf, len, datadir, rel, err);
-}
 
 unsigned
 rootchain_generation(const char *datadir)
@@ -102,10 +80,10 @@ rootchain_reload(struct pan *p, struct error *err)
 	X509 *root = NULL, *node = NULL;
 	uint8_t rk[STORE_KEY_ID_LEN], nk[STORE_KEY_ID_LEN];
 
-	if (ca_path(p->datadir, path, sizeof(path), err, "%s/root-ca.crt",
+	if (node_ca_path(p->datadir, path, sizeof(path), err, "%s/root-ca.crt",
 	            NODE_CA_DIR) == -1 ||
 	    (root = cert_load_pem(path, err)) == NULL ||
-	    ca_path(p->datadir, path, sizeof(path), err, "%s/node-ca.crt",
+	    node_ca_path(p->datadir, path, sizeof(path), err, "%s/node-ca.crt",
 	            NODE_CA_DIR) == -1 ||
 	    (node = cert_load_pem(path, err)) == NULL ||
 	    store_issuer_key_id(root, rk, err) == -1 ||
@@ -136,6 +114,9 @@ rootchain_activate(struct pan *p, unsigned gen, struct error *err)
 		             gen);
 		return -1;
 	}
+	/* The OCSP responder takes its new certificate (pan/ocsp.c). */
+	if (p->ocsp_pid > 0)
+		(void)kill(p->ocsp_pid, SIGHUP);
 	return rootchain_reload(p, err);
 }
 
@@ -168,7 +149,7 @@ next_cert(struct pan *p, const char *name, ProtobufCBinaryData *out,
 	char path[PAN_PATH_MAX];
 	X509 *x;
 
-	if (ca_path(p->datadir, path, sizeof(path), err, "%s/%s/%s",
+	if (node_ca_path(p->datadir, path, sizeof(path), err, "%s/%s/%s",
 	            NODE_CA_DIR, SIGNER_NEXT_DIR, name) == -1 ||
 	    (x = cert_load_pem(path, err)) == NULL)
 		return NULL;

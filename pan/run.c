@@ -511,6 +511,7 @@ run_daemon(struct pan *p, char *pass, size_t passlen, int readyfd)
 {
 	struct error err = {{0}};
 	char path[PAN_PATH_MAX], secret[CURVE_Z85_LEN];
+	struct secret handover = {NULL, 0, 0};
 	bool pidfile = false, logging = false;
 	int rc = PAN_EXIT_FAIL, st;
 
@@ -536,7 +537,8 @@ run_daemon(struct pan *p, char *pass, size_t passlen, int readyfd)
 	         p->id.hostname, p->id.deployment_id, p->datadir);
 
 	/* Before any socket or store exists: the signer inherits neither. */
-	if (signer_spawn(p->datadir, p->id.hostname, pass, passlen,
+	if (secret_random(&handover, PAN_HANDOVER_BYTES, &err) == -1 ||
+	    signer_spawn(p->datadir, p->id.hostname, pass, passlen, &handover,
 	                 &p->signer_pid, &err) == -1)
 		goto out;
 	/*
@@ -547,8 +549,10 @@ run_daemon(struct pan *p, char *pass, size_t passlen, int readyfd)
 	    pan_ocsp_ensure(p->datadir, p->id.hostname, pass, passlen, &err) ==
 	        -1 ||
 	    pan_ocsp_spawn(p->datadir, p->id.hostname, &p->ocsp, pass, passlen,
-	                   &p->ocsp_pid, &err) == -1)
+	                   &handover, &p->ocsp_pid, &err) == -1)
 		goto out;
+	/* The two that need it have their copies. */
+	secret_wipe(&handover);
 	if (run_load_curve(p, pass, passlen, secret, &err) == -1)
 		goto out;
 	passphrase_free(pass, passlen);
@@ -619,6 +623,7 @@ out:
 	}
 	run_ready(readyfd, err.msg[0] != '\0' ? err.msg : "failed");
 	secure_zero(secret, sizeof(secret));
+	secret_wipe(&handover);
 	if (pass != NULL)
 		passphrase_free(pass, passlen);
 	run_stop_signer(p);

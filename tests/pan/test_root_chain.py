@@ -11,6 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "psn"))
 from iselab import LINK_TIMEOUT, lab, openssl, verify, wait_for  # noqa: E402,F401
 import test_est_psn as est  # noqa: E402
+from test_ocsp_pan import ocsp, status_of, url_of  # noqa: E402
 from test_replication import USER, PASSWORD, enroll_basic, running_psn  # noqa: E402
 
 RENEW_TIMEOUT = 120
@@ -23,6 +24,21 @@ def pubkey(path):
 def generation(node):
     f = node.datadir / "ca" / "generation"
     return f.read_text().strip() if f.exists() else "1"
+
+
+def cert_serial(path):
+    return openssl("x509", "-in", str(path), "-noout", "-serial").stdout.strip().split("=")[1]
+
+
+def ocsp_status(lab, issuer, url, cert, root, others):
+    """The status a responder gives cert, its response strictly verified."""
+    rc, out = ocsp(lab, issuer, url, "-cert", str(cert), cafile=root, others=others)
+    return status_of(out, cert) if "Response verify OK" in out else out
+
+
+def wait_status(lab, want, *args):
+    wait_for(lambda: ocsp_status(lab, *args) == want, RENEW_TIMEOUT,
+             f"OCSP {want} for {args[2]}", detail=lambda: ocsp_status(lab, *args))
 
 
 def enroll(lab, psn, cn):
@@ -82,7 +98,46 @@ def test_replace_root_chain_renews_psn(lab):
     assert verify(old_root, after, untrusted=untrusted).returncode != 0
     # What the old chain issued still verifies to the old root.
     assert verify(old_root, before, untrusted=old_chain).returncode == 0
-    assert lab_est is not None
+
+    # OCSP: the PSN answers for both generations, each signed by its own
+    # generation's responder; the PAN for both Sub CAs.
+    g1, pg1 = ca / "gen-1", pan.datadir / "ca" / "gen-1"
+    old_sub, old_node = g1 / "endpoint-sub-ca.crt", pg1 / "node-ca.crt"
+    new_sub, new_node = ca / "endpoint-sub-ca.crt", pan.datadir / "ca" / "node-ca.crt"
+    wait_status(lab, "good", old_sub, url_of(psn), before, old_root, [old_sub, old_node])
+    wait_status(lab, "good", new_sub, url_of(psn), after, new_root, [new_sub, new_node])
+    wait_status(lab, "good", old_node, url_of(pan), old_sub, old_root, [old_node])
+    wait_status(lab, "good", new_node, url_of(pan), new_sub, new_root, [new_node])
+
+    # cacerts (RFC 7030 4.1.3): the new chain, OldWithNew, NewWithOld.
+    status, _, body = lab_est.request("cacerts")
+    assert status == 200
+    got = [lab.tmp / f"cacerts-{i}.pem" for i in range(len(est.pkcs7_certs(lab, body, "cc")))]
+    for path, pem in zip(got, est.pkcs7_certs(lab, body, "cc")):
+        path.write_text(pem)
+    keys = [pubkey(g) for g in got]
+    assert pubkey(new_sub) in keys and pubkey(new_node) in keys
+    own_got = [g for g in got if pubkey(g) == pubkey(old_root)]
+    nwo_got = [g for g in got if pubkey(g) == pubkey(new_root)
+               and verify(old_root, g).returncode == 0]
+    assert len(own_got) == 1 and verify(new_root, own_got[0]).returncode == 0
+    assert len(nwo_got) == 1
+
+    # EST client-certificate authentication with a certificate of the old
+    # chain: a re-enrollment, which the new chain issues.
+    csr = est.make_csr(lab, "before", "before-re")
+    status, _, body = lab_est.request("simplereenroll", "--cert", str(before), "--key",
+                                      str(lab.tmp / "before.key"), data=csr)
+    assert status == 200, body
+    renewed = est.issued_cert(lab, body, "before-re")
+    assert verify(new_root, renewed, untrusted=untrusted).returncode == 0
+
+    # Revoked under the old chain: the old responder says so, EST refuses it.
+    pan.cli("cert", "revoke", cert_serial(before), check=True)
+    wait_status(lab, "revoked", old_sub, url_of(psn), before, old_root, [old_sub, old_node])
+    status, _, body = lab_est.request("simplereenroll", "--cert", str(before), "--key",
+                                      str(lab.tmp / "before.key"), data=csr)
+    assert status in (401, 403), (status, body)
 
 
 def test_replace_root_chain_refused_without_daemon(lab):
