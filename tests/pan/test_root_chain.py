@@ -49,6 +49,10 @@ def enroll(lab, psn, cn):
 
 def test_replace_root_chain_renews_psn(lab):
     pan, psn = running_psn(lab)
+    # psn2 joined, and down during the replacement.
+    psn2 = lab.psn("psn2")
+    psn2.join(pan.node_add("psn2", "psn"), check=True)
+    old_sub2 = pubkey(psn2.datadir / "ca" / "endpoint-sub-ca.crt")
     pan.user_add(USER, PASSWORD)
     psn.wait_events(pan)
     ca = psn.datadir / "ca"
@@ -138,6 +142,15 @@ def test_replace_root_chain_renews_psn(lab):
     status, _, body = lab_est.request("simplereenroll", "--cert", str(before), "--key",
                                       str(lab.tmp / "before.key"), data=csr)
     assert status in (401, 403), (status, body)
+
+    # The PSN that was down renews by itself when it starts again.
+    psn2.start()
+    ca2 = psn2.datadir / "ca"
+    wait_for(lambda: generation(psn2) == "2", RENEW_TIMEOUT, "psn2 to install generation 2",
+             detail=psn2.log_text)
+    assert pubkey(ca2 / "endpoint-sub-ca.crt") != old_sub2
+    untrusted.write_text((ca2 / "chain.pem").read_text())
+    assert verify(new_root, ca2 / "endpoint-sub-ca.crt", untrusted=untrusted).returncode == 0
 
 
 def test_replace_root_chain_refused_without_daemon(lab):
