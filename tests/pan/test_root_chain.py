@@ -159,3 +159,19 @@ def test_replace_root_chain_refused_without_daemon(lab):
     assert p.returncode != 0
     assert "not running" in p.stderr, p.stderr
     assert generation(pan) == "1"
+
+
+def test_removed_node_does_not_renew(lab):
+    """A node removed after the replacement cannot ask for its renewal: the
+    PAN refuses its CURVE key (the handshake; rootchain_renew() refuses a
+    removed node's RenewRequest too), so it stays on the old chain."""
+    pan = lab.pan()
+    psn = lab.psn("psn1")
+    psn.join(pan.node_add("psn1", "psn"), check=True)
+    pan.cli("ca", "replace-root-chain", check=True, timeout=400)
+    pan.cli("node", "remove", "psn1", check=True)
+    psn.start(wait=False)
+    wait_for(lambda: "belongs to a removed node" in pan.log_text(), RENEW_TIMEOUT,
+             "the PAN to refuse psn1's key", detail=pan.log_text)
+    assert generation(psn) == "1"
+    assert "renewed the endpoint-sub-ca of psn1" not in pan.log_text()
