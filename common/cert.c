@@ -1293,6 +1293,109 @@ out:
 	return rc;
 }
 
+/* Replace x's AKI by one naming the issuer's SKI. */
+static int
+link_set_aki(X509 *x, X509 *issuer, struct error *err)
+{
+	const ASN1_OCTET_STRING *ski = X509_get0_subject_key_id(issuer);
+	AUTHORITY_KEYID *akid = NULL;
+	int idx, rc = -1;
+
+	if (ski == NULL) {
+		error_set(err, "the issuing root has no subject key identifier");
+		return -1;
+	}
+	while ((idx = X509_get_ext_by_NID(x, NID_authority_key_identifier,
+	                                  -1)) >= 0)
+		X509_EXTENSION_free(X509_delete_ext(x, idx));
+	if ((akid = AUTHORITY_KEYID_new()) == NULL ||
+	    (akid->keyid = ASN1_OCTET_STRING_dup(ski)) == NULL ||
+	    X509_add1_ext_i2d(x, NID_authority_key_identifier, akid, 0,
+	                      X509V3_ADD_DEFAULT) != 1) {
+		log_crypto(LOG_CA_SERVICE_CERT, err, "X509_add1_ext_i2d",
+		           "authorityKeyIdentifier");
+		goto out;
+	}
+	rc = 0;
+out:
+	AUTHORITY_KEYID_free(akid);
+	return rc;
+}
+
+int
+cert_link(X509 *subject, X509 *issuer, EVP_PKEY *issuer_key, X509 **out,
+          struct error *err)
+{
+	char dn[CERT_LINE_MAX], line[CERT_LINE_MAX];
+	const EVP_MD *md;
+	time_t snb, sna, inb, ina;
+	X509 *x = NULL;
+	int rc = -1;
+
+	*out = NULL;
+	cert_name_string(X509_get_subject_name(subject), dn, sizeof(dn));
+	if (X509_check_issued(subject, subject) != X509_V_OK ||
+	    X509_check_issued(issuer, issuer) != X509_V_OK ||
+	    (X509_get_extension_flags(subject) & EXFLAG_CA) == 0 ||
+	    (X509_get_extension_flags(issuer) & EXFLAG_CA) == 0) {
+		ERR_clear_error();
+		error_set(err, "%s: a link certificate joins two self-signed "
+		               "roots", dn);
+		goto out;
+	}
+	if (X509_check_private_key(issuer, issuer_key) != 1) {
+		ERR_clear_error();
+		error_set(err, "%s: the issuing key does not match its root",
+		          dn);
+		goto out;
+	}
+	if (asn1_time_get(X509_get0_notBefore(subject), &snb) == -1 ||
+	    asn1_time_get(X509_get0_notAfter(subject), &sna) == -1 ||
+	    asn1_time_get(X509_get0_notBefore(issuer), &inb) == -1 ||
+	    asn1_time_get(X509_get0_notAfter(issuer), &ina) == -1) {
+		ERR_clear_error();
+		error_set(err, "%s: validity does not decode", dn);
+		goto out;
+	}
+	/* Within both windows, so that neither certificate outlives a root. */
+	if (snb < inb)
+		snb = inb;
+	if (sna > ina)
+		sna = ina;
+	if (snb >= sna) {
+		error_set(err, "%s: the two roots' validities do not overlap",
+		          dn);
+		goto out;
+	}
+	if ((md = sig_digest(issuer_key, err)) == NULL)
+		goto out;
+	if ((x = X509_dup(subject)) == NULL) {
+		log_crypto(LOG_CA_SERVICE_CERT, err, "X509_dup", dn);
+		goto out;
+	}
+	if (X509_set_issuer_name(x, X509_get_subject_name(issuer)) != 1 ||
+	    ASN1_TIME_set(X509_getm_notBefore(x), snb) == NULL ||
+	    ASN1_TIME_set(X509_getm_notAfter(x), sna) == NULL) {
+		log_crypto(LOG_CA_SERVICE_CERT, err, "X509_set", dn);
+		goto out;
+	}
+	if (set_serial(x, err) == -1 || link_set_aki(x, issuer, err) == -1)
+		goto out;
+	if (X509_sign(x, issuer_key, md) <= 0) {
+		log_crypto(LOG_CA_SERVICE_CERT, err, "X509_sign", dn);
+		goto out;
+	}
+	cert_describe(x, line, sizeof(line));
+	log_info(LOG_CA_SERVICE_CERT, "issued root link certificate: %s",
+	         line);
+	*out = x;
+	x = NULL;
+	rc = 0;
+out:
+	X509_free(x);
+	return rc;
+}
+
 X509 *
 cert_parse_der(const uint8_t *der, size_t len, struct error *err)
 {

@@ -160,6 +160,19 @@ int cert_request_from_csr(struct cert_request *req, X509_REQ *csr,
 int cert_issue(const struct cert_request *req, X509 *issuer_cert,
                EVP_PKEY *issuer_key, X509 **out, struct error *err);
 
+/*
+ * A root key update certificate (RFC 4210 section 4.4, which RFC 7030
+ * section 4.1.3 refers to): the self-signed root `subject` (its name,
+ * key and extensions) certified by another root, `issuer` with its key.
+ * OldWithNew is cert_link(old, new, new_key); NewWithOld is
+ * cert_link(new, old, old_key).  Fresh serial; AKI is the issuer's SKI;
+ * the validity is the subject's, clamped to the issuer's.  Refused: a
+ * subject or issuer that is not a self-signed CA, a key that does not
+ * match the issuer.
+ */
+int cert_link(X509 *subject, X509 *issuer, EVP_PKEY *issuer_key, X509 **out,
+              struct error *err);
+
 /* The first certificate of a PEM file. */
 X509 *cert_load_pem(const char *path, struct error *err);
 /* A DER file; trailing bytes after the certificate are an error. */

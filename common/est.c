@@ -66,6 +66,8 @@ struct est_ca {
 	char reason[ERROR_MAX];   /* why not */
 	STACK_OF(X509) * chain;   /* issuing CA first, root last */
 	STACK_OF(X509) * anchors; /* client authentication */
+	STACK_OF(X509) * links;   /* root key update certs (cacerts) */
+	STACK_OF(X509) * older;   /* earlier generations' CAs (untrusted) */
 	char *cacerts;            /* base64 certs-only body */
 	size_t cacerts_len;
 };
@@ -101,6 +103,8 @@ est_ca_release(struct est_ca *ca)
 		return;
 	chain_free(ca->chain);
 	chain_free(ca->anchors);
+	chain_free(ca->links);
+	chain_free(ca->older);
 	free(ca->cacerts);
 	free(ca);
 }
@@ -265,6 +269,31 @@ out:
 	return rc;
 }
 
+/* The cacerts body: the chain, then the root key update certificates. */
+static int
+est_published(const struct est_ca *ca, uint8_t **der, size_t *len,
+              struct error *err)
+{
+	STACK_OF(X509) *all;
+	int i, rc = -1;
+
+	if (ca->links == NULL || sk_X509_num(ca->links) == 0)
+		return est_certs_only(ca->chain, der, len, err);
+	if ((all = sk_X509_dup(ca->chain)) == NULL) {
+		error_set(err, "out of memory");
+		return -1;
+	}
+	for (i = 0; i < sk_X509_num(ca->links); i++)
+		if (!sk_X509_push(all, sk_X509_value(ca->links, i))) {
+			error_set(err, "out of memory");
+			goto out;
+		}
+	rc = est_certs_only(all, der, len, err);
+out:
+	sk_X509_free(all);
+	return rc;
+}
+
 int
 est_refresh(struct est *est, struct error *err)
 {
@@ -290,7 +319,12 @@ est_refresh(struct est *est, struct error *err)
 	           NULL) {
 		snprintf(ca->reason, sizeof(ca->reason),
 		         "trust anchors unavailable: %s", lerr.msg);
-	} else if (est_certs_only(ca->chain, &der, &len, &lerr) == -1) {
+	} else if (est->be.previous != NULL &&
+	           est->be.previous(est->be.ctx, &ca->links, &ca->older,
+	                            &lerr) == -1) {
+		snprintf(ca->reason, sizeof(ca->reason),
+		         "earlier CA chain generations: %s", lerr.msg);
+	} else if (est_published(ca, &der, &len, &lerr) == -1) {
 		snprintf(ca->reason, sizeof(ca->reason), "cacerts: %s",
 		         lerr.msg);
 	} else {
@@ -753,6 +787,10 @@ est_auth_cert(struct est_req *r, struct error *err)
 			goto out;
 	for (i = 0; i < sk_X509_num(r->ca->chain); i++)
 		if (!sk_X509_push(untrusted, sk_X509_value(r->ca->chain, i)))
+			goto out;
+	/* A certificate issued under an earlier root CA chain generation. */
+	for (i = 0; r->ca->older != NULL && i < sk_X509_num(r->ca->older); i++)
+		if (!sk_X509_push(untrusted, sk_X509_value(r->ca->older, i)))
 			goto out;
 	/* RFC 7030 3.3.2: the client certificate must chain to our anchors. */
 	if (chain_verify(cert, untrusted, r->ca->anchors,

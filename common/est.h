@@ -85,6 +85,17 @@ struct est_backend {
 	STACK_OF(X509) * (*ca_certs)(void *ctx, struct error *err);
 	/* Anchors for client-certificate authentication; est frees them. */
 	STACK_OF(X509) * (*trust_anchors)(void *ctx, struct error *err);
+	/*
+	 * Optional (NULL: none).  After a replacement of the root CA chain
+	 * (docs/certificates.md): *links, the RFC 7030 4.1.3 root key update
+	 * certificates (OldWithNew, NewWithOld), published in cacerts after
+	 * the chain; *older, the CA certificates of earlier generations (the
+	 * old issuing CAs, for building the path of a client certificate
+	 * issued under the old chain; its root comes with trust_anchors).
+	 * New stacks (either may be NULL); est frees them.  0 or -1.
+	 */
+	int (*previous)(void *ctx, STACK_OF(X509) **links,
+	                STACK_OF(X509) **older, struct error *err);
 	/* 1 revoked, 0 not revoked, -1 cannot tell (refused as revoked). */
 	int (*is_revoked)(void *ctx, const ASN1_INTEGER *serial,
 	                  const X509_NAME *issuer);

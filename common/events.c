@@ -6,8 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/err.h>
 #include <openssl/x509.h>
 
+#include "cert.h"
 #include "enroll.h"
 #include "events.h"
 #include "registry.pb-c.h"
@@ -215,6 +217,101 @@ events_replica_only(const Iselab__Event *ev)
 	}
 }
 
+/* One certificate of a CaChain, parsed; what names it for err. */
+static X509 *
+chain_cert(const ProtobufCBinaryData *der, const char *what,
+           struct error *err)
+{
+	X509 *x;
+
+	if (der->len == 0) {
+		error_set(err, "ca-chain without its %s", what);
+		return NULL;
+	}
+	if ((x = cert_parse_der(der->data, der->len, err)) == NULL)
+		error_prefix(err, "ca-chain %s", what);
+	return x;
+}
+
+/* x is signed by the key of signer and names it as issuer. */
+static bool
+chain_signed_by(X509 *x, X509 *signer)
+{
+	bool ok = X509_NAME_cmp(X509_get_issuer_name(x),
+	                        X509_get_subject_name(signer)) == 0 &&
+	          X509_verify(x, X509_get0_pubkey(signer)) == 1;
+
+	ERR_clear_error();
+	return ok;
+}
+
+int
+events_ca_chain_check(const Iselab__CaChain *c, struct error *err)
+{
+	X509 *root = NULL, *node = NULL, *old = NULL, *own = NULL, *nwo = NULL;
+	int rc = -1;
+
+	if (c == NULL || c->generation < 2) {
+		error_set(err, "ca-chain without a generation of 2 or more");
+		return -1;
+	}
+	if ((root = chain_cert(&c->root, "root", err)) == NULL ||
+	    (node = chain_cert(&c->node_ca, "node CA", err)) == NULL ||
+	    (old = chain_cert(&c->old_root, "old root", err)) == NULL ||
+	    (own = chain_cert(&c->old_with_new, "OldWithNew", err)) == NULL ||
+	    (nwo = chain_cert(&c->new_with_old, "NewWithOld", err)) == NULL)
+		goto out;
+	if (!chain_signed_by(root, root) || !chain_signed_by(old, old)) {
+		error_set(err, "ca-chain: a root is not self-signed");
+		goto out;
+	}
+	if (!chain_signed_by(node, root)) {
+		error_set(err, "ca-chain: the node CA is not the new root's");
+		goto out;
+	}
+	/* RFC 4210 4.4: each link holds one root's key under the other's. */
+	if (!chain_signed_by(own, root) ||
+	    EVP_PKEY_eq(X509_get0_pubkey(own), X509_get0_pubkey(old)) != 1 ||
+	    !chain_signed_by(nwo, old) ||
+	    EVP_PKEY_eq(X509_get0_pubkey(nwo), X509_get0_pubkey(root)) != 1) {
+		ERR_clear_error();
+		error_set(err, "ca-chain: the root link certificates do not "
+		               "join the old and the new root");
+		goto out;
+	}
+	rc = 0;
+out:
+	X509_free(root);
+	X509_free(node);
+	X509_free(old);
+	X509_free(own);
+	X509_free(nwo);
+	return rc;
+}
+
+int
+events_ca_chain(struct store *st, Iselab__CaChain **out, struct error *err)
+{
+	uint8_t *val;
+	size_t vlen;
+	int rc;
+
+	*out = NULL;
+	rc = store_kv_get(st, STORE_TABLE_CONFIG, EVENTS_CA_CHAIN_KEY,
+	                  strlen(EVENTS_CA_CHAIN_KEY), &val, &vlen, err);
+	if (rc == STORE_NOT_FOUND)
+		return 0;
+	if (rc != STORE_OK)
+		return -1;
+	*out = iselab__ca_chain__unpack(NULL, vlen, val);
+	free(val);
+	if (*out == NULL) {
+		error_set(err, "%s does not unpack", EVENTS_CA_CHAIN_KEY);
+		return -1;
+	}
+	return 1;
+}
+
 int
 events_check(const Iselab__Event *ev, struct error *err)
 {
@@ -312,6 +409,8 @@ events_check(const Iselab__Event *ev, struct error *err)
 	case ISELAB__EVENT__CHANGE_TOKEN_RECORD:
 	case ISELAB__EVENT__CHANGE_ALARM_RECORD:
 		return record_check(ev, err);
+	case ISELAB__EVENT__CHANGE_CA_CHAIN:
+		return events_ca_chain_check(ev->ca_chain, err);
 	case ISELAB__EVENT__CHANGE__NOT_SET:
 	default:
 		/*
@@ -410,6 +509,21 @@ events_batch_effect(struct store_batch *b, const Iselab__Event *ev,
 		iselab__node_settings__pack(ev->node_settings, buf);
 		rc = store_batch_kv_put(b, STORE_TABLE_CONFIG, key, strlen(key),
 		                        buf, len);
+		break;
+	}
+	case ISELAB__EVENT__CHANGE_CA_CHAIN: {
+		size_t len = iselab__ca_chain__get_packed_size(ev->ca_chain);
+		uint8_t *buf = malloc(len > 0 ? len : 1);
+
+		if (buf == NULL) {
+			error_set(err, "out of memory");
+			return -1;
+		}
+		iselab__ca_chain__pack(ev->ca_chain, buf);
+		rc = store_batch_kv_put(b, STORE_TABLE_CONFIG,
+		                        EVENTS_CA_CHAIN_KEY,
+		                        strlen(EVENTS_CA_CHAIN_KEY), buf, len);
+		free(buf);
 		break;
 	}
 	case ISELAB__EVENT__CHANGE_CERT_STATUS:
@@ -727,6 +841,10 @@ events_describe(const Iselab__Event *ev, char *buf, size_t len)
 		         ev->alarm_record->key.len == 8
 		             ? key_seq(ev->alarm_record->key.data)
 		             : 0);
+		break;
+	case ISELAB__EVENT__CHANGE_CA_CHAIN:
+		snprintf(buf, len, "ca-chain generation %u",
+		         ev->ca_chain->generation);
 		break;
 	default:
 		snprintf(buf, len, "change %d", (int)ev->change_case);

@@ -59,6 +59,13 @@ struct store_batch;
 #define EVENTS_MEMBER  0u
 #define EVENTS_REPLICA 1u
 
+/*
+ * Config key of the newest CA chain a ca-chain event brought (CaChain,
+ * packed): the generation a member must reach (docs/certificates.md,
+ * "Replacing the root CA chain").
+ */
+#define EVENTS_CA_CHAIN_KEY "ca-chain"
+
 /* The log key of seq. */
 void events_key(uint64_t seq, uint8_t key[8]);
 
@@ -122,6 +129,22 @@ struct events_settings {
 };
 int events_settings(struct store *st, const char *hostname,
                     struct events_settings *out, struct error *err);
+
+/*
+ * The CaChain the events left in st (EVENTS_CA_CHAIN_KEY): 1 with *out
+ * set (free with iselab__ca_chain__free_unpacked), 0 when there is none
+ * (the chain of `pan init`, generation 1), -1.
+ */
+int events_ca_chain(struct store *st, Iselab__CaChain **out,
+                    struct error *err);
+
+/*
+ * Check a CaChain: generation 2 or more, root self-signed, node_ca
+ * issued by root, old_root self-signed, old_with_new the old root's key
+ * signed by the new root and new_with_old the new root's key signed by
+ * the old root.  0 or -1 with err set.
+ */
+int events_ca_chain_check(const Iselab__CaChain *c, struct error *err);
 
 /* What the event does, for logs: "user-set alice", "template-delete x". */
 void events_describe(const Iselab__Event *ev, char *buf, size_t len);

@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,6 +97,36 @@ key_type_from_name(const char *name, enum key_type *type, struct error *err)
 	          "unknown key type \"%s\" (use rsa:2048, rsa:3072, rsa:4096, "
 	          "ec:p256 or ec:p384)",
 	          name != NULL ? name : "");
+	return -1;
+}
+
+int
+key_type_of(const EVP_PKEY *key, enum key_type *type, struct error *err)
+{
+	char curve[KEY_NAME_MAX];
+	size_t i, len = 0;
+	bool rsa = EVP_PKEY_is_a(key, "RSA");
+
+	if (!rsa && (!EVP_PKEY_is_a(key, "EC") ||
+	             EVP_PKEY_get_utf8_string_param(
+	                 key, OSSL_PKEY_PARAM_GROUP_NAME, curve, sizeof(curve),
+	                 &len) != 1)) {
+		ERR_clear_error();
+		error_set(err, "a key of a type we do not make");
+		return -1;
+	}
+	for (i = 0; i < KEY_TYPE_COUNT; i++) {
+		if (rsa ? key_types[i].curve == NULL &&
+		              (int)key_types[i].bits == EVP_PKEY_get_bits(key)
+		        : key_types[i].curve != NULL &&
+		              (strcmp(curve, key_types[i].curve) == 0 ||
+		               OBJ_sn2nid(curve) ==
+		                   EC_curve_nist2nid(key_types[i].curve))) {
+			*type = (enum key_type)i;
+			return 0;
+		}
+	}
+	error_set(err, "a key of a size or curve we do not make");
 	return -1;
 }
 

@@ -36,6 +36,12 @@ int key_type_from_name(const char *name, enum key_type *type,
 EVP_PKEY *key_generate(enum key_type type, struct error *err);
 
 /*
+ * The type of an existing key, so that a replacement is made alike (a
+ * new root of the same size as the old); -1 when it is none of ours.
+ */
+int key_type_of(const EVP_PKEY *key, enum key_type *type, struct error *err);
+
+/*
  * Refuse keys we do not issue for: RSA below 2048 or above 8192 bits, RSA
  * with an even or tiny public exponent, EC keys on any curve but P-256,
  * P-384 and P-521, and any other algorithm.  err says why.

@@ -4,9 +4,14 @@
 #include "node.h"
 #include "config.h"
 #include "keys.h"
+#include "log.h"
 #include "util.h"
 
+#include <errno.h>
 #include <inttypes.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -205,3 +210,100 @@ node_passphrase(const char *file, size_t *len, struct error *err)
 	return passphrase_load(file, file != NULL ? NULL : NODE_PASSPHRASE_ENV,
 	    len, err);
 }
+
+/* Longest path below the data directory, and a generation file's text. */
+#define NODE_CA_PATH_MAX     4096
+#define NODE_CA_GEN_TEXT_MAX 16
+
+int
+node_ca_path(const char *datadir, char *buf, size_t len, struct error *err,
+        const char *fmt, ...)
+{
+	char rel[256];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(rel, sizeof(rel), fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof(rel)) {
+		error_set(err, "path too long");
+		return -1;
+	}
+	return node_path(buf, len, datadir, rel, err);
+}
+
+unsigned
+node_ca_generation(const char *datadir)
+{
+	char path[NODE_CA_PATH_MAX], *text;
+	unsigned long gen;
+	size_t len;
+
+	if (node_ca_path(datadir, path, sizeof(path), NULL, "%s/%s", NODE_CA_DIR,
+	            NODE_CA_GENERATION) == -1 ||
+	    (text = (char *)file_read(path, NODE_CA_GEN_TEXT_MAX, &len,
+	                              NULL)) == NULL)
+		return 1;
+	gen = strtoul(text, NULL, 10);
+	free(text);
+	return gen >= 1 && gen < UINT32_MAX ? (unsigned)gen : 1;
+}
+
+int
+node_ca_install(const char *datadir, const char *const *files, size_t nfiles,
+                unsigned gen, struct error *err)
+{
+	char next[NODE_CA_PATH_MAX], cur[NODE_CA_PATH_MAX], prev[NODE_CA_PATH_MAX];
+	char text[NODE_CA_GEN_TEXT_MAX];
+	size_t i;
+
+	if (node_ca_path(datadir, prev, sizeof(prev), err, "%s/gen-%u", NODE_CA_DIR,
+	            gen - 1) == -1 ||
+	    dir_create(prev, 0700, err) == -1)
+		return -1;
+	for (i = 0; i < nfiles; i++) {
+		const char *f = files[i];
+
+		if (node_ca_path(datadir, next, sizeof(next), err, "%s/%s/%s",
+		            NODE_CA_DIR, NODE_CA_NEXT, f) == -1 ||
+		    node_ca_path(datadir, cur, sizeof(cur), err, "%s/%s",
+		            NODE_CA_DIR, f) == -1 ||
+		    node_ca_path(datadir, prev, sizeof(prev), err, "%s/gen-%u/%s",
+		            NODE_CA_DIR, gen - 1, f) == -1)
+			return -1;
+		if (!file_exists(next))
+			continue; /* moved by an earlier, interrupted run */
+		/* The old file stays reachable under gen-<N-1>/ first. */
+		if (file_exists(cur) && !file_exists(prev) &&
+		    link(cur, prev) == -1) {
+			error_set(err, "cannot keep %s as %s: %s", cur, prev,
+			          strerror(errno));
+			return -1;
+		}
+		if (rename(next, cur) == -1) {
+			error_set(err, "cannot install %s: %s", next,
+			          strerror(errno));
+			return -1;
+		}
+	}
+	snprintf(text, sizeof(text), "%u\n", gen);
+	if (node_ca_path(datadir, cur, sizeof(cur), err, "%s/%s", NODE_CA_DIR,
+	            NODE_CA_GENERATION) == -1 ||
+	    file_write_atomic(cur, text, strlen(text), 0600, err) == -1)
+		return -1;
+	/* next/ is done with: its generation file, then the directory. */
+	if (node_ca_path(datadir, next, sizeof(next), err, "%s/%s/%s", NODE_CA_DIR,
+	            NODE_CA_NEXT, NODE_CA_GENERATION) == -1)
+		return -1;
+	(void)unlink(next);
+	if (node_ca_path(datadir, next, sizeof(next), err, "%s/%s", NODE_CA_DIR,
+	            NODE_CA_NEXT) == -1)
+		return -1;
+	if (rmdir(next) == -1 && errno != ENOENT)
+		log_warn(LOG_MAIN, "%s left behind: %s", next,
+		         strerror(errno));
+	log_info(LOG_MAIN, "root CA chain generation %u installed", gen);
+	return 0;
+}
+

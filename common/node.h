@@ -84,4 +84,24 @@ int node_identity_read(const char *datadir, struct node_identity *id,
  */
 char *node_passphrase(const char *file, size_t *len, struct error *err);
 
+/*
+ * Root CA chain generations (docs/certificates.md, "Replacing the root CA
+ * chain").  D/ca/generation holds the generation whose files are in
+ * D/ca/ (absent: 1, the chain of `pan init` and of a join).  A new
+ * generation is made in D/ca/next/; install moves each of files from
+ * there into D/ca/, after a hard link of the file it replaces into
+ * D/ca/gen-<gen-1>/ (what the old chain issued still verifies and is
+ * still answered for), then writes D/ca/generation and removes next/.
+ * Every step can be done again: install after a crash finishes the job.
+ */
+#define NODE_CA_NEXT       "next"
+#define NODE_CA_GENERATION "generation"
+unsigned node_ca_generation(const char *datadir);
+/* D/<formatted> into buf (fmt usually starts with NODE_CA_DIR). */
+int node_ca_path(const char *datadir, char *buf, size_t len,
+                 struct error *err, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+int node_ca_install(const char *datadir, const char *const *files,
+                    size_t nfiles, unsigned gen, struct error *err);
+
 #endif

@@ -94,6 +94,14 @@ struct ocsp_responder {
 	struct ocsp_entry *bucket[OCSP_CACHE_BUCKETS];
 	size_t nentries;  /* entries in the buckets */
 	size_t hand;      /* next bucket to evict from when full */
+	/*
+	 * The responder of the previous root CA chain generation (its own
+	 * issuer, signer and cache; ours to free), asked for a request none
+	 * of whose CertIDs is ours: certificates of the old chain are still
+	 * answered, by the old responder certificate, until they expire.
+	 * Set once before the responder serves; read-only afterwards.
+	 */
+	struct ocsp_responder *older;
 };
 
 /* A CertID of a request, classified. */
@@ -340,7 +348,19 @@ ocsp_responder_free(struct ocsp_responder *r)
 	X509_free(r->signer);
 	EVP_PKEY_free(r->key);
 	X509_free(r->issuer);
+	ocsp_responder_free(r->older);
 	free(r);
+}
+
+void
+ocsp_responder_set_older(struct ocsp_responder *r,
+                         struct ocsp_responder *older)
+{
+	struct ocsp_responder **tail = &r->older;
+
+	while (*tail != NULL)
+		tail = &(*tail)->older;
+	*tail = older;
 }
 
 bool
@@ -876,6 +896,12 @@ ocsp_respond(struct ocsp_responder *r, const uint8_t *der, size_t len,
 			ours++;
 	}
 	ERR_clear_error();
+	if (ours == 0 && r->older != NULL) {
+		/* Perhaps a certificate of an earlier chain generation. */
+		OCSP_REQUEST_free(req);
+		free(items);
+		return ocsp_respond(r->older, der, len, ans);
+	}
 	if (ours == 0) {
 		/* RFC 6960 2.3: not a responder for any of them. */
 		serial_text(&items[0], buf, sizeof(buf));
@@ -1132,25 +1158,38 @@ int
 ocsp_responder_refresh(struct ocsp_responder *r,
                        struct ocsp_refresh_report *rep, struct error *err)
 {
-	struct ocsp_refresh_report local;
+	struct ocsp_refresh_report local, older;
 	int64_t now = (int64_t)time(NULL);
+	int rc = -1;
 
+	memset(&older, 0, sizeof(older));
 	if (rep == NULL)
 		rep = &local;
 	memset(rep, 0, sizeof(*rep));
+	/* The earlier chain generations, added to our report. */
+	if (r->older != NULL &&
+	    ocsp_responder_refresh(r->older, &older, err) == -1)
+		return -1;
 	if (r->signer == NULL || now < r->signer_nb || now >= r->signer_na) {
-		rep->cached = ocsp_responder_cached(r);
-		return 0;
+		rc = 0;
+		goto out;
 	}
 	if (refresh_cached(r, now, rep, err) == -1)
-		return -1;
+		goto out;
 	if (ocsp_responder_cached(r) < OCSP_PRESIGN_MAX) {
 		if (refresh_presign(r, rep, err) == -1)
-			return -1;
+			goto out;
 	} else
 		rep->partial = true;
-	rep->cached = ocsp_responder_cached(r);
-	return 0;
+	rc = 0;
+out:
+	rep->cached = ocsp_responder_cached(r) + older.cached;
+	rep->ours += older.ours;
+	rep->partial = rep->partial || older.partial;
+	rep->signed_ += older.signed_;
+	rep->fresh += older.fresh;
+	rep->failed += older.failed;
+	return rc;
 }
 
 /* --- GET --- */

@@ -89,6 +89,18 @@ struct ocsp_responder *ocsp_responder_new(X509 *signer, EVP_PKEY *key,
                                           struct error *err);
 void ocsp_responder_free(struct ocsp_responder *r);
 
+/*
+ * Root CA chain replacement (docs/certificates.md): older answers for
+ * the previous generation's issuer with that generation's responder
+ * certificate.  A request none of whose CertIDs is r's issuer's goes to
+ * older (and on down its own older ones) instead of being unauthorized;
+ * a request that mixes generations is answered by the newest generation
+ * that has one of them, the others unknown.  r takes older (freed with it); call
+ * before r serves.  Refresh walks every generation.
+ */
+void ocsp_responder_set_older(struct ocsp_responder *r,
+                              struct ocsp_responder *older);
+
 /* One answer.  Free with ocsp_answer_free(). */
 struct ocsp_answer {
 	uint8_t *der; /* the OCSPResponse, DER, malloc'd */

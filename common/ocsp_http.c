@@ -11,8 +11,11 @@
 
 #include <openssl/ocsp.h>
 
+#include "cert.h"
 #include "http.h"
+#include "keys.h"
 #include "log.h"
+#include "node.h"
 #include "ocsp.h"
 #include "ocsp_http.h"
 #include "util.h"
@@ -232,4 +235,96 @@ ocsp_http_refresh(struct ocsp_responder *r, const char *what, bool verbose)
 		          "cached (%lld ms)",
 		          rep.ours, what, rep.signed_, rep.fresh, rep.failed,
 		          rep.cached, (long long)(time_mono_ms() - t0));
+}
+
+/* --- earlier root CA chain generations --- */
+
+/* Longest path of a generation's file. */
+#define OCSP_GEN_PATH_MAX 4096
+
+/* One generation's files; 0, or -1 with err set and nothing held. */
+static int
+generation_load(const char *datadir, unsigned k, const char *issuer_file,
+                const char *pass, size_t passlen, struct ocsp_generation *g,
+                struct error *err)
+{
+	char path[OCSP_GEN_PATH_MAX];
+
+	memset(g, 0, sizeof(*g));
+	g->gen = k;
+	if (node_ca_path(datadir, path, sizeof(path), err, "%s/gen-%u/%s",
+	                 NODE_CA_DIR, k, issuer_file) == -1 ||
+	    (g->issuer = cert_load_pem(path, err)) == NULL ||
+	    node_ca_path(datadir, path, sizeof(path), err,
+	                 "%s/gen-%u/ocsp-responder.crt", NODE_CA_DIR, k) == -1 ||
+	    (g->signer = cert_load_pem(path, err)) == NULL ||
+	    node_ca_path(datadir, path, sizeof(path), err,
+	                 "%s/gen-%u/ocsp-responder.key", NODE_CA_DIR, k) == -1 ||
+	    (g->key = key_load(path, pass, passlen, err)) == NULL) {
+		ocsp_generations_free(g, 1);
+		return -1;
+	}
+	return 0;
+}
+
+size_t
+ocsp_generations_load(const char *datadir, const char *issuer_file,
+                      const char *pass, size_t passlen,
+                      struct ocsp_generation *gens)
+{
+	unsigned k = node_ca_generation(datadir);
+	struct error e = {{0}};
+	size_t n = 0;
+
+	while (k > 1 && n < OCSP_GENERATIONS_MAX) {
+		k--;
+		if (generation_load(datadir, k, issuer_file, pass, passlen,
+		                    &gens[n], &e) == -1) {
+			log_error(LOG_OCSP,
+			          "root CA chain generation %u: %s; its "
+			          "certificates are answered unauthorized",
+			          k, e.msg);
+			continue;
+		}
+		n++;
+	}
+	return n;
+}
+
+void
+ocsp_generations_free(struct ocsp_generation *gens, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		X509_free(gens[i].issuer);
+		X509_free(gens[i].signer);
+		EVP_PKEY_free(gens[i].key);
+		memset(&gens[i], 0, sizeof(gens[i]));
+	}
+}
+
+int
+ocsp_generations_attach(struct ocsp_responder *r,
+                        const struct ocsp_generation *gens, size_t n,
+                        struct store *st, const struct ocsp_config *cfg,
+                        struct error *err)
+{
+	struct ocsp_responder *older;
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		if ((older = ocsp_responder_new(gens[i].signer, gens[i].key,
+		                                gens[i].issuer, st, cfg,
+		                                err)) == NULL) {
+			error_prefix(err, "root CA chain generation %u",
+			             gens[i].gen);
+			return -1;
+		}
+		ocsp_responder_set_older(r, older);
+		log_info(LOG_OCSP, "answering for the certificates of root CA "
+		                   "chain generation %u too",
+		         gens[i].gen);
+	}
+	return 0;
 }

@@ -21,6 +21,10 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stddef.h>
+
+#include <openssl/evp.h>
+#include <openssl/x509.h>
 
 /*
  * The responder's settings every role takes besides its ocsp.listen
@@ -39,8 +43,11 @@
 	{"ocsp.timeout", CONFIG_DURATION, "10s",                               \
 	 "OCSP idle timeout of a connection", 1, 300, NULL, 0}
 
+struct error;
 struct http_request;
+struct ocsp_config;
 struct ocsp_responder;
+struct store;
 
 /* The responder's URL path (the AIA OCSP URLs name it). */
 #define OCSP_HTTP_PATH "/ocsp"
@@ -71,5 +78,33 @@ void ocsp_http_date(int64_t t, char buf[OCSP_HTTP_DATE_MAX]);
 
 /* Whether a Content-Type value is media (parameters after ';' allowed). */
 bool ocsp_http_media_is(const char *value, const char *media);
+
+/*
+ * The responders of earlier root CA chain generations (docs/certificates.md
+ * "Replacing the root CA chain"): for each D/ca/gen-K/ (K from the
+ * installed generation - 1 down to 1), the issuer gen-K/<issuer_file>
+ * (endpoint-sub-ca.crt on a PSN, node-ca.crt on the PAN) and the responder
+ * certificate and key gen-K/ocsp-responder.{crt,key} (decrypted with
+ * pass).  A generation that cannot be loaded is logged and skipped: its
+ * certificates are then answered unauthorized, the others still are.
+ */
+struct ocsp_generation {
+	unsigned gen;
+	X509 *issuer;
+	X509 *signer;
+	EVP_PKEY *key;
+};
+/* Most earlier generations kept (a replacement is a rare admin act). */
+#define OCSP_GENERATIONS_MAX 16
+/* Into gens (newest first); returns how many (0 to OCSP_GENERATIONS_MAX). */
+size_t ocsp_generations_load(const char *datadir, const char *issuer_file,
+                             const char *pass, size_t passlen,
+                             struct ocsp_generation *gens);
+void ocsp_generations_free(struct ocsp_generation *gens, size_t n);
+/* A responder per generation, chained behind r (ocsp_responder_set_older). */
+int ocsp_generations_attach(struct ocsp_responder *r,
+                            const struct ocsp_generation *gens, size_t n,
+                            struct store *st, const struct ocsp_config *cfg,
+                            struct error *err);
 
 #endif

@@ -41,6 +41,8 @@
 #define SIGNER_READY_MAX ERROR_MAX
 /* Longest path we build in the data directory. */
 #define SIGNER_PATH_MAX 4096
+/* How long making a new chain may take (three RSA 4096 keys, a loaded box). */
+#define SIGNER_ROLLOVER_TIMEOUT_MS 300000
 
 /* The two keys a signer may hold. */
 enum signer_ca { SIGNER_CA_ROOT, SIGNER_CA_NODE, SIGNER_CA_COUNT };
@@ -71,6 +73,7 @@ struct signer_args {
 	char hostname[NODE_HOSTNAME_MAX + 1]; /* this node, for logs */
 	char *pass;                           /* passphrase copy, wiped */
 	size_t passlen;                       /* bytes of pass */
+	const struct secret *handover;        /* the caller's; NULL: none */
 	int ready_fd;                         /* pipe: "ok" or why not */
 };
 
@@ -79,6 +82,13 @@ struct signer_proc {
 	const struct signer_args *args; /* how we were started */
 	X509 *cert[SIGNER_CA_COUNT];    /* CA certificates, NULL if absent */
 	EVP_PKEY *key[SIGNER_CA_COUNT]; /* their keys */
+	/*
+	 * The passphrase, for the new keys of a replacement (signer.h), and
+	 * the PAN OCSP process's hand-over secret, for the copy of its new
+	 * responder key that it can read; locked pages, wiped at exit.
+	 */
+	struct secret pass;
+	struct secret handover;
 	struct msg_stats stats;         /* requests received and dropped */
 	uint64_t issued;                /* certificates issued */
 	uint64_t refused;               /* requests refused */
@@ -145,7 +155,8 @@ signer_load_ca(struct signer_proc *sp, enum signer_ca ca, struct error *err)
 	}
 	if ((sp->cert[ca] = cert_load_pem(cpath, err)) == NULL)
 		return -1;
-	if ((sp->key[ca] = key_load(kpath, a->pass, a->passlen, err)) == NULL)
+	if ((sp->key[ca] = key_load(kpath, sp->pass.buf, sp->pass.len, err)) ==
+	    NULL)
 		return -1;
 	if (X509_check_private_key(sp->cert[ca], sp->key[ca]) != 1) {
 		log_crypto(LOG_CA_SERVICE, err, "X509_check_private_key",
@@ -295,6 +306,271 @@ out:
 	return ret;
 }
 
+/* --- replacing the root CA chain --- */
+
+/*
+ * The files of a generation in ca/next/: what signer_rollover() makes,
+ * in the order it makes them; "generation" last says they are complete.
+ */
+static const char *const signer_next_files[] = {
+    "root-ca.key",          "root-ca.crt",        "node-ca.key",
+    "node-ca.crt",          "ocsp-responder.key", "ocsp-responder.crt",
+    "old-with-new.crt",     "new-with-old.crt",   SIGNER_GENERATION_FILE,
+};
+
+/* D/ca/next/name into buf. */
+static int
+next_path(const struct signer_proc *sp, const char *name, char *buf,
+          size_t len, struct error *err)
+{
+	char rel[128];
+
+	snprintf(rel, sizeof(rel), "%s/%s/%s", NODE_CA_DIR, SIGNER_NEXT_DIR,
+	         name);
+	return node_path(buf, len, sp->args->datadir, rel, err);
+}
+
+/* The generation next/ holds complete; 0 when none. */
+static unsigned
+next_generation(const struct signer_proc *sp)
+{
+	char path[SIGNER_PATH_MAX], *text;
+	unsigned long gen;
+	size_t len, i;
+
+	for (i = 0; i < ARRAY_SIZE(signer_next_files); i++)
+		if (next_path(sp, signer_next_files[i], path, sizeof(path),
+		              NULL) == -1 ||
+		    !file_exists(path))
+			return 0;
+	if ((text = (char *)file_read(path, 32, &len, NULL)) == NULL)
+		return 0;
+	gen = strtoul(text, NULL, 10);
+	free(text);
+	return gen > 0 && gen < UINT_MAX ? (unsigned)gen : 0;
+}
+
+/* Make a CA key and its certificate, save the key in next/. */
+static X509 *
+rollover_ca(struct signer_proc *sp, enum key_type type, enum cert_profile prof,
+            X509 *issuer, EVP_PKEY *issuer_key, const char *keyname,
+            EVP_PKEY **keyp, struct error *err)
+{
+	struct cert_request req;
+	char path[SIGNER_PATH_MAX];
+	EVP_PKEY *key;
+	X509 *x = NULL;
+
+	cert_request_init(&req, prof);
+	if ((key = key_generate(type, err)) == NULL)
+		goto out;
+	if (cert_request_set_product_cn(&req, sp->args->hostname, err) == -1 ||
+	    cert_request_set_key(&req, key, err) == -1 ||
+	    cert_issue(&req, issuer, issuer != NULL ? issuer_key : key, &x,
+	               err) == -1 ||
+	    next_path(sp, keyname, path, sizeof(path), err) == -1 ||
+	    key_save(key, path, sp->pass.buf, sp->pass.len, err) == -1) {
+		X509_free(x);
+		x = NULL;
+		goto out;
+	}
+out:
+	cert_request_free(&req);
+	if (x != NULL && keyp != NULL)
+		*keyp = key;
+	else
+		EVP_PKEY_free(key);
+	return x;
+}
+
+static int
+rollover_save(struct signer_proc *sp, const char *name, X509 *x,
+              struct error *err)
+{
+	char path[SIGNER_PATH_MAX];
+
+	return next_path(sp, name, path, sizeof(path), err) == -1
+	           ? -1
+	           : cert_save_pem(x, path, err);
+}
+
+/*
+ * The hand-over copy of next/'s OCSP responder key, under the PAN OCSP
+ * process's secret (signer.h); written again each time, as the secret is
+ * the current process's (a generation made before a restart has a copy
+ * under a secret that is gone).
+ */
+static int
+rollover_handover(struct signer_proc *sp, struct error *err)
+{
+	char path[SIGNER_PATH_MAX];
+	EVP_PKEY *key = NULL;
+	int rc = -1;
+
+	if (sp->handover.buf == NULL)
+		return 0;
+	if (next_path(sp, "ocsp-responder.key", path, sizeof(path), err) ==
+	        -1 ||
+	    (key = key_load(path, sp->pass.buf, sp->pass.len, err)) == NULL ||
+	    next_path(sp, SIGNER_OCSP_HANDOVER, path, sizeof(path), err) ==
+	        -1 ||
+	    key_save(key, path, sp->handover.buf, sp->handover.len, err) == -1)
+		goto out;
+	rc = 0;
+out:
+	EVP_PKEY_free(key);
+	return rc;
+}
+
+static int
+signer_do_rollover(struct signer_proc *sp, unsigned gen, struct error *err)
+{
+	char path[SIGNER_PATH_MAX], text[32];
+	EVP_PKEY *root_key = NULL, *node_key = NULL;
+	X509 *root = NULL, *node = NULL, *ocsp = NULL, *own = NULL,
+	     *nwo = NULL;
+	enum key_type type;
+	size_t i;
+	int rc = -1;
+
+	if (next_generation(sp) == gen) {
+		log_info(LOG_CA_SERVICE, "generation %u is made already (%s/%s)",
+		         gen, NODE_CA_DIR, SIGNER_NEXT_DIR);
+		return rollover_handover(sp, err);
+	}
+	if (sp->key[SIGNER_CA_ROOT] == NULL) {
+		error_set(err, "this node holds no root CA key");
+		return -1;
+	}
+	if (key_type_of(sp->key[SIGNER_CA_ROOT], &type, err) == -1)
+		return -1;
+	/* What an earlier, unfinished attempt left goes; then anew. */
+	for (i = 0; i < ARRAY_SIZE(signer_next_files); i++) {
+		if (next_path(sp, signer_next_files[i], path, sizeof(path),
+		              err) == -1)
+			return -1;
+		if (unlink(path) == -1 && errno != ENOENT) {
+			error_set(err, "cannot remove %s: %s", path,
+			          strerror(errno));
+			return -1;
+		}
+	}
+	snprintf(text, sizeof(text), "%s/%s", NODE_CA_DIR, SIGNER_NEXT_DIR);
+	if (node_path(path, sizeof(path), sp->args->datadir, text, err) ==
+	        -1 ||
+	    dir_create(path, 0700, err) == -1)
+		return -1;
+	log_info(LOG_CA_SERVICE, "making root CA chain generation %u (%s keys)",
+	         gen, key_type_name(type));
+	if ((root = rollover_ca(sp, type, CERT_PROFILE_ROOT_CA, NULL, NULL,
+	                        "root-ca.key", &root_key, err)) == NULL ||
+	    (node = rollover_ca(sp, type, CERT_PROFILE_NODE_CA, root, root_key,
+	                        "node-ca.key", &node_key, err)) == NULL ||
+	    (ocsp = rollover_ca(sp, type, CERT_PROFILE_OCSP_RESPONDER, node,
+	                        node_key, "ocsp-responder.key", NULL, err)) ==
+	        NULL)
+		goto out;
+	/* RFC 7030 4.1.3 / RFC 4210 4.4: the root key update pair. */
+	if (cert_link(sp->cert[SIGNER_CA_ROOT], root, root_key, &own, err) ==
+	        -1 ||
+	    cert_link(root, sp->cert[SIGNER_CA_ROOT], sp->key[SIGNER_CA_ROOT],
+	              &nwo, err) == -1)
+		goto out;
+	if (rollover_save(sp, "root-ca.crt", root, err) == -1 ||
+	    rollover_save(sp, "node-ca.crt", node, err) == -1 ||
+	    rollover_save(sp, "ocsp-responder.crt", ocsp, err) == -1 ||
+	    rollover_save(sp, "old-with-new.crt", own, err) == -1 ||
+	    rollover_save(sp, "new-with-old.crt", nwo, err) == -1)
+		goto out;
+	snprintf(text, sizeof(text), "%u\n", gen);
+	if (rollover_handover(sp, err) == -1 ||
+	    next_path(sp, SIGNER_GENERATION_FILE, path, sizeof(path), err) ==
+	        -1 ||
+	    file_write_atomic(path, text, strlen(text), 0600, err) == -1)
+		goto out;
+	log_info(LOG_CA_SERVICE, "root CA chain generation %u made", gen);
+	rc = 0;
+out:
+	EVP_PKEY_free(root_key);
+	EVP_PKEY_free(node_key);
+	X509_free(root);
+	X509_free(node);
+	X509_free(ocsp);
+	X509_free(own);
+	X509_free(nwo);
+	return rc;
+}
+
+/* Load the keys of D/ca/ again; the old ones stay if that fails. */
+static int
+signer_do_reload(struct signer_proc *sp, struct error *err)
+{
+	struct signer_proc fresh;
+	enum signer_ca ca;
+	int rc = 0;
+
+	memset(&fresh, 0, sizeof(fresh));
+	fresh.args = sp->args;
+	fresh.pass = sp->pass; /* borrowed: not wiped here */
+	for (ca = 0; ca < SIGNER_CA_COUNT && rc == 0; ca++)
+		rc = signer_load_ca(&fresh, ca, err);
+	for (ca = 0; ca < SIGNER_CA_COUNT; ca++) {
+		EVP_PKEY *k = rc == 0 ? sp->key[ca] : fresh.key[ca];
+		X509 *x = rc == 0 ? sp->cert[ca] : fresh.cert[ca];
+
+		if (rc == 0) {
+			sp->key[ca] = fresh.key[ca];
+			sp->cert[ca] = fresh.cert[ca];
+		}
+		EVP_PKEY_free(k);
+		X509_free(x);
+	}
+	return rc;
+}
+
+/* A ControlRequest: "rollover GEN" or "reload"; answered once. */
+static void
+signer_control_handle(struct signer_proc *sp, void *rep,
+                      const Iselab__Envelope *env)
+{
+	const Iselab__ControlRequest *cr = env->control_request;
+	Iselab__ControlResponse resp = ISELAB__CONTROL_RESPONSE__INIT;
+	Iselab__Envelope out;
+	struct error e = {{0}};
+	unsigned long gen = 0;
+	char *end = NULL;
+	int rc = -1;
+
+	if (cr->n_argv == 2 && strcmp(cr->argv[0], "rollover") == 0) {
+		gen = strtoul(cr->argv[1], &end, 10);
+		if (end == cr->argv[1] || *end != '\0' || gen < 2 ||
+		    gen >= UINT_MAX)
+			error_set(&e, "rollover: bad generation '%.32s'",
+			          cr->argv[1]);
+		else
+			rc = signer_do_rollover(sp, (unsigned)gen, &e);
+	} else if (cr->n_argv == 1 && strcmp(cr->argv[0], "reload") == 0) {
+		if ((rc = signer_do_reload(sp, &e)) == 0)
+			log_info(LOG_CA_SERVICE, "CA keys loaded again");
+	} else
+		error_set(&e, "the CA signer takes rollover GEN and reload");
+	if (rc == -1) {
+		log_error(LOG_CA_SERVICE, "%s", e.msg);
+		if (proc_send_error(rep, env->request_id,
+		                    ISELAB__ERROR__CODE__ERROR_INTERNAL, e.msg,
+		                    &e) == -1)
+			log_error(LOG_CA_SERVICE, "answering: %s", e.msg);
+		return;
+	}
+	msg_init(&out, env->request_id, sp->args->hostname);
+	resp.out = (char *)"";
+	resp.err = (char *)"";
+	out.body_case = ISELAB__ENVELOPE__BODY_CONTROL_RESPONSE;
+	out.control_response = &resp;
+	if (proc_send(rep, &out, &e) == -1)
+		log_error(LOG_CA_SERVICE, "answering: %s", e.msg);
+}
+
 /* Answer one request; never fails the loop. */
 static void
 signer_handle(struct signer_proc *sp, void *rep)
@@ -319,6 +595,11 @@ signer_handle(struct signer_proc *sp, void *rep)
 		                    ISELAB__ERROR__CODE__ERROR_BAD_REQUEST,
 		                    e.msg, &e) == -1)
 			log_error(LOG_CA_SERVICE, "answering: %s", e.msg);
+		return;
+	}
+	if (env->body_case == ISELAB__ENVELOPE__BODY_CONTROL_REQUEST) {
+		signer_control_handle(sp, rep, env);
+		msg_free(env);
 		return;
 	}
 	if (env->body_case != ISELAB__ENVELOPE__BODY_SIGN_REQUEST) {
@@ -399,13 +680,21 @@ signer_main(void *arg)
 	}
 	if ((sigfd = proc_signals_fd(&e)) == -1)
 		goto out;
+	/*
+	 * Kept for the keys of a root CA chain replacement, which this
+	 * process makes (signer.h), in locked pages; wiped at exit.
+	 */
+	if (secret_keep(&sp.pass, a->pass, a->passlen, &e) == -1 ||
+	    (a->handover != NULL &&
+	     secret_keep(&sp.handover, a->handover->buf, a->handover->len,
+	                 &e) == -1))
+		goto out;
 	for (ca = 0; ca < SIGNER_CA_COUNT; ca++) {
 		if (signer_load_ca(&sp, ca, &e) == -1)
 			goto out;
 		if (sp.key[ca] != NULL)
 			held++;
 	}
-	/* The passphrase has done its work. */
 	secure_zero(a->pass, a->passlen);
 	if (held == 0) {
 		error_set(&e, "no CA key in %s/%s (root-ca.key, node-ca.key)",
@@ -440,6 +729,8 @@ out:
 		signer_ready(a, msg);
 	}
 	secure_zero(a->pass, a->passlen);
+	secret_wipe(&sp.pass);
+	secret_wipe(&sp.handover);
 	if (rep != NULL) {
 		zmq_close(rep);
 		proc_ipc_unlink(a->datadir, SIGNER_SOCKET_NAME);
@@ -458,7 +749,8 @@ out:
 
 int
 signer_spawn(const char *datadir, const char *hostname, const char *passphrase,
-             size_t passlen, pid_t *pid, struct error *err)
+             size_t passlen, const struct secret *handover, pid_t *pid,
+             struct error *err)
 {
 	struct signer_args *a = NULL;
 	struct pollfd pfd;
@@ -490,6 +782,7 @@ signer_spawn(const char *datadir, const char *hostname, const char *passphrase,
 		memcpy(a->pass, passphrase, passlen);
 	a->pass[passlen] = '\0';
 	a->passlen = passlen;
+	a->handover = handover;
 	if (pipe2(fds, O_CLOEXEC) == -1) {
 		error_set(err, "pipe: %s", strerror(errno));
 		goto out;
@@ -679,6 +972,67 @@ reset:
 out:
 	msg_free(resp);
 	return ret;
+}
+
+/* One control request to the signer; 0 when it did it. */
+static int
+signer_control(struct signer *s, char **argv, size_t argc, int timeout_ms,
+               struct error *err)
+{
+	Iselab__Envelope env, *resp = NULL;
+	Iselab__ControlRequest req = ISELAB__CONTROL_REQUEST__INIT;
+	struct error e = {{0}};
+	uint64_t id = 0;
+	bool timed_out = false;
+	int ret = -1, saved = s->timeout_ms;
+
+	if (s->sock == NULL && signer_socket(s, err) == -1)
+		return -1;
+	/* Making RSA keys takes longer than signing. */
+	signer_set_timeout(s, timeout_ms);
+	(void)getrandom(&id, sizeof(id), 0);
+	msg_init(&env, id, NULL);
+	req.argv = argv;
+	req.n_argv = argc;
+	env.body_case = ISELAB__ENVELOPE__BODY_CONTROL_REQUEST;
+	env.control_request = &req;
+	if (proc_send(s->sock, &env, &e) == -1 ||
+	    (resp = proc_recv(s->sock, NULL, &timed_out, &e)) == NULL ||
+	    resp->request_id != id) {
+		error_set(err, "CA signer: %s",
+		          timed_out ? "no answer in time" : e.msg);
+		if (signer_socket(s, &e) == -1)
+			log_error(LOG_CA_SERVICE, "%s", e.msg);
+		goto out;
+	}
+	if (resp->body_case == ISELAB__ENVELOPE__BODY_ERROR)
+		error_set(err, "%s", resp->error->message);
+	else if (resp->body_case != ISELAB__ENVELOPE__BODY_CONTROL_RESPONSE)
+		error_set(err, "CA signer sent a %s message",
+		          msg_body_name(resp->body_case));
+	else
+		ret = 0;
+out:
+	signer_set_timeout(s, saved);
+	msg_free(resp);
+	return ret;
+}
+
+int
+signer_rollover(struct signer *s, unsigned gen, struct error *err)
+{
+	char num[16], *argv[2] = {(char *)"rollover", num};
+
+	snprintf(num, sizeof(num), "%u", gen);
+	return signer_control(s, argv, 2, SIGNER_ROLLOVER_TIMEOUT_MS, err);
+}
+
+int
+signer_reload(struct signer *s, struct error *err)
+{
+	char *argv[1] = {(char *)"reload"};
+
+	return signer_control(s, argv, 1, s->timeout_ms, err);
 }
 
 void

@@ -26,6 +26,8 @@
 
 #include <openssl/x509.h>
 
+#include "node.h"
+
 struct error;
 
 /* The signer's socket in the data directory (signer.sock). */
@@ -47,11 +49,16 @@ struct signer;
  * (exit 0).  Returns once the signer is serving, or -1 with its reason (a
  * wrong passphrase, a missing key, a socket in use) after reaping it.
  * hostname names this node in the signer's log lines.  The caller wipes
- * its own passphrase after; the signer wipes its copy once the keys are
- * loaded.
+ * its own passphrase after.  The signer keeps a copy in a locked page
+ * (struct secret) for the keys of a root CA chain replacement, and wipes
+ * it at exit.  handover (NULL: none): the PAN OCSP process's hand-over
+ * secret (pan.h), which the signer keeps likewise to leave a copy of a
+ * new OCSP responder key encrypted under it.
  */
+struct secret;
 int signer_spawn(const char *datadir, const char *hostname,
-                 const char *passphrase, size_t passlen, pid_t *pid,
+                 const char *passphrase, size_t passlen,
+                 const struct secret *handover, pid_t *pid,
                  struct error *err);
 
 /*
@@ -74,6 +81,30 @@ int signer_sign(struct signer *s, const char *profile, const char *issuer,
                 const uint8_t *csr_der, size_t csr_len, const char *hostname,
                 int64_t validity, const char *ocsp_url, X509 **out,
                 struct error *err);
+
+/*
+ * Replacing the root CA chain (docs/certificates.md).  The signer keeps
+ * the node passphrase for this (in the one process that already holds
+ * the CA keys in the clear): the new keys are made here and rest
+ * encrypted like the others.
+ *
+ * signer_rollover(): make generation gen's Root CA, Node CA and the
+ * PAN's OCSP responder (new keys of the old root's type) and the RFC
+ * 4210 4.4 root link certificates OldWithNew and NewWithOld, in
+ * D/ca/next/ (SIGNER_NEXT_FILES, "generation" written last).  Done
+ * already for gen: nothing is made again, so a replacement cut short is
+ * finished with the same keys.  Keys are signed with what the signer
+ * holds, so it must be the current generation.
+ * signer_reload(): load the CA keys of D/ca/ again (after the files of
+ * next/ took their place); if that fails the old keys stay.
+ */
+#define SIGNER_NEXT_DIR NODE_CA_NEXT
+#define SIGNER_GENERATION_FILE NODE_CA_GENERATION
+/* In next/: the new OCSP responder key under the hand-over secret. */
+#define SIGNER_OCSP_HANDOVER "ocsp-responder.handover"
+
+int signer_rollover(struct signer *s, unsigned gen, struct error *err);
+int signer_reload(struct signer *s, struct error *err);
 
 /* Change the answer timeout (tests; SIGNER_TIMEOUT_MS by default). */
 void signer_set_timeout(struct signer *s, int timeout_ms);

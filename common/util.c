@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -441,4 +443,70 @@ time_mono_ms(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Largest secret kept (a passphrase is at most 1 KiB, keys.h). */
+#define SECRET_MAX 4096
+
+int
+secret_keep(struct secret *s, const void *data, size_t len, struct error *err)
+{
+	long page = sysconf(_SC_PAGESIZE);
+
+	memset(s, 0, sizeof(*s));
+	if (len > SECRET_MAX) {
+		error_set(err, "secret too long");
+		return -1;
+	}
+	s->map = (size_t)(page > 0 ? page : 4096);
+	while (s->map < len + 1)
+		s->map *= 2;
+	s->buf = mmap(NULL, s->map, PROT_READ | PROT_WRITE,
+	              MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (s->buf == MAP_FAILED) {
+		memset(s, 0, sizeof(*s));
+		error_set(err, "mmap: %s", strerror(errno));
+		return -1;
+	}
+	/* The quota may be 0 for an unprivileged user: still kept. */
+	(void)mlock(s->buf, s->map);
+	(void)madvise(s->buf, s->map, MADV_DONTDUMP);
+	if (len > 0)
+		memcpy(s->buf, data, len);
+	s->buf[len] = '\0';
+	s->len = len;
+	return 0;
+}
+
+int
+secret_random(struct secret *s, size_t n, struct error *err)
+{
+	uint8_t raw[SECRET_MAX / 2];
+	char hex[SECRET_MAX + 1];
+	int rc;
+
+	if (n == 0 || n > sizeof(raw) / 2) {
+		error_set(err, "bad secret size %zu", n);
+		return -1;
+	}
+	if (getrandom(raw, n, 0) != (ssize_t)n) {
+		error_set(err, "getrandom: %s", strerror(errno));
+		return -1;
+	}
+	hex_encode(raw, n, hex);
+	rc = secret_keep(s, hex, 2 * n, err);
+	secure_zero(raw, sizeof(raw));
+	secure_zero(hex, sizeof(hex));
+	return rc;
+}
+
+void
+secret_wipe(struct secret *s)
+{
+	if (s->buf == NULL)
+		return;
+	secure_zero(s->buf, s->map);
+	(void)munlock(s->buf, s->map);
+	(void)munmap(s->buf, s->map);
+	memset(s, 0, sizeof(*s));
 }

@@ -80,6 +80,24 @@ ssize_t hex_decode(const char *in, uint8_t *out, size_t outmax);
 /* Zero memory that held a secret, in a way the compiler cannot drop. */
 void secure_zero(void *p, size_t len);
 
+/*
+ * A secret (a passphrase, a hand-over secret) in memory of its own:
+ * mlock'ed (never swapped; a failed mlock is only logged at debug, as an
+ * unprivileged user may have no lock quota), MADV_DONTDUMP (never in a
+ * core file), NUL-terminated; a fork keeps a copy.  secret_wipe() zeroes
+ * and unmaps it (a zeroed struct secret is empty; wiping it is fine).
+ */
+struct secret {
+	char *buf;
+	size_t len; /* bytes of the secret */
+	size_t map; /* bytes mapped at buf */
+};
+int secret_keep(struct secret *s, const void *data, size_t len,
+                struct error *err);
+/* A new random secret of n bytes, kept as 2n hex characters. */
+int secret_random(struct secret *s, size_t n, struct error *err);
+void secret_wipe(struct secret *s);
+
 /* Current time in milliseconds, realtime and monotonic. */
 int64_t time_now_ms(void);
 int64_t time_mono_ms(void);

@@ -32,7 +32,8 @@ static const char *const ca_usage =
     "usage: pan ca certs [--pem] --data-dir DIR\n"
     "       pan ca disable|enable [--node HOST] --data-dir DIR\n"
     "       pan ca export --out FILE [--key-file F] [--passphrase-file P] "
-    "--data-dir DIR\n";
+    "--data-dir DIR\n"
+    "       pan ca replace-root-chain --data-dir DIR\n";
 static const char *const cert_usage =
     "usage: pan cert list [--node HOST] [--status good|revoked|hold] "
     "[--limit N] [--after CURSOR] --data-dir DIR\n"
@@ -148,7 +149,8 @@ admin_call(const char *cmd, const char *datadir, char **argv, int argc,
 
 /* Forward argv[0..argc) (argv[0] the command word) to the daemon. */
 static int
-admin_forward(const char *cmd, const char *usage, int argc, char **argv)
+admin_forward(const char *cmd, const char *usage, int argc, char **argv,
+              int timeout_ms)
 {
 	char *fwd[ADMIN_ARGS_MAX];
 	const char *datadir;
@@ -164,7 +166,7 @@ admin_forward(const char *cmd, const char *usage, int argc, char **argv)
 		fputs(usage, stderr);
 		return PAN_EXIT_USAGE;
 	}
-	return admin_call(cmd, datadir, fwd, n, PAN_CONTROL_TIMEOUT_MS, false,
+	return admin_call(cmd, datadir, fwd, n, timeout_ms, false,
 	                  &answered);
 }
 
@@ -181,7 +183,7 @@ pan_node_main(int argc, char **argv)
 		fputs(node_usage, stderr);
 		return PAN_EXIT_USAGE;
 	}
-	return admin_forward("node", node_usage, argc, argv);
+	return admin_forward("node", node_usage, argc, argv, PAN_CONTROL_TIMEOUT_MS);
 }
 
 int
@@ -191,6 +193,7 @@ pan_ca_main(int argc, char **argv)
 	if (argc >= 2 && strcmp(argv[1], "export") == 0)
 		return pan_ca_export(argc - 1, argv + 1);
 	if (argc < 2 || (strcmp(argv[1], "certs") != 0 &&
+	                 strcmp(argv[1], "replace-root-chain") != 0 &&
 	                 strcmp(argv[1], "disable") != 0 &&
 	                 strcmp(argv[1], "enable") != 0)) {
 		if (argc >= 2 && strcmp(argv[1], "--help") == 0) {
@@ -200,13 +203,16 @@ pan_ca_main(int argc, char **argv)
 		fputs(ca_usage, stderr);
 		return PAN_EXIT_USAGE;
 	}
-	return admin_forward("ca", ca_usage, argc, argv);
+	return admin_forward("ca", ca_usage, argc, argv,
+	                     strcmp(argv[1], "replace-root-chain") == 0
+	                         ? PAN_ROOTCHAIN_TIMEOUT_MS
+	                         : PAN_CONTROL_TIMEOUT_MS);
 }
 
 int
 pan_alarms_main(int argc, char **argv)
 {
-	return admin_forward("alarms", alarms_usage, argc, argv);
+	return admin_forward("alarms", alarms_usage, argc, argv, PAN_CONTROL_TIMEOUT_MS);
 }
 
 int
@@ -226,7 +232,7 @@ pan_cert_main(int argc, char **argv)
 		fputs(cert_usage, stderr);
 		return PAN_EXIT_USAGE;
 	}
-	return admin_forward("cert", cert_usage, argc, argv);
+	return admin_forward("cert", cert_usage, argc, argv, PAN_CONTROL_TIMEOUT_MS);
 }
 
 /*
@@ -308,5 +314,5 @@ pan_template_main(int argc, char **argv)
 		fputs(template_usage, stderr);
 		return PAN_EXIT_USAGE;
 	}
-	return admin_forward("template", template_usage, argc, argv);
+	return admin_forward("template", template_usage, argc, argv, PAN_CONTROL_TIMEOUT_MS);
 }

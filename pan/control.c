@@ -40,6 +40,7 @@ static const struct control_cmd control_cmds[] = {
     {"ca", "disable", registry_ca_service},
     {"ca", "enable", registry_ca_service},
     {"ca", "certs", ca_certs},
+    {"ca", "replace-root-chain", rootchain_replace},
     {"cert", "list", ca_cert_list},
     {"cert", "show", ca_cert_show},
     {"cert", "revoke", revoke_cert},

@@ -533,12 +533,21 @@ on_events_request(void *ctx, const Iselab__Envelope *env)
 	return eventlog_request(c->p, &c->peer, env);
 }
 
+static int
+on_renew(void *ctx, const Iselab__Envelope *env)
+{
+	struct dispatch_ctx *c = ctx;
+
+	return rootchain_renew(c->p, &c->peer, env);
+}
+
 /* What nodes may send to 8671; anything else is counted as unhandled. */
 static const struct msg_handler router_handlers[] = {
     {ISELAB__ENVELOPE__BODY_JOIN_REQUEST, on_join},
     {ISELAB__ENVELOPE__BODY_HEARTBEAT, on_heartbeat},
     {ISELAB__ENVELOPE__BODY_OUTBOX_BATCH, on_outbox},
     {ISELAB__ENVELOPE__BODY_EVENTS_REQUEST, on_events_request},
+    {ISELAB__ENVELOPE__BODY_RENEW_REQUEST, on_renew},
 };
 
 /* One message: the routing id ROUTER added, and the node's payload. */

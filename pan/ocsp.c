@@ -84,6 +84,7 @@ struct pan_ocsp_args {
 	char *parent_pass;
 	int ready_fd; /* "ok" or why not, then closed */
 	struct pan_ocsp_settings set;
+	const struct secret *handover; /* the caller's; NULL: none */
 };
 
 /* The "ocsp" process's state; the worker inherits a copy. */
@@ -92,6 +93,16 @@ struct pan_ocsp_proc {
 	X509 *issuer;  /* D/ca/node-ca.crt: whom we answer for */
 	X509 *signer;  /* D/ca/ocsp-responder.crt; NULL: tryLater */
 	EVP_PKEY *key; /* its key */
+	unsigned gen;  /* the root CA chain generation of these three */
+	/* Earlier generations, newest first, answered for too. */
+	struct ocsp_generation gens[OCSP_GENERATIONS_MAX];
+	size_t ngens;
+	/*
+	 * The hand-over secret (pan.h): the CA signer leaves the key of a
+	 * new generation's responder encrypted under it, as the passphrase
+	 * is gone.  The worker wipes its copy.
+	 */
+	struct secret handover;
 	int sigfd;     /* the supervisor's signals (the worker closes it) */
 	int wready;    /* the worker's start report pipe, its end */
 };
@@ -334,6 +345,7 @@ ocsp_worker_main(void *arg)
 	bool first = true, stop = false;
 	int sigfd = -1, sig, ret = 1;
 
+	secret_wipe(&o->handover);
 	/* Only the start report pipe stays: not the supervisor's signalfd. */
 	if (proc_close_fds(&o->wready, 1, &e) == -1)
 		goto out;
@@ -348,7 +360,8 @@ ocsp_worker_main(void *arg)
 	oc.nonce = set->nonce;
 	oc.validity = set->validity;
 	if ((r = ocsp_responder_new(o->signer, o->key, o->issuer, st, &oc,
-	                            &e)) == NULL)
+	                            &e)) == NULL ||
+	    ocsp_generations_attach(r, o->gens, o->ngens, st, &oc, &e) == -1)
 		goto out;
 	memset(&hc, 0, sizeof(hc));
 	hc.address = set->host;
@@ -441,9 +454,13 @@ ocsp_worker_start(struct pan_ocsp_proc *o, pid_t *pid, struct error *err)
 
 /* --- the "ocsp" process: keeps the key, restarts the worker --- */
 
-/* Responder certificate and key; a failure leaves both NULL (tryLater). */
+/*
+ * Responder certificate and key (keyfile under D, decrypted with pass);
+ * a failure leaves both NULL (tryLater).
+ */
 static void
-ocsp_load_signer(struct pan_ocsp_proc *o)
+ocsp_load_signer(struct pan_ocsp_proc *o, const char *keyfile,
+                 const char *pass, size_t passlen)
 {
 	const struct pan_ocsp_args *a = o->a;
 	char path[PAN_PATH_MAX];
@@ -452,8 +469,8 @@ ocsp_load_signer(struct pan_ocsp_proc *o)
 	if (node_path(path, sizeof(path), a->datadir, PAN_OCSP_CERT, &e) ==
 	        -1 ||
 	    (o->signer = cert_load_pem(path, &e)) == NULL ||
-	    node_path(path, sizeof(path), a->datadir, PAN_OCSP_KEY, &e) == -1 ||
-	    (o->key = key_load(path, a->pass, a->passlen, &e)) == NULL)
+	    node_path(path, sizeof(path), a->datadir, keyfile, &e) == -1 ||
+	    (o->key = key_load(path, pass, passlen, &e)) == NULL)
 		goto fail;
 	if (X509_check_private_key(o->signer, o->key) != 1) {
 		error_set(&e, "%s does not match its certificate", path);
@@ -478,6 +495,70 @@ fail:
 	EVP_PKEY_free(o->key);
 	o->signer = NULL;
 	o->key = NULL;
+}
+
+/*
+ * On SIGHUP: a root CA chain generation newer than ours installed (`pan ca
+ * replace-root-chain`, pan/rootchain.c)?  Then ours becomes the first of
+ * the earlier ones, and the new Node CA, responder certificate and its
+ * key (the hand-over copy the CA signer left, which is removed once read)
+ * take its place.  1 when taken (the worker must be made again), 0 when
+ * nothing changed (no new generation, or its key cannot be read: logged,
+ * it is taken at the next start of `pan run`).
+ */
+static int
+ocsp_take_generation(struct pan_ocsp_proc *o)
+{
+	const struct pan_ocsp_args *a = o->a;
+	unsigned gen = node_ca_generation(a->datadir);
+	struct pan_ocsp_proc fresh;
+	struct error e = {{0}};
+	char path[PAN_PATH_MAX];
+
+	if (gen <= o->gen)
+		return 0;
+	memset(&fresh, 0, sizeof(fresh));
+	fresh.a = o->a;
+	if (node_path(path, sizeof(path), a->datadir,
+	              NODE_CA_DIR "/node-ca.crt", &e) == -1 ||
+	    (fresh.issuer = cert_load_pem(path, &e)) == NULL) {
+		log_error(LOG_OCSP, "root CA chain generation %u: %s", gen,
+		          e.msg);
+		return 0;
+	}
+	if (o->handover.buf != NULL)
+		ocsp_load_signer(&fresh, NODE_CA_DIR "/" SIGNER_OCSP_HANDOVER,
+		                 o->handover.buf, o->handover.len);
+	if (fresh.signer == NULL) {
+		log_error(LOG_OCSP,
+		          "root CA chain generation %u: no readable hand-over "
+		          "copy of the new responder key; still answering for "
+		          "generation %u only until `pan run` starts again",
+		          gen, o->gen);
+		X509_free(fresh.issuer);
+		return 0;
+	}
+	/* The oldest goes when the list is full. */
+	if (o->ngens == OCSP_GENERATIONS_MAX)
+		ocsp_generations_free(&o->gens[--o->ngens], 1);
+	memmove(&o->gens[1], &o->gens[0], o->ngens * sizeof(o->gens[0]));
+	o->gens[0].gen = o->gen;
+	o->gens[0].issuer = o->issuer;
+	o->gens[0].signer = o->signer;
+	o->gens[0].key = o->key;
+	o->ngens++;
+	o->issuer = fresh.issuer;
+	o->signer = fresh.signer;
+	o->key = fresh.key;
+	o->gen = gen;
+	if (node_path(path, sizeof(path), a->datadir,
+	              NODE_CA_DIR "/" SIGNER_OCSP_HANDOVER, &e) == 0)
+		(void)unlink(path);
+	log_info(LOG_OCSP,
+	         "root CA chain generation %u: the new responder certificate "
+	         "answers for the new Node CA, generation %u's for its own",
+	         gen, o->gens[0].gen);
+	return 1;
 }
 
 static int
@@ -505,9 +586,16 @@ ocsp_main(void *arg)
 	              NODE_CA_DIR "/node-ca.crt", &e) == -1 ||
 	    (o.issuer = cert_load_pem(path, &e)) == NULL)
 		goto out;
-	ocsp_load_signer(&o);
+	ocsp_load_signer(&o, PAN_OCSP_KEY, a->pass, a->passlen);
+	o.gen = node_ca_generation(a->datadir);
+	o.ngens = ocsp_generations_load(a->datadir, "node-ca.crt", a->pass,
+	                                a->passlen, o.gens);
 	secure_zero(a->pass, a->passlen);
 	secure_zero(a->parent_pass, a->passlen);
+	if (a->handover != NULL &&
+	    secret_keep(&o.handover, a->handover->buf, a->handover->len, &e) ==
+	        -1)
+		goto out;
 	/* Blocked before the worker exists; it starts unblocked. */
 	if ((o.sigfd = proc_signals_fd(&e)) == -1)
 		goto out;
@@ -544,7 +632,16 @@ ocsp_main(void *arg)
 		while ((sig = proc_signal_read(o.sigfd, NULL)) > 0) {
 			if (sig == SIGTERM || sig == SIGINT)
 				stop = true;
-			else if (sig == SIGHUP && worker > 0)
+			else if (sig == SIGHUP && worker > 0 &&
+			         ocsp_take_generation(&o) == 1) {
+				/* The worker serves what it was made with. */
+				if (proc_stop(worker, PAN_OCSP_WORKER,
+				              OCSP_STOP_TIMEOUT_MS, &e) == -1)
+					log_warn(LOG_OCSP, "%s", e.msg);
+				worker = 0;
+				restart_at = 0;
+				backoff = OCSP_BACKOFF_MIN_MS;
+			} else if (sig == SIGHUP && worker > 0)
 				(void)kill(worker, SIGHUP);
 		}
 		if (worker > 0 && !stop) {
@@ -582,6 +679,8 @@ out:
 	X509_free(o.issuer);
 	X509_free(o.signer);
 	EVP_PKEY_free(o.key);
+	ocsp_generations_free(o.gens, o.ngens);
+	secret_wipe(&o.handover);
 	if (o.sigfd != -1)
 		close(o.sigfd);
 	return ret;
@@ -590,7 +689,8 @@ out:
 int
 pan_ocsp_spawn(const char *datadir, const char *hostname,
                const struct pan_ocsp_settings *set, const char *pass,
-               size_t passlen, pid_t *pid, struct error *err)
+               size_t passlen, const struct secret *handover, pid_t *pid,
+               struct error *err)
 {
 	struct pan_ocsp_args *a = NULL;
 	int fds[2] = {-1, -1}, st, ret = -1;
@@ -614,6 +714,7 @@ pan_ocsp_spawn(const char *datadir, const char *hostname,
 	a->passlen = passlen;
 	a->parent_pass = (char *)(uintptr_t)pass;
 	a->set = *set;
+	a->handover = handover;
 	if (pipe2(fds, O_CLOEXEC) == -1) {
 		error_set(err, "pipe: %s", strerror(errno));
 		goto out;

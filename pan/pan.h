@@ -30,6 +30,7 @@
 
 #include <openssl/x509.h>
 
+#include "cert.h"
 #include "config.h"
 #include "curve.h"
 #include "envelope.pb-c.h"
@@ -314,6 +315,19 @@ int registry_node_edit(struct pan *p, int argc, char **argv, FILE *out,
 /* `pan ca disable|enable [--node HOST]`: every PSN, or one */
 int registry_ca_service(struct pan *p, int argc, char **argv, FILE *out,
                         FILE *err);
+/*
+ * Shared with the renewal of a node's CA (rootchain.c): a CSR checked as
+ * at join (signature, key, the product CN of profile for host; why says
+ * what is wrong), a CSR signed through the CA signer, a certificate's
+ * DER (OPENSSL_free) and serial, a record packed into a table.
+ */
+int registry_check_csr(const ProtobufCBinaryData *der,
+                       enum cert_profile profile, const char *host,
+                       const char *what, char *why, size_t whylen);
+X509 *registry_sign(struct pan *p, enum cert_profile profile,
+                    const char *issuer, const ProtobufCBinaryData *csr,
+                    const char *host, struct error *err);
+int registry_der(X509 *x, ProtobufCBinaryData *out);
 /* The node's record from the store; free with ..._free_unpacked. */
 int registry_record(struct pan *p, const char *hostname,
                     Iselab__NodeRecord **out, struct error *err);
@@ -435,6 +449,11 @@ int revoke_cert(struct pan *p, int argc, char **argv, FILE *out, FILE *err);
  * file is missing (both are made again).  Both save the key encrypted and
  * record the certificate in the store (which must not be open).  spawn:
  * fork the "ocsp" process (before any socket) and wait until it serves.
+ * handover: a random secret `pan run` makes at start and gives only to
+ * the CA signer and the "ocsp" process (in their fork memory, locked),
+ * then wipes: after a root CA chain replacement the signer leaves the
+ * new responder key encrypted under it, and "ocsp", whose passphrase is
+ * gone, takes it on SIGHUP (docs/certificates.md).
  */
 int pan_ocsp_settings(const struct config *cfg, struct pan_ocsp_settings *set,
                       struct error *err);
@@ -443,9 +462,32 @@ int pan_ocsp_create_local(const char *datadir, const char *hostname,
                           size_t passlen, struct error *err);
 int pan_ocsp_ensure(const char *datadir, const char *hostname, const char *pass,
                     size_t passlen, struct error *err);
+struct secret;
 int pan_ocsp_spawn(const char *datadir, const char *hostname,
                    const struct pan_ocsp_settings *set, const char *pass,
-                   size_t passlen, pid_t *pid, struct error *err);
+                   size_t passlen, const struct secret *handover, pid_t *pid,
+                   struct error *err);
+/* Bytes of randomness in the hand-over secret. */
+#define PAN_HANDOVER_BYTES 32
+
+/*
+ * rootchain.c: `pan ca replace-root-chain` and the members' renewals
+ * that follow it (docs/certificates.md, "Replacing the root CA chain").
+ * generation: the chain generation D/ca/ holds (1: `pan init`'s).
+ * install: move generation gen from D/ca/next/ into D/ca/, the old files
+ * into D/ca/gen-<gen-1>/; can be run again after a crash.  recover: at
+ * start, finish a replacement whose event is in the store.  renew: a
+ * RenewRequest from a node.
+ */
+unsigned rootchain_generation(const char *datadir);
+int rootchain_install(const char *datadir, unsigned gen, struct error *err);
+int rootchain_recover(struct pan *p, struct error *err);
+int rootchain_replace(struct pan *p, int argc, char **argv, FILE *out,
+                      FILE *err);
+int rootchain_renew(struct pan *p, const struct pan_peer *peer,
+                    const Iselab__Envelope *env);
+/* Longest wait of `pan ca replace-root-chain` (new RSA 4096 keys). */
+#define PAN_ROOTCHAIN_TIMEOUT_MS 330000
 
 /* status.c: the node and its CA certificates, shared by both views. */
 int status_print_node(FILE *fp, const char *datadir,

@@ -362,8 +362,8 @@ join_refuse(struct pan *p, const struct pan_peer *peer,
 	(void)messaging_reply(p, peer->rid, peer->rid_len, &reply);
 }
 
-static int
-der_of(X509 *x, ProtobufCBinaryData *out)
+int
+registry_der(X509 *x, ProtobufCBinaryData *out)
 {
 	unsigned char *der = NULL;
 	int len;
@@ -389,15 +389,15 @@ join_respond(struct pan *p, const struct pan_peer *peer,
 	int rc = -1;
 
 	memset(chain, 0, sizeof(chain));
-	if (der_of(o->ca_cert, &jr.ca_cert) == -1 ||
-	    (o->ocsp_cert != NULL && der_of(o->ocsp_cert, &jr.ocsp_cert) == -1))
+	if (registry_der(o->ca_cert, &jr.ca_cert) == -1 ||
+	    (o->ocsp_cert != NULL && registry_der(o->ocsp_cert, &jr.ocsp_cert) == -1))
 		goto out;
 	/* Issuer of ca_cert first, root last. */
 	jr.n_chain = 0;
 	if (role == NODE_ROLE_PSN &&
-	    der_of(p->node_ca, &chain[jr.n_chain++]) == -1)
+	    registry_der(p->node_ca, &chain[jr.n_chain++]) == -1)
 		goto out;
-	if (der_of(p->root_ca, &chain[jr.n_chain++]) == -1)
+	if (registry_der(p->root_ca, &chain[jr.n_chain++]) == -1)
 		goto out;
 	jr.chain = chain;
 
@@ -490,8 +490,8 @@ out:
  * verifies, whose key is strong enough, and whose CN is the product CN of
  * profile for host.
  */
-static int
-join_check_csr(const ProtobufCBinaryData *der, enum cert_profile profile,
+int
+registry_check_csr(const ProtobufCBinaryData *der, enum cert_profile profile,
                const char *host, const char *what, char *why, size_t whylen)
 {
 	struct error err = {{0}};
@@ -531,9 +531,10 @@ out:
 	return rc;
 }
 
+
 /* Sign one CSR with the CA signer. */
-static X509 *
-join_sign(struct pan *p, enum cert_profile profile, const char *issuer,
+X509 *
+registry_sign(struct pan *p, enum cert_profile profile, const char *issuer,
           const ProtobufCBinaryData *csr, const char *host, struct error *err)
 {
 	X509 *x = NULL;
@@ -832,7 +833,7 @@ registry_join(struct pan *p, const struct pan_peer *peer,
 
 	role = role_from_proto(jr->role);
 	code = ISELAB__ERROR__CODE__ERROR_REFUSED_CSR;
-	if (join_check_csr(&jr->ca_csr,
+	if (registry_check_csr(&jr->ca_csr,
 	                   role == NODE_ROLE_SAN ? CERT_PROFILE_NODE_CA
 	                                         : CERT_PROFILE_ENDPOINT_SUB_CA,
 	                   jr->hostname,
@@ -842,7 +843,7 @@ registry_join(struct pan *p, const struct pan_peer *peer,
 		goto out;
 	/* Legacy: the PAN's Node CA signs the OCSP responder certificate. */
 	if (role == NODE_ROLE_PSN && p->id.ocsp_hierarchy == NODE_OCSP_LEGACY &&
-	    join_check_csr(&jr->ocsp_csr, CERT_PROFILE_OCSP_RESPONDER,
+	    registry_check_csr(&jr->ocsp_csr, CERT_PROFILE_OCSP_RESPONDER,
 	                   jr->hostname, "OCSP responder", why,
 	                   sizeof(why)) == -1)
 		goto out;
@@ -850,18 +851,18 @@ registry_join(struct pan *p, const struct pan_peer *peer,
 	code = ISELAB__ERROR__CODE__ERROR_INTERNAL;
 	o.session_services = tok->session_services;
 	if (role == NODE_ROLE_SAN)
-		o.ca_cert = join_sign(p, CERT_PROFILE_NODE_CA, "root-ca",
+		o.ca_cert = registry_sign(p, CERT_PROFILE_NODE_CA, "root-ca",
 		                      &jr->ca_csr, jr->hostname, &err);
 	else
 		o.ca_cert =
-		    join_sign(p, CERT_PROFILE_ENDPOINT_SUB_CA, "node-ca",
+		    registry_sign(p, CERT_PROFILE_ENDPOINT_SUB_CA, "node-ca",
 		              &jr->ca_csr, jr->hostname, &err);
 	if (o.ca_cert == NULL) {
 		snprintf(why, sizeof(why), "%s", err.msg);
 		goto out;
 	}
 	if (role == NODE_ROLE_PSN && p->id.ocsp_hierarchy == NODE_OCSP_LEGACY &&
-	    (o.ocsp_cert = join_sign(p, CERT_PROFILE_OCSP_RESPONDER, "node-ca",
+	    (o.ocsp_cert = registry_sign(p, CERT_PROFILE_OCSP_RESPONDER, "node-ca",
 	                             &jr->ocsp_csr, jr->hostname, &err)) ==
 	        NULL) {
 		snprintf(why, sizeof(why), "%s", err.msg);

@@ -507,6 +507,7 @@ run_daemon(struct pan *p, char *pass, size_t passlen, int readyfd)
 {
 	struct error err = {{0}};
 	char path[PAN_PATH_MAX], secret[CURVE_Z85_LEN];
+	struct secret handover = {NULL, 0, 0};
 	bool pidfile = false, logging = false;
 	int rc = PAN_EXIT_FAIL, st, seeded;
 
@@ -532,7 +533,8 @@ run_daemon(struct pan *p, char *pass, size_t passlen, int readyfd)
 	         p->id.hostname, p->id.deployment_id, p->datadir);
 
 	/* Before any socket or store exists: the signer inherits neither. */
-	if (signer_spawn(p->datadir, p->id.hostname, pass, passlen,
+	if (secret_random(&handover, PAN_HANDOVER_BYTES, &err) == -1 ||
+	    signer_spawn(p->datadir, p->id.hostname, pass, passlen, &handover,
 	                 &p->signer_pid, &err) == -1)
 		goto out;
 	/*
@@ -543,8 +545,10 @@ run_daemon(struct pan *p, char *pass, size_t passlen, int readyfd)
 	    pan_ocsp_ensure(p->datadir, p->id.hostname, pass, passlen, &err) ==
 	        -1 ||
 	    pan_ocsp_spawn(p->datadir, p->id.hostname, &p->ocsp, pass, passlen,
-	                   &p->ocsp_pid, &err) == -1)
+	                   &handover, &p->ocsp_pid, &err) == -1)
 		goto out;
+	/* The two that need it have their copies. */
+	secret_wipe(&handover);
 	if (run_load_curve(p, pass, passlen, secret, &err) == -1)
 		goto out;
 	passphrase_free(pass, passlen);
@@ -582,6 +586,9 @@ run_daemon(struct pan *p, char *pass, size_t passlen, int readyfd)
 	}
 	if ((p->signer = signer_connect(p->zctx, p->datadir, &err)) == NULL)
 		goto out;
+	/* A replacement of the root CA chain cut short (rootchain.c). */
+	if (rootchain_recover(p, &err) == -1)
+		goto out;
 	if (messaging_open(p, secret, &err) == -1)
 		goto out;
 	secure_zero(secret, sizeof(secret));
@@ -614,6 +621,7 @@ out:
 	}
 	run_ready(readyfd, err.msg[0] != '\0' ? err.msg : "failed");
 	secure_zero(secret, sizeof(secret));
+	secret_wipe(&handover);
 	if (pass != NULL)
 		passphrase_free(pass, passlen);
 	run_stop_signer(p);

@@ -43,6 +43,7 @@
 #include "config.h"
 #include "csr.h"
 #include "enroll.h"
+#include "events.h"
 #include "est.h"
 #include "http.h"
 #include "keys.h"
@@ -57,6 +58,8 @@
 #define EST_SVC_PATH_MAX 4096
 /* Retry interval for the CA chain while the last fetch failed. */
 #define EST_RETRY_MS 10000
+/* Most earlier root CA chain generations honoured. */
+#define OLD_GENERATIONS_MAX 16
 /* Longest requester text sent to the CA service. */
 #define EST_REQUESTER_MAX 255
 
@@ -71,6 +74,18 @@ struct est_svc {
 	struct store *store;  /* read-only; shared by the workers */
 	X509 *sub;            /* our Endpoint Sub CA, for is_revoked */
 	uint8_t sub_kid[STORE_KEY_ID_LEN];
+	/*
+	 * Earlier root CA chain generations (D/ca/gen-K/, docs/certificates.md
+	 * "Replacing the root CA chain"): their roots stay trust anchors and
+	 * their CAs path builders, so that client certificates issued under
+	 * them are still accepted; the key ids of our old Sub CAs (same name
+	 * as the new one) for is_revoked.
+	 */
+	unsigned gen;                 /* the generation of D/ca/ */
+	STACK_OF(X509) * old_roots;
+	STACK_OF(X509) * old_cas;
+	uint8_t old_kids[OLD_GENERATIONS_MAX][STORE_KEY_ID_LEN];
+	size_t n_old_kids;
 	X509 *tls_cert;          /* D/ca/est-server.crt */
 	EVP_PKEY *tls_key;       /* its key */
 	STACK_OF(X509) * chain;  /* last fetched chain; main thread only */
@@ -80,6 +95,26 @@ struct est_svc {
 };
 
 /* --- backend --- */
+
+/* Up-referenced copies of from's certificates at the end of to. */
+static int
+chain_append(STACK_OF(X509) * to, STACK_OF(X509) * from)
+{
+	X509 *x;
+	int i;
+
+	for (i = 0; from != NULL && i < sk_X509_num(from); i++) {
+		x = sk_X509_value(from, i);
+		if (X509_up_ref(x) != 1)
+			return -1;
+		if (!sk_X509_push(to, x)) {
+			X509_free(x);
+			return -1;
+		}
+	}
+	return 0;
+}
+
 
 static STACK_OF(X509) * be_ca_certs(void *ctx, struct error *err)
 {
@@ -137,7 +172,73 @@ static STACK_OF(X509) * be_trust_anchors(void *ctx, struct error *err)
 		error_set(err, "out of memory");
 		return NULL;
 	}
+	/* The old roots stay trusted until what they issued expires. */
+	if (chain_append(sk, s->old_roots) == -1) {
+		chain_free(sk);
+		error_set(err, "out of memory");
+		return NULL;
+	}
 	return sk;
+}
+
+/* The root key update certificates of the installed generation. */
+static int
+links_of(struct est_svc *s, STACK_OF(X509) * *links, struct error *err)
+{
+	Iselab__CaChain *c = NULL;
+	const ProtobufCBinaryData *der[2];
+	X509 *x;
+	size_t i;
+	int rc;
+
+	if ((rc = events_ca_chain(s->store, &c, err)) <= 0)
+		return rc;
+	rc = 0;
+	if (c->generation != s->gen)
+		goto out; /* not installed here yet */
+	if ((*links = sk_X509_new_null()) == NULL) {
+		error_set(err, "out of memory");
+		rc = -1;
+		goto out;
+	}
+	der[0] = &c->old_with_new;
+	der[1] = &c->new_with_old;
+	for (i = 0; i < ARRAY_SIZE(der); i++) {
+		if ((x = cert_parse_der(der[i]->data, der[i]->len, err)) ==
+		    NULL) {
+			rc = -1;
+			goto out;
+		}
+		if (!sk_X509_push(*links, x)) {
+			X509_free(x);
+			error_set(err, "out of memory");
+			rc = -1;
+			goto out;
+		}
+	}
+out:
+	iselab__ca_chain__free_unpacked(c, NULL);
+	return rc;
+}
+
+static int
+be_previous(void *ctx, STACK_OF(X509) * *links, STACK_OF(X509) * *older,
+            struct error *err)
+{
+	struct est_svc *s = ctx;
+
+	*links = NULL;
+	*older = NULL;
+	if (s->old_cas == NULL)
+		return 0;
+	if (links_of(s, links, err) == -1)
+		return -1;
+	if ((*older = sk_X509_new_null()) == NULL ||
+	    chain_append(*older, s->old_cas) == -1) {
+		error_set(err, "out of memory");
+		return -1;
+	}
+	return 0;
 }
 
 /* The serial's magnitude, big-endian; 0 or -1. */
@@ -187,7 +288,11 @@ be_is_revoked(void *ctx, const ASN1_INTEGER *serial, const X509_NAME *issuer)
 	if (serial_bytes(serial, sn, &snlen) == -1)
 		return -1;
 	if (X509_NAME_cmp(issuer, X509_get_subject_name(s->sub)) == 0) {
+		/* Ours: the new Sub CA's, or an old one's (same name). */
 		rc = store_get_cert(s->store, s->sub_kid, sn, snlen, &rec, &e);
+		for (i = 0; rc == STORE_NOT_FOUND && i < s->n_old_kids; i++)
+			rc = store_get_cert(s->store, s->old_kids[i], sn, snlen,
+			                    &rec, &e);
 		if (rc == STORE_NOT_FOUND) {
 			log_warn(LOG_EST,
 			         "client certificate of our sub CA not in the "
@@ -472,6 +577,71 @@ est_svc_chain_alarm(struct est_svc *s)
 	return 0;
 }
 
+/*
+ * The CA certificates of the earlier generations D/ca/gen-K/ keeps: a
+ * generation that cannot be read is logged and skipped (its client
+ * certificates are then refused), the service still starts.
+ */
+static void
+est_svc_load_previous(struct est_svc *s)
+{
+	const char *datadir = s->args->datadir;
+	char path[EST_SVC_PATH_MAX];
+	STACK_OF(X509) *chain = NULL;
+	struct error e = {{0}};
+	X509 *sub = NULL, *x;
+	unsigned k;
+	int i;
+
+	s->gen = node_ca_generation(datadir);
+	if (s->gen <= 1)
+		return;
+	if ((s->old_roots = sk_X509_new_null()) == NULL ||
+	    (s->old_cas = sk_X509_new_null()) == NULL) {
+		log_error(LOG_EST, "out of memory");
+		return;
+	}
+	for (k = s->gen - 1; k >= 1 && s->n_old_kids < OLD_GENERATIONS_MAX;
+	     k--) {
+		if (node_ca_path(datadir, path, sizeof(path), &e,
+		                 "%s/gen-%u/endpoint-sub-ca.crt", NODE_CA_DIR,
+		                 k) == -1 ||
+		    (sub = cert_load_pem(path, &e)) == NULL ||
+		    store_issuer_key_id(sub, s->old_kids[s->n_old_kids], &e) ==
+		        -1 ||
+		    node_ca_path(datadir, path, sizeof(path), &e,
+		                 "%s/gen-%u/chain.pem", NODE_CA_DIR, k) == -1 ||
+		    (chain = chain_load_pem(path, &e)) == NULL) {
+			log_error(LOG_EST,
+			          "root CA chain generation %u: %s; its client "
+			          "certificates are refused",
+			          k, e.msg);
+			X509_free(sub);
+			sub = NULL;
+			continue;
+		}
+		/* chain.pem: the Node CA first, the root last. */
+		for (i = 0; i < sk_X509_num(chain); i++) {
+			x = sk_X509_value(chain, i);
+			if (X509_up_ref(x) != 1 ||
+			    !sk_X509_push(X509_check_issued(x, x) == X509_V_OK
+			                      ? s->old_roots
+			                      : s->old_cas,
+			                  x))
+				X509_free(x);
+		}
+		if (!sk_X509_push(s->old_cas, sub))
+			X509_free(sub);
+		sub = NULL;
+		chain_free(chain);
+		chain = NULL;
+		s->n_old_kids++;
+		log_info(LOG_EST, "client certificates of root CA chain "
+		                  "generation %u are still accepted",
+		         k);
+	}
+}
+
 /* Load what the process needs before it serves; the passphrase last. */
 static int
 est_svc_load(struct est_svc *s, struct error *err)
@@ -493,6 +663,7 @@ est_svc_load(struct est_svc *s, struct error *err)
 	    (s->sub = cert_load_pem(path, err)) == NULL ||
 	    store_issuer_key_id(s->sub, s->sub_kid, err) == -1)
 		return -1;
+	est_svc_load_previous(s);
 	return 0;
 }
 
@@ -575,6 +746,7 @@ est_service_main(void *arg)
 	be.ctx = &s;
 	be.ca_certs = be_ca_certs;
 	be.trust_anchors = be_trust_anchors;
+	be.previous = be_previous;
 	be.is_revoked = be_is_revoked;
 	be.check_basic = be_check_basic;
 	be.lookup_label = be_lookup_label;
@@ -624,6 +796,8 @@ out:
 	store_close(s.store);
 	chain_free(s.chain);
 	X509_free(s.sub);
+	chain_free(s.old_roots);
+	chain_free(s.old_cas);
 	X509_free(s.tls_cert);
 	EVP_PKEY_free(s.tls_key);
 	config_free(s.own_cfg);

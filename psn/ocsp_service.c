@@ -64,6 +64,9 @@ struct ocsp_svc {
 	X509 *sub;               /* our Endpoint Sub CA: whom we answer for */
 	X509 *signer;            /* D/ca/ocsp-responder.crt, NULL: tryLater */
 	EVP_PKEY *key;           /* its key */
+	/* Earlier chain generations, newest first (their own responders). */
+	struct ocsp_generation gens[OCSP_GENERATIONS_MAX];
+	size_t ngens;
 	struct ocsp_responder *r; /* the responder core (thread-safe) */
 	struct http_server *srv;  /* the listener and workers */
 	bool alarm_synced;        /* the daemon took our key alarm state */
@@ -138,6 +141,8 @@ ocsp_svc_load(struct ocsp_svc *s, struct error *err)
 	    (s->sub = cert_load_pem(path, err)) == NULL)
 		return -1;
 	ocsp_svc_load_signer(s);
+	s->ngens = ocsp_generations_load(a->datadir, "endpoint-sub-ca.crt",
+	                                 a->pass, a->passlen, s->gens);
 	secure_zero(a->pass, a->passlen);
 	return 0;
 }
@@ -154,7 +159,7 @@ ocsp_svc_responder(struct ocsp_svc *s, struct error *err)
 	s->r = ocsp_responder_new(s->signer, s->key, s->sub, s->store, &oc,
 	                          &e);
 	if (s->r != NULL)
-		return 0;
+		goto older;
 	if (s->signer == NULL)
 		goto fail;
 	/* A key that is not the certificate's: no key, as above. */
@@ -163,7 +168,12 @@ ocsp_svc_responder(struct ocsp_svc *s, struct error *err)
 	          "answered tryLater",
 	          e.msg);
 	if ((s->r = ocsp_responder_new(NULL, NULL, s->sub, s->store, &oc,
-	                               &e)) != NULL)
+	                               &e)) == NULL)
+		goto fail;
+older:
+	/* What the old chain issued is answered until it expires. */
+	if (ocsp_generations_attach(s->r, s->gens, s->ngens, s->store, &oc,
+	                            &e) == 0)
 		return 0;
 fail:
 	error_set(err, "%s", e.msg);
@@ -292,6 +302,7 @@ out:
 	ocsp_responder_free(s.r);
 	store_close(s.store);
 	X509_free(s.sub);
+	ocsp_generations_free(s.gens, s.ngens);
 	X509_free(s.signer);
 	EVP_PKEY_free(s.key);
 	config_free(s.own_cfg);

@@ -19,6 +19,7 @@
 #include "node.h"
 #include "outbox.h"
 #include "psn.h"
+#include "psn_rootchain.h"
 #include "registry.pb-c.h"
 #include "services.h"
 #include "store.h"
@@ -73,6 +74,8 @@ struct psn_run {
 	int64_t down_since[3];       /* mono ms a service left "running" */
 	bool session;                /* session services on (the settings) */
 	bool ca;                     /* CA service enabled (the settings) */
+	struct psn_rootchain chain;  /* renewal after a root CA replacement */
+	bool chain_read;             /* chain.target read from the store */
 };
 
 /*
@@ -134,6 +137,8 @@ psn_start(struct join_daemon *d, void *arg, const char *pass, size_t passlen,
 
 	psn_settings(d, r);
 	psn_log_settings(d, r);
+	psn_rootchain_init(&r->chain, d->datadir, d->id.hostname,
+	                   d->deployment.hierarchy == NODE_OCSP_LEGACY);
 	return psn_services_start_as(&r->svcs, d->datadir, &d->id, d->cfg, pass,
 	                             passlen, r->session, r->ca, err);
 }
@@ -145,6 +150,10 @@ psn_applied(struct join_daemon *d, void *arg, const Iselab__Event *ev)
 	struct psn_run *r = arg;
 	const Iselab__NodeSettings *ns;
 
+	if (ev->change_case == ISELAB__EVENT__CHANGE_CA_CHAIN) {
+		psn_rootchain_target(&r->chain, d->st);
+		return;
+	}
 	if (ev->change_case != ISELAB__EVENT__CHANGE_NODE_SETTINGS ||
 	    strcmp(ev->node_settings->hostname, d->id.hostname) != 0)
 		return;
@@ -163,7 +172,9 @@ psn_child_exited(struct join_daemon *d, void *arg, pid_t pid, int status)
 	struct psn_run *r = arg;
 
 	(void)d;
-	if (r->svcs != NULL)
+	if (psn_rootchain_owns(&r->chain, pid))
+		psn_rootchain_exited(&r->chain, status);
+	else if (r->svcs != NULL)
 		(void)psn_services_child_exited(r->svcs, pid, status);
 }
 
@@ -244,7 +255,19 @@ psn_tick(struct join_daemon *d, void *arg, int64_t now)
 	struct psn_run *r = arg;
 
 	int64_t next, svc;
+	const char *pass;
+	size_t passlen;
+	bool installed;
 
+	if (!r->chain_read) {
+		psn_rootchain_target(&r->chain, d->st);
+		r->chain_read = true;
+	}
+	pass = psn_services_pass(r->svcs, &passlen);
+	svc = psn_rootchain_tick(&r->chain, d->link, pass, passlen, now,
+	                         &installed);
+	if (installed)
+		psn_services_restart(r->svcs, r->session, r->ca);
 	if (!r->outbox_ready) {
 		outbox_sender_init(&r->outbox, d->st, d->id.hostname, 0);
 		r->outbox_ready = true;
@@ -252,6 +275,8 @@ psn_tick(struct join_daemon *d, void *arg, int64_t now)
 	next = outbox_sender_tick(
 	    &r->outbox, join_link_state(d->link) == JOIN_LINK_CONNECTED, now,
 	    psn_outbox_send, d);
+	if (svc >= 0 && (next < 0 || svc < next))
+		next = svc;
 	if (r->svcs != NULL) {
 		psn_services_tick(r->svcs);
 		svc = psn_services_next_ms(r->svcs);
@@ -271,6 +296,8 @@ psn_message(struct join_daemon *d, void *arg, const Iselab__Envelope *env)
 	struct error err = {{0}};
 
 	(void)d;
+	if (psn_rootchain_response(&r->chain, env) == 1)
+		return 1;
 	if (env->body_case != ISELAB__ENVELOPE__BODY_OUTBOX_ACK ||
 	    !r->outbox_ready)
 		return 0;

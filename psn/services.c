@@ -308,9 +308,9 @@ struct psn_services {
 	struct node_identity id;
 	const struct config *cfg; /* the daemon's, or own_cfg */
 	struct config *own_cfg;   /* when we loaded it */
-	char *pass;               /* locked page: the node passphrase */
+	struct secret passbuf;    /* locked page: the node passphrase */
+	char *pass;               /* passbuf.buf */
 	size_t passlen;
-	size_t passmap; /* bytes mapped at pass */
 	struct psn_svc svc[SVC_COUNT];
 };
 
@@ -318,29 +318,13 @@ static int
 svc_pass_keep(struct psn_services *s, const char *pass, size_t len,
               struct error *err)
 {
-	long page = sysconf(_SC_PAGESIZE);
-
 	if (len > PASSPHRASE_MAX) {
 		error_set(err, "passphrase too long");
 		return -1;
 	}
-	s->passmap = (size_t)(page > 0 ? page : 4096);
-	while (s->passmap < len + 1)
-		s->passmap *= 2;
-	s->pass = mmap(NULL, s->passmap, PROT_READ | PROT_WRITE,
-	               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (s->pass == MAP_FAILED) {
-		s->pass = NULL;
-		error_set(err, "mmap: %s", strerror(errno));
+	if (secret_keep(&s->passbuf, pass, len, err) == -1)
 		return -1;
-	}
-	/* Never swapped, never in a core file; forks keep a copy. */
-	if (mlock(s->pass, s->passmap) == -1)
-		log_debug(LOG_MAIN, "mlock of the passphrase: %s",
-		          strerror(errno));
-	(void)madvise(s->pass, s->passmap, MADV_DONTDUMP);
-	memcpy(s->pass, pass, len);
-	s->pass[len] = '\0';
+	s->pass = s->passbuf.buf;
 	s->passlen = len;
 	return 0;
 }
@@ -348,11 +332,7 @@ svc_pass_keep(struct psn_services *s, const char *pass, size_t len,
 static void
 svc_pass_wipe(struct psn_services *s)
 {
-	if (s->pass == NULL)
-		return;
-	secure_zero(s->pass, s->passmap);
-	(void)munlock(s->pass, s->passmap);
-	(void)munmap(s->pass, s->passmap);
+	secret_wipe(&s->passbuf);
 	s->pass = NULL;
 	s->passlen = 0;
 }
@@ -847,6 +827,35 @@ psn_services_set(struct psn_services *s, bool session, bool ca)
 		}
 		(void)svc_fork(s, v, now, &e);
 	}
+}
+
+const char *
+psn_services_pass(const struct psn_services *s, size_t *len)
+{
+	*len = s != NULL ? s->passlen : 0;
+	return s != NULL ? s->pass : NULL;
+}
+
+void
+psn_services_restart(struct psn_services *s, bool session, bool ca)
+{
+	/* Stopped in the reverse of start order, as psn_services_set(). */
+	static const size_t stop_order[] = {SVC_PROV, SVC_OCSP, SVC_EST,
+	                                    SVC_CA};
+	size_t k;
+
+	if (s == NULL)
+		return;
+	log_info(LOG_MAIN, "starting the services again on the new "
+	                   "certificates");
+	/* Every one, the OCSP responder too (always wanted). */
+	for (k = 0; k < ARRAY_SIZE(stop_order); k++) {
+		if (s->svc[stop_order[k]].state == SVC_DISABLED)
+			continue;
+		svc_stop_one(&s->svc[stop_order[k]]);
+		s->svc[stop_order[k]].state = SVC_DISABLED;
+	}
+	psn_services_set(s, session, ca);
 }
 
 void

@@ -235,6 +235,16 @@ int psn_services_start_as(struct psn_services **out, const char *datadir,
                           struct error *err);
 void psn_services_set(struct psn_services *s, bool session, bool ca);
 /*
+ * The node passphrase the supervisor keeps (NULL when s is), for the
+ * CA renewal worker (psn_rootchain.h).
+ */
+const char *psn_services_pass(const struct psn_services *s, size_t *len);
+/*
+ * Start every running service again, so that it loads the files of a new
+ * root CA chain generation (psn_rootchain.h).
+ */
+void psn_services_restart(struct psn_services *s, bool session, bool ca);
+/*
  * Call every loop turn: reaps our children, restarts a crashed service
  * after its backoff (1 s doubling to 60 s, reset after a minute of good
  * service), and keeps EST following CA.

@@ -127,7 +127,7 @@ spawn(void)
 {
 	struct error err = {{0}};
 
-	if (signer_spawn(tmpdir, PAN_HOST, PASS, strlen(PASS), &signer_pid,
+	if (signer_spawn(tmpdir, PAN_HOST, PASS, strlen(PASS), NULL, &signer_pid,
 	                 &err) != 0)
 		fail_msg("signer_spawn: %s", err.msg);
 	assert_true(signer_pid > 0);
@@ -557,7 +557,7 @@ test_spawn_fails(void **state)
 	(void)state;
 	/* Wrong passphrase: the reason comes back, nothing keeps running. */
 	assert_int_equal(
-	    signer_spawn(tmpdir, PAN_HOST, "wrong passphrase", 16, &pid, &err),
+	    signer_spawn(tmpdir, PAN_HOST, "wrong passphrase", 16, NULL, &pid, &err),
 	    -1);
 	assert_int_equal(pid, -1);
 	assert_non_null(strstr(err.msg, "passphrase"));
@@ -567,7 +567,7 @@ test_spawn_fails(void **state)
 	/* Two signers on one data directory: the second is refused. */
 	spawn();
 	assert_int_equal(
-	    signer_spawn(tmpdir, PAN_HOST, PASS, strlen(PASS), &pid, &err), -1);
+	    signer_spawn(tmpdir, PAN_HOST, PASS, strlen(PASS), NULL, &pid, &err), -1);
 	assert_non_null(strstr(err.msg, "in use"));
 	assert_int_equal(kill(signer_pid, 0), 0);
 	assert_int_equal(proc_stop(signer_pid, "ca-signer", 5000, &err), 0);
@@ -597,12 +597,12 @@ test_spawn_fails(void **state)
 	snprintf(path, sizeof(path), "%s/ca/node-ca.crt", tmpdir);
 	assert_int_equal(unlink(path), 0);
 	assert_int_equal(
-	    signer_spawn(tmpdir, PAN_HOST, PASS, strlen(PASS), &pid, &err), -1);
+	    signer_spawn(tmpdir, PAN_HOST, PASS, strlen(PASS), NULL, &pid, &err), -1);
 	assert_non_null(strstr(err.msg, "without"));
 	snprintf(path, sizeof(path), "%s/ca/node-ca.key", tmpdir);
 	assert_int_equal(unlink(path), 0);
 	assert_int_equal(
-	    signer_spawn(tmpdir, PAN_HOST, PASS, strlen(PASS), &pid, &err), -1);
+	    signer_spawn(tmpdir, PAN_HOST, PASS, strlen(PASS), NULL, &pid, &err), -1);
 	assert_non_null(strstr(err.msg, "no CA key"));
 
 	/* Client arguments. */
