@@ -24,6 +24,7 @@
 #include <zmq.h>
 
 #include "cert.h"
+#include "certwatch.h"
 #include "chain.h"
 #include "config.h"
 #include "csr.h"
@@ -2262,6 +2263,20 @@ daemon_services(struct join_daemon *d)
 	join_link_set_services(d->link, s, n);
 }
 
+/* An expiry alarm of certwatch: into the heartbeats. */
+static void
+daemon_certwatch_alarm(void *arg, const char *name, int severity,
+                       const char *text)
+{
+	struct join_daemon *d = arg;
+
+	if (text == NULL)
+		(void)join_link_alarm_clear(d->link, name);
+	else if (join_link_alarm_set(d->link, name, severity, text) == -1)
+		log_warn(LOG_MAIN, "alarm %s not reported: %d alarms active",
+		         name, JOIN_ALARMS_MAX);
+}
+
 int
 join_daemon_loop(struct join_daemon *d, struct error *err)
 {
@@ -2278,6 +2293,10 @@ join_daemon_loop(struct join_daemon *d, struct error *err)
 
 		daemon_services(d);
 		wait = join_link_tick(d->link, time_mono_ms());
+		hook = certwatch_tick(d->certwatch, time_mono_ms(),
+		                      daemon_certwatch_alarm, d);
+		if (hook >= 0 && hook < wait)
+			wait = hook;
 		if (d->hooks->tick != NULL) {
 			hook = d->hooks->tick(d, d->hooks->arg, time_mono_ms());
 			if (hook >= 0 && hook < wait)
@@ -2914,6 +2933,10 @@ join_daemon_start(struct join_daemon *d, const char *pass, size_t passlen,
 	         config_get_duration(d->cfg, "heartbeat.timeout") * 1000,
 	         err)) == NULL)
 		goto out;
+	if (d->role->expiry != NULL &&
+	    (d->certwatch = certwatch_new(d->datadir, d->id.hostname,
+	                                  d->role->expiry, err)) == NULL)
+		goto out;
 	d->started = time_now_ms();
 	rc = 0;
 out:
@@ -2924,6 +2947,8 @@ out:
 void
 join_daemon_close(struct join_daemon *d)
 {
+	certwatch_free(d->certwatch);
+	d->certwatch = NULL;
 	join_link_free(d->link);
 	d->link = NULL;
 	store_close(d->st);

@@ -11,7 +11,8 @@
  *                unpacking, dispatch, replies, drop counters
  *   registry.c   nodes and tokens: join, heartbeats, link timeouts, remove;
  *                the PSNs' outbox batches
- *   alarm.c      alarms kept in the store (Queue Link Error)
+ *   alarm.c      alarms kept in the store (Queue Link Error, the nodes'
+ *                own, expiry of the PAN's CA certificates)
  *   control.c    the control socket: admin commands run in the daemon
  *   ca.c         `pan ca certs`: the CA tree as the admin page shows it;
  *                `pan cert list|show`: the issued certificates
@@ -38,6 +39,7 @@
 #include "registry.pb-c.h"
 #include "store.h"
 
+struct certwatch;
 struct config;
 struct error;
 struct signer;
@@ -68,6 +70,9 @@ struct signer;
 #define PAN_PATH_MAX 4096
 /* The alarm the product raises for a node link that misses heartbeats. */
 #define PAN_ALARM_QUEUE_LINK "Queue Link Error"
+
+/* Shortest validity ca.*-validity may set for a node's certificates. */
+#define PAN_CERT_VALIDITY_MIN 86400
 
 /* Rows of a node's status table the PAN keeps. */
 #define PAN_NODE_SERVICES_MAX 8
@@ -210,6 +215,7 @@ struct pan {
 	uint64_t outbox_refused; /* not the node's, malformed: not acked */
 
 	uint64_t event_seq; /* the newest event in the log (eventlog.c) */
+	struct certwatch *certwatch; /* expiry of our own CA certificates */
 };
 
 /* Subcommands (main.c). */
@@ -324,6 +330,14 @@ void alarm_reported(struct pan *p, struct pan_node *n,
 /* Clear every alarm the node reported (it was removed). */
 void alarm_reported_clear_node(struct pan *p, struct pan_node *n);
 size_t alarm_active_count(struct pan *p);
+/*
+ * Expiry alarms of the PAN's own Root CA, Node CA and OCSP responder
+ * certificates (common/certwatch.h), raised here for this node.  tick:
+ * check what is due, ms until the next check.
+ */
+int alarm_certwatch_open(struct pan *p, struct error *err);
+int64_t alarm_certwatch_tick(struct pan *p);
+void alarm_certwatch_close(struct pan *p);
 
 /* eventlog.c: the event log (common/events.h) and what travels in it. */
 int eventlog_open(struct pan *p, struct error *err);

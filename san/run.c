@@ -7,7 +7,9 @@
  * CA key) and the replica of the PAN's database come with later issues,
  * through the daemon's hooks.
  */
+#include "certwatch.h"
 #include "join.h"
+#include "node.h"
 #include "san.h"
 
 static const char *const san_certs[] = {"node-ca.crt", "root-ca.crt", NULL};
@@ -17,6 +19,12 @@ static const char *const san_services[] = {
     NULL,
 };
 
+/* The PAN's Root CA is the PAN's to watch. */
+static const struct certwatch_cert san_expiry[] = {
+    {"Node CA", NODE_CA_DIR "/node-ca.crt"},
+    {NULL, NULL},
+};
+
 const struct join_role san_role = {
     .role = NODE_ROLE_SAN,
     .name = "san",
@@ -24,6 +32,7 @@ const struct join_role san_role = {
     .certs = san_certs,
     .cert_labels = san_cert_labels,
     .services = san_services,
+    .expiry = san_expiry,
 };
 
 int

@@ -6,17 +6,26 @@ The CA service killed under `psn run`: EST follows it down (8084 closed),
 the supervisor restarts both, and once a restart takes longer than the
 grace time (the supervisor backs off 1 s, 2 s, 4 s ... on crashes in a
 row) the PAN shows "CA Service Down" and "EST Service Down" for the PSN,
-cleared by themselves when both are back."""
+cleared by themselves when both are back.
+
+Certificate expiry: a PAN set to issue 30-day Endpoint Sub CA
+certificates (ca.endpoint-sub-ca-validity) makes a PSN whose CA and OCSP
+responder certificates end within 90 days: "Certificate Expiration"
+alarms on the PAN, naming the certificate, the node and notAfter as
+openssl reads it; a PSN joined with the default validity and the PAN
+itself have none; the PSN joined again with normal certificates has none.
+No clock is changed."""
 
 import os
 import re
 import signal
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from iselab import LINK_TIMEOUT, lab, tail, wait_for  # noqa: E402,F401
+from iselab import LINK_TIMEOUT, lab, openssl, tail, wait_for  # noqa: E402,F401
 import test_est_psn as est  # noqa: E402
 from test_replication import running_psn  # noqa: E402
 
@@ -99,3 +108,83 @@ def test_ca_killed_est_follows_alarm_raised_and_cleared(lab):
     st = psn.status().stdout
     assert re.search(r"^Certificate Authority Service\s+running\s+\d+", st, re.M), st
     assert re.search(r"^EST Service\s+running\s+\d+", st, re.M), st
+
+
+EXPIRATION = "Certificate Expiration"
+
+
+def not_after(path):
+    """notAfter as the alarms write it (ISO 8601 UTC), read by openssl."""
+    out = openssl("x509", "-in", str(path), "-noout", "-enddate").stdout.strip()
+    t = datetime.strptime(out.split("=", 1)[1], "%b %d %H:%M:%S %Y GMT")
+    return t.replace(tzinfo=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), t
+
+
+def services_reported(pan, host):
+    """The PAN has a heartbeat of host's running services (sent after the
+    node's first certificate check)."""
+    out = pan.cli("node", "list", "--services", check=True).stdout
+    block = out.split(f"\n{host} (", 1)[1] if f"\n{host} (" in out else ""
+    return re.search(r"^EST Service\s+running", block, re.M) is not None
+
+
+def test_certificate_expiry_alarms(lab):
+    pan = lab.pan(start=False)
+    pan.start("--set", "ca.endpoint-sub-ca-validity=30d")
+    _, psn1 = running_psn(lab, "psn1", pan=pan)
+    sub = psn1.datadir / "ca" / "endpoint-sub-ca.crt"
+    ocsp = psn1.datadir / "ca" / "ocsp-responder.crt"
+    sub_end, sub_t = not_after(sub)
+    ocsp_end, _ = not_after(ocsp)
+    days = (sub_t - datetime.now(timezone.utc).replace(tzinfo=None)).days
+    assert 28 <= days <= 30, (sub_end, days)
+
+    rows = wait_for(lambda: len(alarm_rows(pan, EXPIRATION, "psn1")) == 2 and
+                    alarm_rows(pan, EXPIRATION, "psn1"), LINK_TIMEOUT,
+                    "the expiry alarms of psn1 on the PAN",
+                    detail=lambda: pan.alarms() + tail(psn1.log_path))
+    sub_row = [r for r in rows if f"{EXPIRATION}: Endpoint Sub CA" in r]
+    ocsp_row = [r for r in rows if f"{EXPIRATION}: OCSP Responder" in r]
+    assert len(sub_row) == 1 and len(ocsp_row) == 1, rows
+    assert " warning " in sub_row[0] and " warning " in ocsp_row[0], rows
+    assert ("Endpoint Sub CA of psn1 (CN=Certificate Services Endpoint Sub CA - psn1) "
+            f"expires on {sub_end}") in sub_row[0], sub_row
+    assert ("OCSP Responder of psn1 (CN=Certificate Services OCSP Responder - psn1) "
+            f"expires on {ocsp_end}") in ocsp_row[0], ocsp_row
+    assert "Certificate Expired" not in pan.alarms()
+    # The node says so itself too.
+    assert "Certificate Expiration: Endpoint Sub CA" in psn1.status().stdout
+    # The PAN's own certificates are years away from their end.
+    assert not alarm_rows(pan, "Certificate Exp", "pan1", all=True), pan.alarms(all=True)
+
+    # A PAN with the default validity: psn2's certificates raise nothing.
+    pan.stop()
+    pan.start()
+    _, psn2 = running_psn(lab, "psn2", pan=pan)
+    _, t2 = not_after(psn2.datadir / "ca" / "endpoint-sub-ca.crt")
+    assert (t2 - datetime.now(timezone.utc).replace(tzinfo=None)).days > 3000
+    wait_for(lambda: services_reported(pan, "psn2"), LINK_TIMEOUT,
+             "psn2's services on the PAN", detail=lambda: pan.cli("node", "list", "--services").stdout)
+    wait_for(lambda: len(alarm_rows(pan, EXPIRATION, "psn1")) == 2, LINK_TIMEOUT,
+             "psn1's alarms, still reported after the PAN's restart", detail=pan.alarms)
+    assert not alarm_rows(pan, "Certificate Exp", "psn2", all=True), pan.alarms(all=True)
+    assert "certificate expiry" not in psn2.log_text()
+
+    # psn1 replaced by a node with normal certificates: its alarms clear
+    # and do not come back.
+    psn1.stop()
+    pan.cli("node", "remove", "psn1", check=True)
+    wait_for(lambda: not alarm_rows(pan, EXPIRATION, "psn1"), LINK_TIMEOUT,
+             "psn1's alarms to clear", detail=pan.alarms)
+    js = pan.node_add("psn1", "psn")
+    psn1.join(js, check=True, extra=("--force",))
+    _, t1 = not_after(sub)
+    assert (t1 - datetime.now(timezone.utc).replace(tzinfo=None)).days > 3000
+    psn1.start()
+    wait_for(lambda: services_reported(pan, "psn1"), 90, "psn1's services on the PAN again",
+             detail=lambda: pan.cli("node", "list", "--services").stdout)
+    assert not alarm_rows(pan, EXPIRATION, "psn1"), pan.alarms()
+    hist = alarm_rows(pan, EXPIRATION, "psn1", all=True)
+    # Raised, cleared, and notAfter in the text: three times in each row.
+    assert len(hist) == 2 and all(len(re.findall(r"\d{4}-\d\d-\d\dT\S+Z", r)) == 3
+                                  for r in hist), hist
