@@ -154,7 +154,7 @@ certwatch_read(struct certwatch_item *it, time_t now, char *cn, size_t cnlen)
 /* Check one certificate and raise or clear its two alarms. */
 static void
 certwatch_check(struct certwatch *w, struct certwatch_item *it, time_t now,
-                certwatch_alarm_fn fn, void *arg)
+                int64_t now_mono, certwatch_alarm_fn fn, void *arg)
 {
 	char soon[CERTWATCH_NAME_MAX * 2], expired[CERTWATCH_NAME_MAX * 2];
 	char cn[CERT_CN_BUF] = "", when[32], text[512];
@@ -190,6 +190,11 @@ certwatch_check(struct certwatch *w, struct certwatch_item *it, time_t now,
 		fn(arg, expired, ISELAB__ALARM_SEVERITY__ALARM_SEVERITY_CRITICAL,
 		   text);
 	} else {
+		/* Check again the second it ends, not up to an hour later. */
+		if (now_mono + (int64_t)(it->not_after - now + 1) * 1000 <
+		    w->next_full)
+			w->next_full =
+			    now_mono + (int64_t)(it->not_after - now + 1) * 1000;
 		days = (long)((it->not_after - now) / CERTWATCH_DAY_SECS);
 		snprintf(text, sizeof(text),
 		         "%s of %s (CN=%s) expires on %s, in %ld day%s", it->label,
@@ -224,6 +229,7 @@ certwatch_tick(struct certwatch *w, int64_t now_mono, certwatch_alarm_fn fn,
 		/* Always stat, so a full check leaves no change pending. */
 		if (certwatch_changed(&w->items[i]) || full ||
 		    w->items[i].state == CW_UNKNOWN)
-			certwatch_check(w, &w->items[i], now, fn, arg);
+			certwatch_check(w, &w->items[i], now, now_mono, fn,
+			                arg);
 	return CERTWATCH_STAT_MS;
 }

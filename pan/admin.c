@@ -29,7 +29,7 @@ static const char *const node_usage =
     "       pan node remove HOST --data-dir DIR\n"
     "       pan node edit HOST --session-services on|off --data-dir DIR\n";
 static const char *const ca_usage =
-    "usage: pan ca certs [--pem] --data-dir DIR\n"
+    "usage: pan ca certs [--pem | --verify] --data-dir DIR\n"
     "       pan ca disable|enable [--node HOST] --data-dir DIR\n";
 static const char *const cert_usage =
     "usage: pan cert list [--node HOST] [--status good|revoked|hold] "

@@ -71,8 +71,13 @@ struct signer;
 /* The alarm the product raises for a node link that misses heartbeats. */
 #define PAN_ALARM_QUEUE_LINK "Queue Link Error"
 
-/* Shortest validity ca.*-validity may set for a node's certificates. */
-#define PAN_CERT_VALIDITY_MIN 86400
+/*
+ * Shortest validity ca.*-validity may set for a node's certificates:
+ * notBefore is backdated by CERT_BACKDATE_SECS (cert.h), and a minute of
+ * use must be left.  Short values are for labs and tests (an expired
+ * Endpoint Sub CA without touching the clock).
+ */
+#define PAN_CERT_VALIDITY_MIN (CERT_BACKDATE_SECS + 60)
 
 /* Rows of a node's status table the PAN keeps. */
 #define PAN_NODE_SERVICES_MAX 8

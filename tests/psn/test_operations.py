@@ -188,3 +188,63 @@ def test_certificate_expiry_alarms(lab):
     # Raised, cleared, and notAfter in the text: three times in each row.
     assert len(hist) == 2 and all(len(re.findall(r"\d{4}-\d\d-\d\dT\S+Z", r)) == 3
                                   for r in hist), hist
+
+
+def ca_verify(pan):
+    p = pan.cli("ca", "certs", "--verify")
+    assert p.returncode in (0, 1), p.stdout + p.stderr
+    rows = {}
+    for ln in p.stdout.splitlines()[1:-1]:
+        host, role, rest = ln.split(None, 2)
+        rows[(host, rest.split("  ")[0].strip() if "INVALID" not in rest
+              else rest.split(" INVALID")[0].strip())] = rest
+    return p.returncode, rows, p.stdout
+
+
+def openssl_verify(pan, cert):
+    """openssl's own judgement, with the PAN's Root CA and Node CA."""
+    return openssl("verify", "-x509_strict", "-CAfile", str(pan.datadir / "ca" / "root-ca.crt"),
+                   "-untrusted", str(pan.datadir / "ca" / "node-ca.crt"), str(cert), check=None)
+
+
+def test_ca_certs_verify(lab):
+    pan = lab.pan()
+    _, psn1 = running_psn(lab, "psn1", pan=pan)
+    san = lab.san("san1")
+    san.join(pan.node_add("san1", "san"), check=True)
+    rc, rows, out = ca_verify(pan)
+    assert rc == 0, out
+    assert set(rows) == {("pan1", "Root CA"), ("pan1", "Node CA"), ("psn1", "Endpoint Sub CA"),
+                         ("san1", "Node CA")}, out
+    assert all("valid up to the Root CA" in r for r in rows.values()), out
+    assert "All 4 CA certificates are valid." in out
+    assert openssl_verify(pan, psn1.datadir / "ca" / "endpoint-sub-ca.crt").returncode == 0
+    assert pan.cli("ca", "certs", "--verify", "--pem").returncode == 2
+
+    # A PSN whose Endpoint Sub CA ends a minute after it is issued (6 min
+    # from a notBefore backdated 5 min): once it has ended, --verify says
+    # so and fails, openssl agrees, and the PSN's alarm turns critical.
+    pan.stop()
+    pan.start("--set", "ca.endpoint-sub-ca-validity=6m")
+    _, psn2 = running_psn(lab, "psn2", pan=pan)
+    sub2 = psn2.datadir / "ca" / "endpoint-sub-ca.crt"
+    end2, t2 = not_after(sub2)
+    wait_for(lambda: alarm_rows(pan, f"{EXPIRATION}: Endpoint Sub CA", "psn2"), LINK_TIMEOUT,
+             "psn2's expiration alarm", detail=pan.alarms)
+    rc, rows, out = ca_verify(pan)
+    assert rc == 0, out
+    wait_for(lambda: datetime.now(timezone.utc).replace(tzinfo=None) > t2, 120,
+             "psn2's Endpoint Sub CA to end", interval=1)
+    row = wait_for(lambda: alarm_rows(pan, "Certificate Expired: Endpoint Sub CA", "psn2"), 60,
+                   "the Certificate Expired alarm of psn2",
+                   detail=lambda: pan.alarms() + tail(psn2.log_path))[0]
+    assert " critical " in row and f"Endpoint Sub CA of psn2 (CN=Certificate Services " \
+        f"Endpoint Sub CA - psn2) expired on {end2}" in row, row
+    assert not alarm_rows(pan, f"{EXPIRATION}: Endpoint Sub CA", "psn2"), pan.alarms()
+    rc, rows, out = ca_verify(pan)
+    assert rc == 1, out
+    assert f"INVALID: Endpoint Sub CA of psn2 expired on {end2}" in rows[("psn2", "Endpoint Sub CA")], out
+    assert "valid up to the Root CA" in rows[("psn1", "Endpoint Sub CA")], out
+    assert "1 of 5 CA certificates are not valid." in out
+    v = openssl_verify(pan, sub2)
+    assert v.returncode != 0 and "expired" in v.stdout + v.stderr, v.stdout + v.stderr
