@@ -71,6 +71,51 @@ config_key(char *buf, size_t len, const char *prefix, const char *name,
 	return 0;
 }
 
+/* A node's host name as a settings key takes it. */
+static bool
+events_hostname_ok(const char *h)
+{
+	return h != NULL && h[0] != '\0' && strlen(h) <= STORE_NAME_MAX &&
+	       strchr(h, '/') == NULL;
+}
+
+/* Known categories and levels, each category once. */
+static int
+events_check_log_levels(const Iselab__LogLevels *ll, struct error *err)
+{
+	bool seen[LOG_CATEGORY_COUNT] = {false};
+	size_t i;
+	int c;
+
+	if (ll == NULL || !events_hostname_ok(ll->hostname)) {
+		error_set(err, "log-levels without a host name");
+		return -1;
+	}
+	if (ll->n_levels > LOG_CATEGORY_COUNT) {
+		error_set(err, "log-levels: %zu levels for %d categories",
+		          ll->n_levels, LOG_CATEGORY_COUNT);
+		return -1;
+	}
+	for (i = 0; i < ll->n_levels; i++) {
+		const Iselab__CategoryLevel *cl = ll->levels[i];
+
+		if (cl == NULL || cl->category == NULL || cl->level == NULL ||
+		    (c = log_category_from_name(cl->category)) < 0 ||
+		    log_level_from_name(cl->level) < 0) {
+			error_set(err, "log-levels: an unknown category or "
+			               "level");
+			return -1;
+		}
+		if (seen[c]) {
+			error_set(err, "log-levels: %s given twice",
+			          cl->category);
+			return -1;
+		}
+		seen[c] = true;
+	}
+	return 0;
+}
+
 int
 events_check(const Iselab__Event *ev, struct error *err)
 {
@@ -144,14 +189,13 @@ events_check(const Iselab__Event *ev, struct error *err)
 	}
 	case ISELAB__EVENT__CHANGE_NODE_SETTINGS:
 		if (ev->node_settings == NULL ||
-		    ev->node_settings->hostname == NULL ||
-		    ev->node_settings->hostname[0] == '\0' ||
-		    strlen(ev->node_settings->hostname) > STORE_NAME_MAX ||
-		    strchr(ev->node_settings->hostname, '/') != NULL) {
+		    !events_hostname_ok(ev->node_settings->hostname)) {
 			error_set(err, "node-settings without a host name");
 			return -1;
 		}
 		return 0;
+	case ISELAB__EVENT__CHANGE_LOG_LEVELS:
+		return events_check_log_levels(ev->log_levels, err);
 	case ISELAB__EVENT__CHANGE__NOT_SET:
 	default:
 		/*
@@ -247,6 +291,24 @@ events_batch_effect(struct store_batch *b, const Iselab__Event *ev,
 		iselab__node_settings__pack(ev->node_settings, buf);
 		rc = store_batch_kv_put(b, STORE_TABLE_CONFIG, key, strlen(key),
 		                        buf, len);
+		break;
+	}
+	case ISELAB__EVENT__CHANGE_LOG_LEVELS: {
+		uint8_t *buf;
+		size_t len =
+		    iselab__log_levels__get_packed_size(ev->log_levels);
+
+		if (config_key(key, sizeof(key), EVENTS_LOG_LEVELS_PREFIX,
+		               ev->log_levels->hostname, err) == -1)
+			return -1;
+		if ((buf = malloc(len > 0 ? len : 1)) == NULL) {
+			error_set(err, "out of memory");
+			return -1;
+		}
+		iselab__log_levels__pack(ev->log_levels, buf);
+		rc = store_batch_kv_put(b, STORE_TABLE_CONFIG, key, strlen(key),
+		                        buf, len);
+		free(buf);
 		break;
 	}
 	case ISELAB__EVENT__CHANGE_CERT_STATUS:
@@ -471,10 +533,64 @@ events_describe(const Iselab__Event *ev, char *buf, size_t len)
 		         ev->node_settings->session_services ? "on" : "off",
 		         ev->node_settings->ca_disabled ? "disabled" : "enabled");
 		break;
+	case ISELAB__EVENT__CHANGE_LOG_LEVELS: {
+		size_t i, n;
+		int k;
+
+		k = snprintf(buf, len, "log-levels %s:",
+		             ev->log_levels->hostname);
+		n = k > 0 ? (size_t)k : 0;
+		for (i = 0; i < ev->log_levels->n_levels && n < len; i++) {
+			k = snprintf(buf + n, len - n, " %s=%s",
+			             ev->log_levels->levels[i]->category,
+			             ev->log_levels->levels[i]->level);
+			n += k > 0 ? (size_t)k : 0;
+		}
+		if (ev->log_levels->n_levels == 0 && n < len)
+			snprintf(buf + n, len - n, " (log.level)");
+		break;
+	}
 	default:
 		snprintf(buf, len, "change %d", (int)ev->change_case);
 		break;
 	}
+}
+
+int
+events_log_levels(struct store *st, const char *hostname,
+                  int levels[LOG_CATEGORY_COUNT], struct error *err)
+{
+	char key[STORE_KV_KEY_MAX + 1];
+	Iselab__LogLevels *ll;
+	uint8_t *val;
+	size_t vlen, i;
+	int rc, c, l;
+
+	for (c = 0; c < LOG_CATEGORY_COUNT; c++)
+		levels[c] = -1;
+	if (config_key(key, sizeof(key), EVENTS_LOG_LEVELS_PREFIX, hostname,
+	               err) == -1)
+		return -1;
+	rc = store_kv_get(st, STORE_TABLE_CONFIG, key, strlen(key), &val, &vlen,
+	                  err);
+	if (rc == STORE_NOT_FOUND)
+		return 0;
+	if (rc != STORE_OK)
+		return -1;
+	ll = iselab__log_levels__unpack(NULL, vlen, val);
+	free(val);
+	if (ll == NULL) {
+		error_set(err, "%s does not unpack", key);
+		return -1;
+	}
+	for (i = 0; i < ll->n_levels; i++) {
+		c = log_category_from_name(ll->levels[i]->category);
+		l = log_level_from_name(ll->levels[i]->level);
+		if (c >= 0 && l >= 0)
+			levels[c] = l;
+	}
+	iselab__log_levels__free_unpacked(ll, NULL);
+	return 1;
 }
 
 int
@@ -506,4 +622,16 @@ events_settings(struct store *st, const char *hostname,
 	out->ca_disabled = ns->ca_disabled;
 	iselab__node_settings__free_unpacked(ns, NULL);
 	return 1;
+}
+
+int
+events_log_levels_sync(struct store *st, const char *hostname,
+                       const char *logdir, struct error *err)
+{
+	int levels[LOG_CATEGORY_COUNT];
+
+	if (events_log_levels(st, hostname, levels, err) == -1)
+		return -1;
+	/* None set (or never): no file, log.level holds everywhere. */
+	return log_levels_write(logdir, levels, err);
 }

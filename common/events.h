@@ -28,6 +28,7 @@
 #include <stdint.h>
 
 #include "envelope.pb-c.h"
+#include "log.h"
 
 struct error;
 struct store;
@@ -46,6 +47,8 @@ struct store_batch;
 #define EVENTS_APPLIED_KEY "events/applied"
 /* Config key prefix of a node's settings (NodeSettings, packed). */
 #define EVENTS_SETTINGS_PREFIX "settings/"
+/* Config key prefix of a node's runtime log levels (LogLevels, packed). */
+#define EVENTS_LOG_LEVELS_PREFIX "loglevels/"
 
 /* The log key of seq. */
 void events_key(uint64_t seq, uint8_t key[8]);
@@ -102,6 +105,22 @@ struct events_settings {
 };
 int events_settings(struct store *st, const char *hostname,
                     struct events_settings *out, struct error *err);
+
+/*
+ * The runtime log levels of node hostname as the events left them, in
+ * levels (-1: not set, log.level holds): 1, 0 when no event set them, -1.
+ */
+int events_log_levels(struct store *st, const char *hostname,
+                      int levels[LOG_CATEGORY_COUNT], struct error *err);
+
+/*
+ * Make logdir/LOG_LEVELS_FILE say what the events left for hostname (no
+ * file when nothing), so that every process of the node takes it
+ * (log.h).  The node's daemon calls it when it opens its store and after
+ * applying a LogLevels event for itself.  0 or -1.
+ */
+int events_log_levels_sync(struct store *st, const char *hostname,
+                           const char *logdir, struct error *err);
 
 /* What the event does, for logs: "user-set alice", "template-delete x". */
 void events_describe(const Iselab__Event *ev, char *buf, size_t len);

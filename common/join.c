@@ -3029,6 +3029,23 @@ run_message(void *ctx, const Iselab__Envelope *env)
 	return d->hooks->message(d, d->hooks->arg, env);
 }
 
+/*
+ * The runtime log levels the PAN set for this node, from the store into
+ * the file every process of the node watches (log.h): after a restart
+ * too, and whatever the file held before.
+ */
+static void
+run_log_levels(struct join_daemon *d)
+{
+	char logdir[JOIN_PATH_MAX];
+	struct error e = {{0}};
+
+	if (node_path(logdir, sizeof(logdir), d->datadir, NODE_LOG_DIR, &e) ==
+	        -1 ||
+	    events_log_levels_sync(d->st, d->id.hostname, logdir, &e) == -1)
+		log_error(LOG_MAIN, "runtime log levels: %s", e.msg);
+}
+
 /* The link's events, into the node's store (events.h). */
 static int
 run_apply_events(void *ctx, Iselab__Event *const *evs, size_t n,
@@ -3036,7 +3053,8 @@ run_apply_events(void *ctx, Iselab__Event *const *evs, size_t n,
 {
 	struct join_daemon *d = ctx;
 	uint64_t from = *applied;
-	char what[128];
+	char what[256];
+	bool levels = false;
 	size_t i;
 	int rc;
 
@@ -3048,9 +3066,14 @@ run_apply_events(void *ctx, Iselab__Event *const *evs, size_t n,
 		events_describe(evs[i], what, sizeof(what));
 		log_info(LOG_MESSAGING, "event %" PRIu64 " applied: %s",
 		         evs[i]->seq, what);
+		if (evs[i]->change_case == ISELAB__EVENT__CHANGE_LOG_LEVELS &&
+		    strcmp(evs[i]->log_levels->hostname, d->id.hostname) == 0)
+			levels = true;
 		if (d->hooks->applied != NULL)
 			d->hooks->applied(d, d->hooks->arg, evs[i]);
 	}
+	if (levels)
+		run_log_levels(d);
 	return rc;
 }
 
@@ -3153,6 +3176,7 @@ join_run_main(const struct join_role *role,
 		join_link_set_handler(d.link, run_message, &d);
 	if (run_store(&d, &err) == -1)
 		goto out;
+	run_log_levels(&d);
 	{
 		uint64_t applied;
 

@@ -53,6 +53,12 @@ static const char *const template_usage =
     "yes|no] --data-dir DIR\n"
     "       pan template list --data-dir DIR\n"
     "       pan template remove LABEL --data-dir DIR\n";
+static const char *const loglevel_usage =
+    "usage: pan log-level set CATEGORY LEVEL [--node HOST] --data-dir DIR\n"
+    "       pan log-level list [--node HOST] --data-dir DIR\n"
+    "categories: est provisioning ca-service ca-service-cert messaging "
+    "ocsp main all\n"
+    "levels: error warn info debug\n";
 static const char *const alarms_usage =
     "usage: pan alarms [--all] --data-dir DIR\n";
 
@@ -196,6 +202,24 @@ pan_ca_main(int argc, char **argv)
 		return PAN_EXIT_USAGE;
 	}
 	return admin_forward("ca", ca_usage, argc, argv);
+}
+
+int
+pan_loglevel_main(int argc, char **argv)
+{
+	if (argc < 2 ||
+	    (strcmp(argv[1], "set") != 0 && strcmp(argv[1], "list") != 0)) {
+		if (argc >= 2 && strcmp(argv[1], "--help") == 0) {
+			fputs(loglevel_usage, stdout);
+			return PAN_EXIT_OK;
+		}
+		if (argc >= 2)
+			fprintf(stderr, "pan log-level: unknown command '%s'\n",
+			        argv[1]);
+		fputs(loglevel_usage, stderr);
+		return PAN_EXIT_USAGE;
+	}
+	return admin_forward("log-level", loglevel_usage, argc, argv);
 }
 
 int

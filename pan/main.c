@@ -25,6 +25,8 @@ static const struct cli_command commands[] = {
     {"alarms", pan_alarms_main,
      "active alarms (--all: cleared ones "
      "too)"},
+    {"log-level", pan_loglevel_main,
+     "log-level set|list: runtime log levels per category and node"},
     {"status", pan_status_main,
      "show this node, its CA certificates "
      "and its services"},

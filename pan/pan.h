@@ -18,6 +18,7 @@
  *                `pan cert list|show`: the issued certificates
  *   admin.c      client side of the admin subcommands
  *   status.c     `pan status`, from the daemon or offline
+ *   loglevel.c   `pan log-level`: runtime log levels of every node
  *   ocsp.c       the OCSP responder for the upper levels (processes
  *                "ocsp" and "ocsp-http", docs/ocsp.md)
  */
@@ -230,6 +231,7 @@ int pan_run_main(int argc, char **argv);
 int pan_node_main(int argc, char **argv);
 int pan_ca_main(int argc, char **argv);
 int pan_alarms_main(int argc, char **argv);
+int pan_loglevel_main(int argc, char **argv);
 int pan_cert_main(int argc, char **argv);
 int pan_user_main(int argc, char **argv);
 int pan_template_main(int argc, char **argv);
@@ -314,6 +316,12 @@ int registry_node_edit(struct pan *p, int argc, char **argv, FILE *out,
 /* `pan ca disable|enable [--node HOST]`: every PSN, or one */
 int registry_ca_service(struct pan *p, int argc, char **argv, FILE *out,
                         FILE *err);
+/*
+ * "--name value" or "--name=value" at argv[*i]: 1 with *val set, 0 when
+ * argv[*i] is another argument, -1 when the value is missing.
+ */
+int opt_match(int argc, char **argv, int *i, const char *name,
+              const char **val);
 /* The node's record from the store; free with ..._free_unpacked. */
 int registry_record(struct pan *p, const char *hostname,
                     Iselab__NodeRecord **out, struct error *err);
@@ -359,6 +367,16 @@ int eventlog_request(struct pan *p, const struct pan_peer *peer,
 int eventlog_user(struct pan *p, int argc, char **argv, FILE *out, FILE *err);
 int eventlog_template(struct pan *p, int argc, char **argv, FILE *out,
                       FILE *err);
+
+/*
+ * loglevel.c: `pan log-level set CATEGORY LEVEL [--node HOST]` and
+ * `pan log-level list [--node HOST]`; the levels travel as LogLevels
+ * events, the PAN's own included.  sync: the PAN's levels from the store
+ * into its log directory's levels file (log.h), at start and after a
+ * change for itself.
+ */
+int loglevel_cmd(struct pan *p, int argc, char **argv, FILE *out, FILE *err);
+void loglevel_sync(struct pan *p);
 
 /* control.c */
 int control_open(struct pan *p, struct error *err);

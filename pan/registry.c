@@ -1096,7 +1096,7 @@ registry_tick(struct pan *p)
  * "--name value" or "--name=value" at argv[*i]: 1 with *val set, 0 when
  * argv[*i] is another argument, -1 when the value is missing.
  */
-static int
+int
 opt_match(int argc, char **argv, int *i, const char *name, const char **val)
 {
 	size_t len = strlen(name);

@@ -596,6 +596,7 @@ run_daemon(struct pan *p, char *pass, size_t passlen, int readyfd)
 	    alarm_load(p, &err) == -1 || eventlog_open(p, &err) == -1 ||
 	    alarm_certwatch_open(p, &err) == -1)
 		goto out;
+	loglevel_sync(p);
 
 	if ((p->zctx = zmq_ctx_new()) == NULL) {
 		error_set(&err, "zmq_ctx_new: %s", zmq_strerror(errno));
