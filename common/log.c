@@ -332,7 +332,18 @@ log_open(const char *node, const char *process, const char *dir,
 	snprintf(logger.node, sizeof(logger.node), "%s", node);
 	snprintf(logger.process, sizeof(logger.process), "%s", process);
 	logger.to_stderr = foreground || dir == NULL;
-	/* The runtime levels of the node, read now and watched. */
+	/*
+	 * The runtime levels of the node, read now and watched; read afresh
+	 * (a forked process says which levels it runs with).
+	 */
+	while (atomic_flag_test_and_set(&logger.busy))
+		; /* see log_set_level() */
+	logger.levels_seen = false;
+	memset(&logger.levels_st, 0, sizeof(logger.levels_st));
+	for (int i = 0; i < LOG_CATEGORY_COUNT; i++)
+		logger.override[i] = -1;
+	levels_apply();
+	atomic_flag_clear(&logger.busy);
 	if (dir == NULL || snprintf(logger.levels_path,
 	                            sizeof(logger.levels_path), "%s/%s", dir,
 	                            LOG_LEVELS_FILE) >=

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from iselab import LINK_TIMEOUT, lab, openssl, tail, wait_for  # noqa: E402,F401
 import test_est_psn as est  # noqa: E402
-from test_replication import running_psn  # noqa: E402
+from test_replication import enroll_basic, running_psn  # noqa: E402
 
 # Crashes in a row before the backoff (1 s, 2 s, 4 s, 8 s ...) is sure to
 # outlast the PSN's 3 s grace time; one more for a slow machine.
@@ -248,3 +248,116 @@ def test_ca_certs_verify(lab):
     assert "1 of 5 CA certificates are not valid." in out
     v = openssl_verify(pan, sub2)
     assert v.returncode != 0 and "expired" in v.stdout + v.stderr, v.stdout + v.stderr
+
+
+USER, PASSWORD = "opsuser", "ops-password-1"
+
+
+def est_debug(text):
+    return [ln for ln in text.splitlines() if " est DEBUG " in ln]
+
+
+def levels_taken(node, process, want, since=0, poke=None):
+    """The process of node logged that its levels are now as wanted.  A
+    process looks at its levels file when it next logs (at most once a
+    second): poke() gives an idle one something to log."""
+    if poke is not None:
+        poke()
+    pat = re.compile(rf" {node.hostname} {process}\[\d+\] main INFO log levels now: .*\b{want}\b")
+    return any(pat.search(ln) for ln in node.log_text()[since:].splitlines())
+
+
+def cacerts(lab, psn):
+    return lambda: est.Est(lab, psn, psn.address).request("cacerts")
+
+
+def enroll_ok(lab, psn, cn):
+    status, _, body = enroll_basic(lab, psn, USER, PASSWORD, cn)
+    assert status == 200, body
+
+
+def test_runtime_log_levels(lab):
+    pan, psn1 = running_psn(lab, "psn1")
+    _, psn2 = running_psn(lab, "psn2", pan=pan)
+    pan.user_add(USER, PASSWORD)
+    psn1.wait_events(pan)
+    psn2.wait_events(pan)
+    enroll_ok(lab, psn1, "before1")
+    assert not est_debug(psn1.log_text())
+
+    # est debug on psn1 only: its running EST server takes it.
+    p = pan.cli("log-level", "set", "est", "debug", "--node", "psn1", check=True)
+    assert re.search(r"^psn1: est debug \(event \d+\)$", p.stdout, re.M), p.stdout
+    wait_for(lambda: levels_taken(psn1, "est", "est=debug", poke=cacerts(lab, psn1)), 30,
+             "psn1's EST server to take est=debug", detail=lambda: tail(psn1.log_path))
+    lst = pan.cli("log-level", "list", "--node", "psn1", check=True).stdout
+    assert re.search(r"^psn1\s+est\s+debug$", lst, re.M), lst
+    assert re.search(r"^psn1\s+ocsp\s+\(log.level", lst, re.M), lst
+    assert "psn2" not in lst
+    mark1, mark2 = len(psn1.log_text()), len(psn2.log_text())
+    enroll_ok(lab, psn1, "dev-debug")
+    enroll_ok(lab, psn2, "dev-quiet")
+    lines = "\n".join(est_debug(psn1.log_text()[mark1:]))
+    # The request, the authentication decision, the CSR, the serial and
+    # the time taken.
+    assert re.search(r"est: request POST /.well-known/est/simpleenroll from \S+:\d+", lines), lines
+    assert re.search(rf"authentication of \S+: HTTP Basic user {USER} accepted", lines), lines
+    assert re.search(r"CSR subject CN=dev-debug, key EC P-256\S*, SANs (DNS:dev-debug|-)", lines), \
+        lines
+    assert re.search(r"POST /.well-known/est/simpleenroll from \S+: 200, .*auth basic "
+                     rf"{USER}, subject CN=dev-debug, serial [0-9a-f]+, \d+ ms", lines), lines
+    # A refused client: why, at debug.
+    status, _, _ = enroll_basic(lab, psn1, USER, "wrong-password", "dev-bad")
+    assert status == 401
+    wait_for(lambda: re.search(r"authentication of \S+: refused: certificate: none presented; "
+                               r"Basic: wrong user name or password",
+                               psn1.log_text()[mark1:]), 10, "the refusal at debug")
+    assert not est_debug(psn2.log_text()[mark2:]), "\n".join(est_debug(psn2.log_text()))
+    assert not levels_taken(psn2, "est", "est=debug", poke=cacerts(lab, psn2))
+
+    # Back to info: the next enrollment logs no debug line.
+    pan.cli("log-level", "set", "est", "info", "--node", "psn1", check=True)
+    wait_for(lambda: levels_taken(psn1, "est", "est=info", since=mark1, poke=cacerts(lab, psn1)),
+             30,
+             "psn1's EST server to take est=info", detail=lambda: tail(psn1.log_path))
+    mark1 = len(psn1.log_text())
+    enroll_ok(lab, psn1, "dev-info")
+    assert not est_debug(psn1.log_text()[mark1:])
+
+    # Set while psn1 is down: it gets it when it returns, and keeps it
+    # over a restart (no est DEBUG line can come from anything else).
+    psn1.stop()
+    p = pan.cli("log-level", "set", "est", "debug", "--node", "psn1", check=True)
+    assert "psn1: est debug" in p.stdout
+    for start in (1, 2):
+        mark1 = len(psn1.log_text())
+        psn1.start()
+        wait_for(lambda: est.tcp_listening(psn1.address.ip), est.START_TIMEOUT,
+                 "psn1 to serve EST", detail=psn1.log_text)
+        wait_for(lambda: levels_taken(psn1, "est", "est=debug", since=mark1,
+                                      poke=cacerts(lab, psn1)), 30,
+                 f"est=debug in psn1's EST server after start {start}",
+                 detail=lambda: tail(psn1.log_path))
+        enroll_ok(lab, psn1, f"dev-restart{start}")
+        assert re.search(r"CSR subject CN=dev-restart%d" % start,
+                         "\n".join(est_debug(psn1.log_text()[mark1:])))
+        psn1.stop()
+
+    # Every node at once, the PAN included; list shows them all.
+    p = pan.cli("log-level", "set", "messaging", "debug", check=True)
+    for host in ("pan1", "psn1", "psn2"):
+        assert f"{host}: messaging debug" in p.stdout, p.stdout
+    wait_for(lambda: levels_taken(pan, "main", "messaging=debug"), 30,
+             "the PAN to take messaging=debug", detail=lambda: tail(pan.log_path))
+    wait_for(lambda: levels_taken(psn2, "main", "messaging=debug"), 30,
+             "psn2 to take messaging=debug", detail=lambda: tail(psn2.log_path))
+    lst = pan.cli("log-level", "list", check=True).stdout
+    for host in ("pan1", "psn1", "psn2"):
+        assert re.search(rf"^{host}\s+messaging\s+debug$", lst, re.M), lst
+    # Bad input changes nothing.
+    seq = pan.event_seq()
+    for args in (["set", "nosuch", "debug"], ["set", "est", "loud"],
+                 ["set", "est", "debug", "--node", "nosuch"], ["set", "est"]):
+        r = pan.cli("log-level", *args)
+        assert r.returncode != 0 and r.stderr, (args, r.stdout)
+    assert pan.event_seq() == seq
