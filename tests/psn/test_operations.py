@@ -96,7 +96,9 @@ def test_ca_killed_est_follows_alarm_raised_and_cleared(lab):
     hist = alarm_rows(pan, "Service Down", "psn1", all=True)
     ca_row = [ln for ln in hist if "CA Service Down" in ln]
     est_row = [ln for ln in hist if "EST Service Down" in ln]
-    assert len(ca_row) == 1 and len(est_row) == 1, hist
+    # One CA alarm (the loop stops at it); on a slow machine an EST start
+    # may outlast the grace time too, so EST rows may be more than one.
+    assert len(ca_row) == 1 and est_row, hist
     for row in ca_row + est_row:
         assert " critical " in row, row
         # The CLEARED column holds a time, not "-".
