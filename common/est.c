@@ -15,6 +15,7 @@
 #include <strings.h>
 
 #include <openssl/crypto.h>
+#include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/objects.h>
 #include <openssl/pkcs7.h>
@@ -23,6 +24,7 @@
 #include "chain.h"
 #include "csr.h"
 #include "est.h"
+#include "keys.h"
 #include "log.h"
 #include "util.h"
 
@@ -880,6 +882,11 @@ est_authenticate(struct est_req *r)
 		if (c == 1)
 			goto cert;
 		r->auth_note = "refused";
+		log_debug(LOG_EST,
+		          "est: authentication of %s: refused (a TLS client "
+		          "certificate is required for re-enrollment): %s",
+		          http_request_peer(r->http),
+		          c == 0 ? "none presented" : cerr.msg);
 		est_refuse(r, 403, "%s",
 		           c == 0 ? "simplereenroll needs the TLS client "
 		                    "certificate being renewed"
@@ -893,10 +900,22 @@ est_authenticate(struct est_req *r)
 		r->id.auth = EST_AUTH_BASIC;
 		r->auth_note = "basic";
 		r->id.user = r->user;
+		log_debug(LOG_EST,
+		          "est: authentication of %s: HTTP Basic user %s "
+		          "accepted%s%s",
+		          http_request_peer(r->http), r->user,
+		          c == -1 ? " (client certificate refused: " : "",
+		          c == -1 ? cerr.msg : "");
 		return 0;
 	}
 	/* RFC 7030 3.2.3: ask for credentials with 401. */
 	r->auth_note = "refused";
+	log_debug(LOG_EST,
+	          "est: authentication of %s: refused: certificate: %s; "
+	          "Basic: %s",
+	          http_request_peer(r->http),
+	          c == 0 ? "none presented" : cerr.msg,
+	          b == 0 ? "no credentials" : berr.msg);
 	if (c == -1 && b == -1)
 		est_refuse(r, 401, "%s; %s", cerr.msg, berr.msg);
 	else if (c == -1)
@@ -914,6 +933,10 @@ cert:
 	r->id.cert = http_request_peer_cert(r->http);
 	r->id.user = r->user;
 	r->auth_note = "certificate";
+	log_debug(LOG_EST,
+	          "est: authentication of %s: TLS client certificate %s "
+	          "accepted (chains to our anchors, not revoked)",
+	          http_request_peer(r->http), r->user);
 	return 0;
 }
 
@@ -933,6 +956,53 @@ est_media_type_is(const char *ct, const char *want)
 	while (*ct == ' ' || *ct == '\t')
 		ct++;
 	return *ct == '\0' || *ct == ';';
+}
+
+/* Most bytes of a CSR's subjectAltNames a debug line shows. */
+#define EST_DEBUG_SANS_MAX 512
+
+/* The CSR's subjectAltName extension as text ("-" when none). */
+static void
+est_csr_sans(X509_REQ *csr, char *buf, size_t len)
+{
+	STACK_OF(X509_EXTENSION) *exts = X509_REQ_get_extensions(csr);
+	X509_EXTENSION *ext;
+	BIO *bio = NULL;
+	int i, n;
+
+	snprintf(buf, len, "-");
+	if (exts == NULL)
+		goto out;
+	if ((i = X509v3_get_ext_by_NID(exts, NID_subject_alt_name, -1)) < 0)
+		goto out;
+	ext = sk_X509_EXTENSION_value(exts, i);
+	if ((bio = BIO_new(BIO_s_mem())) == NULL ||
+	    X509V3_EXT_print(bio, ext, 0, 0) != 1) {
+		ERR_clear_error();
+		snprintf(buf, len, "(does not print)");
+		goto out;
+	}
+	if ((n = BIO_read(bio, buf, (int)len - 1)) < 0)
+		n = 0;
+	buf[n] = '\0';
+out:
+	BIO_free(bio);
+	sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+}
+
+/* Debug: what the client asks to be certified. */
+static void
+est_debug_csr(struct est_req *r, X509_REQ *csr)
+{
+	char key[64], sans[EST_DEBUG_SANS_MAX];
+
+	if (!log_enabled(LOG_EST, LOG_LEVEL_DEBUG))
+		return;
+	key_describe(X509_REQ_get0_pubkey(csr), key, sizeof(key));
+	est_csr_sans(csr, sans, sizeof(sans));
+	log_debug(LOG_EST, "est: %s from %s: CSR subject %s, key %s, SANs %s",
+	          http_request_path(r->http), http_request_peer(r->http),
+	          r->subject[0] != '\0' ? r->subject : "(empty)", key, sans);
 }
 
 /* Parse and judge the CSR of an enrollment; NULL after answering. */
@@ -971,6 +1041,7 @@ est_read_csr(struct est_req *r)
 	}
 	cert_name_string(X509_REQ_get_subject_name(csr), r->subject,
 	                 sizeof(r->subject));
+	est_debug_csr(r, csr);
 	if (csr_verify(csr, &err) == -1) {
 		est_refuse(r, 400, "%s", err.msg);
 		goto fail;
@@ -1183,6 +1254,8 @@ est_handle(struct http_request *hreq, void *arg)
 	r.t0 = time_mono_ms();
 	r.id.peer = http_request_peer(hreq);
 	r.id.label = r.label;
+	log_debug(LOG_EST, "est: request %s %s from %s",
+	          http_request_method(hreq), http_request_path(hreq), r.id.peer);
 	if (est_route(&r) == -1)
 		goto out;
 	r.ca = est_ca_get(r.est);

@@ -312,6 +312,51 @@ events_ca_chain(struct store *st, Iselab__CaChain **out, struct error *err)
 	return 1;
 }
 
+/* A node's host name as a settings key takes it. */
+static bool
+events_hostname_ok(const char *h)
+{
+	return h != NULL && h[0] != '\0' && strlen(h) <= STORE_NAME_MAX &&
+	       strchr(h, '/') == NULL;
+}
+
+/* Known categories and levels, each category once. */
+static int
+events_check_log_levels(const Iselab__LogLevels *ll, struct error *err)
+{
+	bool seen[LOG_CATEGORY_COUNT] = {false};
+	size_t i;
+	int c;
+
+	if (ll == NULL || !events_hostname_ok(ll->hostname)) {
+		error_set(err, "log-levels without a host name");
+		return -1;
+	}
+	if (ll->n_levels > LOG_CATEGORY_COUNT) {
+		error_set(err, "log-levels: %zu levels for %d categories",
+		          ll->n_levels, LOG_CATEGORY_COUNT);
+		return -1;
+	}
+	for (i = 0; i < ll->n_levels; i++) {
+		const Iselab__CategoryLevel *cl = ll->levels[i];
+
+		if (cl == NULL || cl->category == NULL || cl->level == NULL ||
+		    (c = log_category_from_name(cl->category)) < 0 ||
+		    log_level_from_name(cl->level) < 0) {
+			error_set(err, "log-levels: an unknown category or "
+			               "level");
+			return -1;
+		}
+		if (seen[c]) {
+			error_set(err, "log-levels: %s given twice",
+			          cl->category);
+			return -1;
+		}
+		seen[c] = true;
+	}
+	return 0;
+}
+
 int
 events_check(const Iselab__Event *ev, struct error *err)
 {
@@ -385,10 +430,7 @@ events_check(const Iselab__Event *ev, struct error *err)
 	}
 	case ISELAB__EVENT__CHANGE_NODE_SETTINGS:
 		if (ev->node_settings == NULL ||
-		    ev->node_settings->hostname == NULL ||
-		    ev->node_settings->hostname[0] == '\0' ||
-		    strlen(ev->node_settings->hostname) > STORE_NAME_MAX ||
-		    strchr(ev->node_settings->hostname, '/') != NULL) {
+		    !events_hostname_ok(ev->node_settings->hostname)) {
 			error_set(err, "node-settings without a host name");
 			return -1;
 		}
@@ -411,6 +453,8 @@ events_check(const Iselab__Event *ev, struct error *err)
 		return record_check(ev, err);
 	case ISELAB__EVENT__CHANGE_CA_CHAIN:
 		return events_ca_chain_check(ev->ca_chain, err);
+	case ISELAB__EVENT__CHANGE_LOG_LEVELS:
+		return events_check_log_levels(ev->log_levels, err);
 	case ISELAB__EVENT__CHANGE__NOT_SET:
 	default:
 		/*
@@ -523,6 +567,24 @@ events_batch_effect(struct store_batch *b, const Iselab__Event *ev,
 		rc = store_batch_kv_put(b, STORE_TABLE_CONFIG,
 		                        EVENTS_CA_CHAIN_KEY,
 		                        strlen(EVENTS_CA_CHAIN_KEY), buf, len);
+		free(buf);
+		break;
+	}
+	case ISELAB__EVENT__CHANGE_LOG_LEVELS: {
+		uint8_t *buf;
+		size_t len =
+		    iselab__log_levels__get_packed_size(ev->log_levels);
+
+		if (config_key(key, sizeof(key), EVENTS_LOG_LEVELS_PREFIX,
+		               ev->log_levels->hostname, err) == -1)
+			return -1;
+		if ((buf = malloc(len > 0 ? len : 1)) == NULL) {
+			error_set(err, "out of memory");
+			return -1;
+		}
+		iselab__log_levels__pack(ev->log_levels, buf);
+		rc = store_batch_kv_put(b, STORE_TABLE_CONFIG, key, strlen(key),
+		                        buf, len);
 		free(buf);
 		break;
 	}
@@ -846,10 +908,64 @@ events_describe(const Iselab__Event *ev, char *buf, size_t len)
 		snprintf(buf, len, "ca-chain generation %u",
 		         ev->ca_chain->generation);
 		break;
+	case ISELAB__EVENT__CHANGE_LOG_LEVELS: {
+		size_t i, n;
+		int k;
+
+		k = snprintf(buf, len, "log-levels %s:",
+		             ev->log_levels->hostname);
+		n = k > 0 ? (size_t)k : 0;
+		for (i = 0; i < ev->log_levels->n_levels && n < len; i++) {
+			k = snprintf(buf + n, len - n, " %s=%s",
+			             ev->log_levels->levels[i]->category,
+			             ev->log_levels->levels[i]->level);
+			n += k > 0 ? (size_t)k : 0;
+		}
+		if (ev->log_levels->n_levels == 0 && n < len)
+			snprintf(buf + n, len - n, " (log.level)");
+		break;
+	}
 	default:
 		snprintf(buf, len, "change %d", (int)ev->change_case);
 		break;
 	}
+}
+
+int
+events_log_levels(struct store *st, const char *hostname,
+                  int levels[LOG_CATEGORY_COUNT], struct error *err)
+{
+	char key[STORE_KV_KEY_MAX + 1];
+	Iselab__LogLevels *ll;
+	uint8_t *val;
+	size_t vlen, i;
+	int rc, c, l;
+
+	for (c = 0; c < LOG_CATEGORY_COUNT; c++)
+		levels[c] = -1;
+	if (config_key(key, sizeof(key), EVENTS_LOG_LEVELS_PREFIX, hostname,
+	               err) == -1)
+		return -1;
+	rc = store_kv_get(st, STORE_TABLE_CONFIG, key, strlen(key), &val, &vlen,
+	                  err);
+	if (rc == STORE_NOT_FOUND)
+		return 0;
+	if (rc != STORE_OK)
+		return -1;
+	ll = iselab__log_levels__unpack(NULL, vlen, val);
+	free(val);
+	if (ll == NULL) {
+		error_set(err, "%s does not unpack", key);
+		return -1;
+	}
+	for (i = 0; i < ll->n_levels; i++) {
+		c = log_category_from_name(ll->levels[i]->category);
+		l = log_level_from_name(ll->levels[i]->level);
+		if (c >= 0 && l >= 0)
+			levels[c] = l;
+	}
+	iselab__log_levels__free_unpacked(ll, NULL);
+	return 1;
 }
 
 int
@@ -912,4 +1028,16 @@ events_time(struct store *st, uint64_t seq, int64_t *time_ms,
 	*time_ms = ev->time_ms;
 	iselab__event__free_unpacked(ev, NULL);
 	return 0;
+}
+
+int
+events_log_levels_sync(struct store *st, const char *hostname,
+                       const char *logdir, struct error *err)
+{
+	int levels[LOG_CATEGORY_COUNT];
+
+	if (events_log_levels(st, hostname, levels, err) == -1)
+		return -1;
+	/* None set (or never): no file, log.level holds everywhere. */
+	return log_levels_write(logdir, levels, err);
 }

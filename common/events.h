@@ -30,6 +30,7 @@
 #include <stdint.h>
 
 #include "envelope.pb-c.h"
+#include "log.h"
 
 struct error;
 struct store;
@@ -48,6 +49,8 @@ struct store_batch;
 #define EVENTS_APPLIED_KEY "events/applied"
 /* Config key prefix of a node's settings (NodeSettings, packed). */
 #define EVENTS_SETTINGS_PREFIX "settings/"
+/* Config key prefix of a node's runtime log levels (LogLevels, packed). */
+#define EVENTS_LOG_LEVELS_PREFIX "loglevels/"
 
 /*
  * How a node applies events: EVENTS_MEMBER (a PSN) sets users, templates,
@@ -145,6 +148,22 @@ int events_ca_chain(struct store *st, Iselab__CaChain **out,
  * the old root.  0 or -1 with err set.
  */
 int events_ca_chain_check(const Iselab__CaChain *c, struct error *err);
+
+/*
+ * The runtime log levels of node hostname as the events left them, in
+ * levels (-1: not set, log.level holds): 1, 0 when no event set them, -1.
+ */
+int events_log_levels(struct store *st, const char *hostname,
+                      int levels[LOG_CATEGORY_COUNT], struct error *err);
+
+/*
+ * Make logdir/LOG_LEVELS_FILE say what the events left for hostname (no
+ * file when nothing), so that every process of the node takes it
+ * (log.h).  The node's daemon calls it when it opens its store and after
+ * applying a LogLevels event for itself.  0 or -1.
+ */
+int events_log_levels_sync(struct store *st, const char *hostname,
+                           const char *logdir, struct error *err);
 
 /* What the event does, for logs: "user-set alice", "template-delete x". */
 void events_describe(const Iselab__Event *ev, char *buf, size_t len);

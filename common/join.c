@@ -24,6 +24,7 @@
 #include <zmq.h>
 
 #include "cert.h"
+#include "certwatch.h"
 #include "chain.h"
 #include "config.h"
 #include "csr.h"
@@ -2306,6 +2307,20 @@ daemon_services(struct join_daemon *d)
 	join_link_set_services(d->link, s, n);
 }
 
+/* An expiry alarm of certwatch: into the heartbeats. */
+static void
+daemon_certwatch_alarm(void *arg, const char *name, int severity,
+                       const char *text)
+{
+	struct join_daemon *d = arg;
+
+	if (text == NULL)
+		(void)join_link_alarm_clear(d->link, name);
+	else if (join_link_alarm_set(d->link, name, severity, text) == -1)
+		log_warn(LOG_MAIN, "alarm %s not reported: %d alarms active",
+		         name, JOIN_ALARMS_MAX);
+}
+
 int
 join_daemon_loop(struct join_daemon *d, struct error *err)
 {
@@ -2322,6 +2337,10 @@ join_daemon_loop(struct join_daemon *d, struct error *err)
 
 		daemon_services(d);
 		wait = join_link_tick(d->link, time_mono_ms());
+		hook = certwatch_tick(d->certwatch, time_mono_ms(),
+		                      daemon_certwatch_alarm, d);
+		if (hook >= 0 && hook < wait)
+			wait = hook;
 		if (d->hooks->tick != NULL) {
 			hook = d->hooks->tick(d, d->hooks->arg, time_mono_ms());
 			if (hook >= 0 && hook < wait)
@@ -2958,6 +2977,10 @@ join_daemon_start(struct join_daemon *d, const char *pass, size_t passlen,
 	         config_get_duration(d->cfg, "heartbeat.timeout") * 1000,
 	         err)) == NULL)
 		goto out;
+	if (d->role->expiry != NULL &&
+	    (d->certwatch = certwatch_new(d->datadir, d->id.hostname,
+	                                  d->role->expiry, err)) == NULL)
+		goto out;
 	d->started = time_now_ms();
 	rc = 0;
 out:
@@ -2968,6 +2991,8 @@ out:
 void
 join_daemon_close(struct join_daemon *d)
 {
+	certwatch_free(d->certwatch);
+	d->certwatch = NULL;
 	join_link_free(d->link);
 	d->link = NULL;
 	store_close(d->st);
@@ -3048,6 +3073,23 @@ run_message(void *ctx, const Iselab__Envelope *env)
 	return d->hooks->message(d, d->hooks->arg, env);
 }
 
+/*
+ * The runtime log levels the PAN set for this node, from the store into
+ * the file every process of the node watches (log.h): after a restart
+ * too, and whatever the file held before.
+ */
+static void
+run_log_levels(struct join_daemon *d)
+{
+	char logdir[JOIN_PATH_MAX];
+	struct error e = {{0}};
+
+	if (node_path(logdir, sizeof(logdir), d->datadir, NODE_LOG_DIR, &e) ==
+	        -1 ||
+	    events_log_levels_sync(d->st, d->id.hostname, logdir, &e) == -1)
+		log_error(LOG_MAIN, "runtime log levels: %s", e.msg);
+}
+
 /* The link's events, into the node's store (events.h). */
 static int
 run_apply_events(void *ctx, Iselab__Event *const *evs, size_t n,
@@ -3055,7 +3097,8 @@ run_apply_events(void *ctx, Iselab__Event *const *evs, size_t n,
 {
 	struct join_daemon *d = ctx;
 	uint64_t from = *applied;
-	char what[128];
+	char what[256];
+	bool levels = false;
 	size_t i;
 	int rc;
 
@@ -3078,9 +3121,14 @@ run_apply_events(void *ctx, Iselab__Event *const *evs, size_t n,
 		else
 			log_info(LOG_MESSAGING, "event %" PRIu64 " applied: %s",
 			         evs[i]->seq, what);
+		if (evs[i]->change_case == ISELAB__EVENT__CHANGE_LOG_LEVELS &&
+		    strcmp(evs[i]->log_levels->hostname, d->id.hostname) == 0)
+			levels = true;
 		if (d->hooks->applied != NULL)
 			d->hooks->applied(d, d->hooks->arg, evs[i]);
 	}
+	if (levels)
+		run_log_levels(d);
 	return rc;
 }
 
@@ -3183,6 +3231,7 @@ join_run_main(const struct join_role *role,
 		join_link_set_handler(d.link, run_message, &d);
 	if (run_store(&d, &err) == -1)
 		goto out;
+	run_log_levels(&d);
 	{
 		uint64_t applied;
 

@@ -43,6 +43,8 @@
 #include "msg.h"
 #include "node.h"
 
+struct certwatch;
+struct certwatch_cert;
 struct error;
 struct store;
 
@@ -225,6 +227,11 @@ struct join_role {
 	const char *const *certs; /* ca/ files shown by status, NULL-ended */
 	const char *const *cert_labels;
 	const char *const *services; /* rows after Messaging Service */
+	/*
+	 * Certificates whose end raises an expiry alarm on the PAN
+	 * (certwatch.h), ended by a NULL label; NULL: none.
+	 */
+	const struct certwatch_cert *expiry;
 };
 
 /*
@@ -474,6 +481,7 @@ struct join_daemon {
 	int signal_fd;      /* signalfd for SIGINT/SIGTERM/SIGHUP/SIGCHLD */
 	int64_t started;    /* realtime ms */
 	struct config *cfg; /* join_run_keys */
+	struct certwatch *certwatch; /* role->expiry, NULL if none */
 };
 
 /*

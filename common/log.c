@@ -13,10 +13,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -25,6 +27,10 @@
 
 /* Longest line we write; longer messages are cut with "..." at the end. */
 #define LOG_LINE_MAX 4096
+/* How often a process looks at the runtime levels file (ms). */
+#define LOG_LEVELS_CHECK_MS 1000
+/* Largest runtime levels file we read (a line per category is ~30 B). */
+#define LOG_LEVELS_FILE_MAX 1024
 
 static const char *const category_names[LOG_CATEGORY_COUNT] = {
 	[LOG_MAIN] = "main",
@@ -56,9 +62,22 @@ static struct {
 	char path[PATH_MAX];	/* log file, "" when stderr only */
 	int fd;			/* log file descriptor, -1 when none */
 	bool to_stderr;		/* copy lines to stderr */
-	enum log_level level[LOG_CATEGORY_COUNT];
-	bool levels_set;	/* level[] initialised */
-} logger = { .node = "-", .process = "-", .fd = -1, .to_stderr = true };
+	/*
+	 * The level in force, read by every thread (the EST workers);
+	 * written only under `busy`: base[] unless the runtime levels
+	 * file overrides it.
+	 */
+	_Atomic int level[LOG_CATEGORY_COUNT];
+	int base[LOG_CATEGORY_COUNT];	  /* log_set_level(), log.level */
+	int override[LOG_CATEGORY_COUNT]; /* the levels file; -1: none */
+	bool levels_set;	/* base[] and override[] initialised */
+	atomic_flag busy;	/* a thread is changing level[] */
+	char levels_path[PATH_MAX]; /* dir/LOG_LEVELS_FILE, "" when none */
+	_Atomic long long next_check; /* monotonic ms of the next look */
+	bool levels_seen;	/* the file existed at the last look */
+	struct stat levels_st;	/* ... as it was then */
+} logger = { .node = "-", .process = "-", .fd = -1, .to_stderr = true,
+	     .busy = ATOMIC_FLAG_INIT };
 
 static void
 levels_default(void)
@@ -67,9 +86,220 @@ levels_default(void)
 
 	if (logger.levels_set)
 		return;
-	for (i = 0; i < LOG_CATEGORY_COUNT; i++)
-		logger.level[i] = LOG_LEVEL_INFO;
+	for (i = 0; i < LOG_CATEGORY_COUNT; i++) {
+		logger.base[i] = LOG_LEVEL_INFO;
+		logger.override[i] = -1;
+		atomic_store(&logger.level[i], LOG_LEVEL_INFO);
+	}
 	logger.levels_set = true;
+}
+
+/* level[] from base[] and override[]; the caller holds busy. */
+static void
+levels_apply(void)
+{
+	int i;
+
+	for (i = 0; i < LOG_CATEGORY_COUNT; i++)
+		atomic_store(&logger.level[i], logger.override[i] >= 0
+		                                   ? logger.override[i]
+		                                   : logger.base[i]);
+}
+
+static long long
+mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int
+log_levels_parse(const char *text, int levels[LOG_CATEGORY_COUNT],
+                 struct error *err)
+{
+	char line[128], cat[64], lvl[64], extra[2];
+	const char *p = text, *nl;
+	size_t n;
+	int c, l, i, lineno = 0;
+
+	for (i = 0; i < LOG_CATEGORY_COUNT; i++)
+		levels[i] = -1;
+	while (*p != '\0') {
+		lineno++;
+		nl = strchr(p, '\n');
+		n = nl != NULL ? (size_t)(nl - p) : strlen(p);
+		if (n >= sizeof(line)) {
+			error_set(err, "line %d too long", lineno);
+			return -1;
+		}
+		memcpy(line, p, n);
+		line[n] = '\0';
+		p += n + (nl != NULL);
+		if (line[0] == '#' || strspn(line, " \t") == n)
+			continue;
+		if (sscanf(line, "%63s %63s %1s", cat, lvl, extra) != 2 ||
+		    (c = log_category_from_name(cat)) < 0 ||
+		    (l = log_level_from_name(lvl)) < 0) {
+			error_set(err, "line %d: not \"CATEGORY LEVEL\"",
+			          lineno);
+			return -1;
+		}
+		levels[c] = l;
+	}
+	return 0;
+}
+
+/*
+ * Read the levels file again if it changed since the last look (a stat
+ * a second at most): `pan log-level set` reaches every process of the
+ * node this way, whatever loop it runs, without a signal or a restart.
+ */
+static void
+levels_check(void)
+{
+	long long now = mono_ms(), due;
+	struct stat st;
+	char buf[LOG_LEVELS_FILE_MAX + 1];
+	int lv[LOG_CATEGORY_COUNT], i, fd;
+	struct error e = {{0}};
+	bool exists, changed = false;
+	ssize_t n;
+
+	due = atomic_load(&logger.next_check);
+	if (logger.levels_path[0] == '\0' || now < due ||
+	    !atomic_compare_exchange_strong(&logger.next_check, &due,
+	                                    now + LOG_LEVELS_CHECK_MS))
+		return;
+	if (atomic_flag_test_and_set(&logger.busy))
+		return;
+	exists = stat(logger.levels_path, &st) == 0;
+	if (exists == logger.levels_seen &&
+	    (!exists || (st.st_ino == logger.levels_st.st_ino &&
+	                 st.st_size == logger.levels_st.st_size &&
+	                 st.st_mtim.tv_sec == logger.levels_st.st_mtim.tv_sec &&
+	                 st.st_mtim.tv_nsec ==
+	                     logger.levels_st.st_mtim.tv_nsec)))
+		goto out;
+	logger.levels_seen = exists;
+	if (exists)
+		logger.levels_st = st;
+	for (i = 0; i < LOG_CATEGORY_COUNT; i++)
+		lv[i] = -1;
+	if (exists) {
+		if ((fd = open(logger.levels_path, O_RDONLY | O_CLOEXEC)) == -1)
+			goto out;
+		n = read(fd, buf, LOG_LEVELS_FILE_MAX);
+		close(fd);
+		if (n < 0)
+			goto out;
+		buf[n] = '\0';
+		/* A bad file changes nothing (it is ours: say so once). */
+		if (log_levels_parse(buf, lv, &e) == -1) {
+			atomic_flag_clear(&logger.busy);
+			log_warn(LOG_MAIN, "%s: %s; log levels unchanged",
+			         logger.levels_path, e.msg);
+			return;
+		}
+	}
+	for (i = 0; i < LOG_CATEGORY_COUNT; i++) {
+		changed = changed || lv[i] != logger.override[i];
+		logger.override[i] = lv[i];
+	}
+	levels_apply();
+out:
+	atomic_flag_clear(&logger.busy);
+	if (changed) {
+		char desc[256];
+
+		log_levels_describe(desc, sizeof(desc));
+		log_info(LOG_MAIN, "log levels now: %s", desc);
+	}
+}
+
+void
+log_levels_describe(char *buf, size_t len)
+{
+	size_t n = 0;
+	int i, k;
+
+	buf[0] = '\0';
+	for (i = 0; i < LOG_CATEGORY_COUNT && n < len; i++) {
+		k = snprintf(buf + n, len - n, "%s%s=%s", i > 0 ? " " : "",
+		             category_names[i],
+		             level_names[atomic_load(&logger.level[i])]);
+		if (k < 0)
+			break;
+		n += (size_t)k;
+	}
+}
+
+int
+log_levels_write(const char *dir, const int levels[LOG_CATEGORY_COUNT],
+                 struct error *err)
+{
+	char path[PATH_MAX], tmp[PATH_MAX], buf[LOG_LEVELS_FILE_MAX];
+	size_t n = 0;
+	int i, k, fd = -1, rc = -1;
+	bool any = false;
+
+	if (snprintf(path, sizeof(path), "%s/%s", dir, LOG_LEVELS_FILE) >=
+	        (int)sizeof(path) ||
+	    snprintf(tmp, sizeof(tmp), "%s/.%s.tmp", dir, LOG_LEVELS_FILE) >=
+	        (int)sizeof(tmp)) {
+		error_set(err, "path of the log levels file in %s too long",
+		          dir);
+		return -1;
+	}
+	k = snprintf(buf, sizeof(buf),
+	             "# written by the node's daemon from `pan log-level "
+	             "set`; read by every process of the node\n");
+	n = (size_t)k;
+	for (i = 0; i < LOG_CATEGORY_COUNT; i++) {
+		if (levels[i] < 0 || levels[i] >= LOG_LEVEL_COUNT)
+			continue;
+		any = true;
+		k = snprintf(buf + n, sizeof(buf) - n, "%s %s\n",
+		             category_names[i], level_names[levels[i]]);
+		n += (size_t)k;
+	}
+	if (!any) {
+		if (unlink(path) == -1 && errno != ENOENT) {
+			error_set(err, "cannot remove %s: %s", path,
+			          strerror(errno));
+			return -1;
+		}
+		return 0;
+	}
+	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640)) ==
+	    -1) {
+		error_set(err, "cannot create %s: %s", tmp, strerror(errno));
+		return -1;
+	}
+	if (write(fd, buf, n) != (ssize_t)n || fsync(fd) == -1) {
+		error_set(err, "cannot write %s: %s", tmp, strerror(errno));
+		goto out;
+	}
+	if (close(fd) == -1) {
+		fd = -1;
+		error_set(err, "cannot write %s: %s", tmp, strerror(errno));
+		goto out;
+	}
+	fd = -1;
+	/* Readers see the old file or the new one, never half of one. */
+	if (rename(tmp, path) == -1) {
+		error_set(err, "cannot rename %s to %s: %s", tmp, path,
+		          strerror(errno));
+		goto out;
+	}
+	rc = 0;
+out:
+	if (fd != -1)
+		close(fd);
+	if (rc == -1)
+		(void)unlink(tmp);
+	return rc;
 }
 
 int
@@ -102,6 +332,25 @@ log_open(const char *node, const char *process, const char *dir,
 	snprintf(logger.node, sizeof(logger.node), "%s", node);
 	snprintf(logger.process, sizeof(logger.process), "%s", process);
 	logger.to_stderr = foreground || dir == NULL;
+	/*
+	 * The runtime levels of the node, read now and watched; read afresh
+	 * (a forked process says which levels it runs with).
+	 */
+	while (atomic_flag_test_and_set(&logger.busy))
+		; /* see log_set_level() */
+	logger.levels_seen = false;
+	memset(&logger.levels_st, 0, sizeof(logger.levels_st));
+	for (int i = 0; i < LOG_CATEGORY_COUNT; i++)
+		logger.override[i] = -1;
+	levels_apply();
+	atomic_flag_clear(&logger.busy);
+	if (dir == NULL || snprintf(logger.levels_path,
+	                            sizeof(logger.levels_path), "%s/%s", dir,
+	                            LOG_LEVELS_FILE) >=
+	                       (int)sizeof(logger.levels_path))
+		logger.levels_path[0] = '\0';
+	atomic_store(&logger.next_check, 0);
+	levels_check();
 	return 0;
 }
 
@@ -125,9 +374,14 @@ void
 log_set_level(enum log_category cat, enum log_level level)
 {
 	levels_default();
-	if ((unsigned)cat < LOG_CATEGORY_COUNT &&
-	    (unsigned)level < LOG_LEVEL_COUNT)
-		logger.level[cat] = level;
+	if ((unsigned)cat >= LOG_CATEGORY_COUNT ||
+	    (unsigned)level >= LOG_LEVEL_COUNT)
+		return;
+	while (atomic_flag_test_and_set(&logger.busy))
+		; /* a levels_check() in another thread: a few stat()s */
+	logger.base[cat] = level;
+	levels_apply();
+	atomic_flag_clear(&logger.busy);
 }
 
 enum log_level
@@ -136,7 +390,8 @@ log_get_level(enum log_category cat)
 	levels_default();
 	if ((unsigned)cat >= LOG_CATEGORY_COUNT)
 		return LOG_LEVEL_INFO;
-	return logger.level[cat];
+	levels_check();
+	return (enum log_level)atomic_load(&logger.level[cat]);
 }
 
 const char *

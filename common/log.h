@@ -14,6 +14,7 @@
 
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stddef.h>
 
 struct error;
 
@@ -54,6 +55,27 @@ enum log_level log_get_level(enum log_category cat);
 /* "est"/"all" and "debug"; returns -1 with err set on an unknown name. */
 int log_set_level_by_name(const char *cat, const char *level,
                           struct error *err);
+
+/*
+ * Runtime levels (`pan log-level set`, docs/cli.md): the node's daemon
+ * writes them to LOG_LEVELS_FILE in the log directory, and every process
+ * that logs there reads that file at log_open() and whenever it changed
+ * (looked at once a second at most, from the logging calls themselves).
+ * A category the file names takes its level from the file; the others
+ * keep the level log_set_level() gave them (log.level).
+ */
+#define LOG_LEVELS_FILE "levels"
+/*
+ * Write levels (-1: not set) to dir/LOG_LEVELS_FILE atomically; none set
+ * removes the file.  0 or -1 with err set.
+ */
+int log_levels_write(const char *dir, const int levels[LOG_CATEGORY_COUNT],
+                     struct error *err);
+/* "CATEGORY LEVEL" lines ('#' comments) into levels (-1: not named). */
+int log_levels_parse(const char *text, int levels[LOG_CATEGORY_COUNT],
+                     struct error *err);
+/* The levels in force: "main=info est=debug ...". */
+void log_levels_describe(char *buf, size_t len);
 
 const char *log_category_name(enum log_category cat);
 const char *log_level_name(enum log_level level);

@@ -29,7 +29,7 @@ static const char *const node_usage =
     "       pan node remove HOST --data-dir DIR\n"
     "       pan node edit HOST --session-services on|off --data-dir DIR\n";
 static const char *const ca_usage =
-    "usage: pan ca certs [--pem] --data-dir DIR\n"
+    "usage: pan ca certs [--pem | --verify] --data-dir DIR\n"
     "       pan ca disable|enable [--node HOST] --data-dir DIR\n"
     "       pan ca export --out FILE [--key-file F] [--passphrase-file P] "
     "--data-dir DIR\n"
@@ -56,6 +56,12 @@ static const char *const template_usage =
     "yes|no] --data-dir DIR\n"
     "       pan template list --data-dir DIR\n"
     "       pan template remove LABEL --data-dir DIR\n";
+static const char *const loglevel_usage =
+    "usage: pan log-level set CATEGORY LEVEL [--node HOST] --data-dir DIR\n"
+    "       pan log-level list [--node HOST] --data-dir DIR\n"
+    "categories: est provisioning ca-service ca-service-cert messaging "
+    "ocsp main all\n"
+    "levels: error warn info debug\n";
 static const char *const alarms_usage =
     "usage: pan alarms [--all] --data-dir DIR\n";
 
@@ -207,6 +213,25 @@ pan_ca_main(int argc, char **argv)
 	                     strcmp(argv[1], "replace-root-chain") == 0
 	                         ? PAN_ROOTCHAIN_TIMEOUT_MS
 	                         : PAN_CONTROL_TIMEOUT_MS);
+}
+
+int
+pan_loglevel_main(int argc, char **argv)
+{
+	if (argc < 2 ||
+	    (strcmp(argv[1], "set") != 0 && strcmp(argv[1], "list") != 0)) {
+		if (argc >= 2 && strcmp(argv[1], "--help") == 0) {
+			fputs(loglevel_usage, stdout);
+			return PAN_EXIT_OK;
+		}
+		if (argc >= 2)
+			fprintf(stderr, "pan log-level: unknown command '%s'\n",
+			        argv[1]);
+		fputs(loglevel_usage, stderr);
+		return PAN_EXIT_USAGE;
+	}
+	return admin_forward("log-level", loglevel_usage, argc, argv,
+	                     PAN_CONTROL_TIMEOUT_MS);
 }
 
 int

@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "adminview.h"
+#include "certwatch.h"
 #include "log.h"
 #include "pan.h"
 #include "registry.pb-c.h"
@@ -293,4 +294,45 @@ void
 alarm_reported_clear_node(struct pan *p, struct pan_node *n)
 {
 	alarm_reported(p, n, NULL, 0);
+}
+
+/* The PAN's own certificates whose end raises an alarm (certwatch.h). */
+static const struct certwatch_cert alarm_expiry_certs[] = {
+    {"Root CA", NODE_CA_DIR "/root-ca.crt"},
+    {"Node CA", NODE_CA_DIR "/node-ca.crt"},
+    {"OCSP Responder", PAN_OCSP_CERT},
+    {NULL, NULL},
+};
+
+static void
+alarm_certwatch(void *arg, const char *name, int severity, const char *text)
+{
+	struct pan *p = arg;
+
+	if (text == NULL)
+		(void)alarm_clear(p, name, p->id.hostname);
+	else
+		(void)alarm_raise(p, name, p->id.hostname, severity, text);
+}
+
+int
+alarm_certwatch_open(struct pan *p, struct error *err)
+{
+	p->certwatch =
+	    certwatch_new(p->datadir, p->id.hostname, alarm_expiry_certs, err);
+	return p->certwatch != NULL ? 0 : -1;
+}
+
+int64_t
+alarm_certwatch_tick(struct pan *p)
+{
+	return certwatch_tick(p->certwatch, time_mono_ms(), alarm_certwatch,
+	                      p);
+}
+
+void
+alarm_certwatch_close(struct pan *p)
+{
+	certwatch_free(p->certwatch);
+	p->certwatch = NULL;
 }

@@ -1,5 +1,5 @@
 /*
- * ca: `pan ca certs [--pem]`, the deployment's CA certificates as the
+ * ca: `pan ca certs [--pem | --verify]`, the deployment's CA certificates as the
  * product's "Certificate Authority Certificates" page shows them: a tree
  * from the Root CA through the Node CAs to each PSN's Endpoint Sub CA and
  * OCSP responder (DESIGN.md section 2), each with serial, key type and
@@ -10,7 +10,8 @@
  * responder certificate itself and delivers it through its outbox
  * (common/outbox.h, registry_outbox()); until it arrived the tree names it
  * "pending delivery".  --pem exports the Root CA, the PAN's Node CA and
- * every node's CA certificate as one PEM bundle.
+ * every node's CA certificate as one PEM bundle.  --verify checks each
+ * node's CA certificate up to the Root CA (ca_verify()).
  *
  * `pan cert list` and `pan cert show SERIAL` read every certificate the
  * store holds: those the PAN issued and those the PSNs delivered.
@@ -19,12 +20,15 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/pem.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include "adminview.h"
 #include "cert.h"
+#include "chain.h"
 #include "keys.h"
 #include "log.h"
 #include "pan.h"
@@ -136,9 +140,13 @@ ca_node_cmp(const void *a, const void *b)
 	return strcmp(x->node->hostname, y->node->hostname);
 }
 
-/* The CA certificate (and legacy OCSP certificate) of every live node. */
+/*
+ * The CA certificate (and legacy OCSP certificate) of every node; a node
+ * whose CA certificate the store does not hold is left out unless
+ * keep_missing (then its ca is NULL).
+ */
 static struct ca_node *
-ca_collect(struct pan *p, size_t *count)
+ca_collect(struct pan *p, bool keep_missing, size_t *count)
 {
 	struct ca_node *v;
 	Iselab__NodeRecord *r;
@@ -180,12 +188,13 @@ ca_collect(struct pan *p, size_t *count)
 				X509_free(x);
 		}
 		iselab__node_record__free_unpacked(r, NULL);
-		if (c->ca == NULL) {
+		if (c->ca == NULL && !keep_missing) {
 			X509_free(c->ocsp);
 			memset(c, 0, sizeof(*c));
 			continue;
 		}
-		if (pn->role == NODE_ROLE_PSN && c->ocsp == NULL &&
+		if (pn->role == NODE_ROLE_PSN && c->ca != NULL &&
+		    c->ocsp == NULL &&
 		    pn->link != PAN_LINK_REMOVED)
 			c->ocsp = ca_find_ocsp(p, c->ca, pn->hostname);
 		n++;
@@ -259,28 +268,212 @@ ca_tree(struct pan *p, struct ca_node *v, size_t n, FILE *out)
 	}
 }
 
+static void
+ca_nodes_free(struct ca_node *v, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n && v != NULL; i++) {
+		X509_free(v[i].ca);
+		X509_free(v[i].ocsp);
+	}
+	free(v);
+}
+
+/* ---- pan ca certs --verify ---------------------------------------------- */
+
+/*
+ * One CA certificate of the deployment judged the way the product's
+ * troubleshooting asks: present, inside its validity, a CA (basic
+ * constraints CA:TRUE and keyUsage keyCertSign), and verifying up to
+ * the Root CA with OpenSSL's strict path validation (chain_verify()).
+ * 0 valid; -1 with why naming the certificate ("Endpoint Sub CA of
+ * psn1 expired on ...").
+ */
+static int
+ca_verify_one(struct pan *p, X509 *x, const char *label, const char *host,
+              char *why, size_t whylen)
+{
+	STACK_OF(X509) *anchors = NULL, *untrusted = NULL;
+	struct error e = {{0}};
+	char when[32];
+	time_t nb, na, now = time(NULL);
+	uint32_t ku;
+	int rc = -1;
+
+	if (x == NULL) {
+		snprintf(why, whylen, "%s of %s not found", label, host);
+		return -1;
+	}
+	if (cert_not_before(x, &nb, NULL) == -1 ||
+	    cert_not_after(x, &na, NULL) == -1) {
+		snprintf(why, whylen, "%s of %s: its validity does not decode",
+		         label, host);
+		return -1;
+	}
+	if (na < now) {
+		pan_format_time(na, when, sizeof(when));
+		snprintf(why, whylen, "%s of %s expired on %s", label, host,
+		         when);
+		return -1;
+	}
+	if (nb > now) {
+		pan_format_time(nb, when, sizeof(when));
+		snprintf(why, whylen, "%s of %s is not valid before %s", label,
+		         host, when);
+		return -1;
+	}
+	if (X509_check_ca(x) != 1) {
+		snprintf(why, whylen,
+		         "%s of %s is not a CA certificate (basicConstraints)",
+		         label, host);
+		return -1;
+	}
+	ku = X509_get_key_usage(x);
+	if ((X509_get_extension_flags(x) & EXFLAG_KUSAGE) == 0 ||
+	    (ku & KU_KEY_CERT_SIGN) == 0) {
+		snprintf(why, whylen, "%s of %s may not sign certificates "
+		                      "(keyUsage without keyCertSign)",
+		         label, host);
+		return -1;
+	}
+	if (p->root_ca == NULL) {
+		snprintf(why, whylen, "Root CA of %s not found", p->id.hostname);
+		return -1;
+	}
+	if ((anchors = sk_X509_new_null()) == NULL ||
+	    (untrusted = sk_X509_new_null()) == NULL ||
+	    !sk_X509_push(anchors, p->root_ca) ||
+	    (p->node_ca != NULL && !sk_X509_push(untrusted, p->node_ca))) {
+		snprintf(why, whylen, "out of memory");
+		goto out;
+	}
+	if (X509_check_issued(p->root_ca, x) != X509_V_OK &&
+	    (p->node_ca == NULL ||
+	     X509_check_issued(p->node_ca, x) != X509_V_OK)) {
+		snprintf(why, whylen,
+		         "the issuer of the %s of %s is not found: neither "
+		         "the Root CA nor the Node CA of %s issued it",
+		         label, host, p->id.hostname);
+		goto out;
+	}
+	if (chain_verify(x, untrusted, anchors, CHAIN_PURPOSE_ANY, NULL, &e) ==
+	    -1) {
+		snprintf(why, whylen, "%s of %s does not verify up to the Root "
+		                      "CA: %s",
+		         label, host, e.msg);
+		goto out;
+	}
+	rc = 0;
+out:
+	/* The stacks hold borrowed pointers. */
+	sk_X509_free(anchors);
+	sk_X509_free(untrusted);
+	return rc;
+}
+
+/* One line of `pan ca certs --verify`; 0 when the certificate is valid. */
+static int
+ca_verify_line(struct pan *p, FILE *out, const char *host, const char *role,
+               X509 *x, int status, const char *label)
+{
+	char why[ERROR_MAX + 256], when[32] = "?";
+	time_t na;
+	int rc;
+
+	rc = ca_verify_one(p, x, label, host, why, sizeof(why));
+	if (rc == 0 && status != STORE_STATUS_GOOD) {
+		snprintf(why, sizeof(why), "%s of %s is %s", label, host,
+		         status == STORE_STATUS_HOLD ? "on hold" : "revoked");
+		rc = -1;
+	}
+	if (rc == -1) {
+		fprintf(out, "%-16s %-4s %-16s INVALID: %s\n", host, role, label,
+		        why);
+		return -1;
+	}
+	if (cert_not_after(x, &na, NULL) == 0)
+		pan_format_time(na, when, sizeof(when));
+	fprintf(out, "%-16s %-4s %-16s valid up to the Root CA, expires %s\n",
+	        host, role, label, when);
+	return 0;
+}
+
+/*
+ * `pan ca certs --verify`: the PAN's Root CA and Node CA, then each live
+ * node's CA certificate as the PAN's store holds it (a SAN's Node CA, a
+ * PSN's Endpoint Sub CA).  Exit status 0 when every one is valid.
+ */
+static int
+ca_verify(struct pan *p, FILE *out, FILE *errf)
+{
+	struct ca_node *v;
+	size_t i, n = 0, bad = 0, total = 0;
+	const char *role;
+
+	if ((v = ca_collect(p, true, &n)) == NULL) {
+		fprintf(errf, "pan ca certs: out of memory\n");
+		return PAN_EXIT_FAIL;
+	}
+	fprintf(out, "%-16s %-4s %-16s %s\n", "NODE", "ROLE", "CERTIFICATE",
+	        "CHAIN");
+	total += 2;
+	bad += ca_verify_line(p, out, p->id.hostname, "pan", p->root_ca,
+	                      STORE_STATUS_GOOD, "Root CA") != 0;
+	bad += ca_verify_line(p, out, p->id.hostname, "pan", p->node_ca,
+	                      STORE_STATUS_GOOD, "Node CA") != 0;
+	for (i = 0; i < n; i++) {
+		/* A removed node's certificates are revoked on purpose. */
+		if (v[i].node->link == PAN_LINK_REMOVED)
+			continue;
+		role = v[i].node->role == NODE_ROLE_SAN ? "san" : "psn";
+		total++;
+		bad += ca_verify_line(p, out, v[i].node->hostname, role, v[i].ca,
+		                      v[i].ca_status,
+		                      v[i].node->role == NODE_ROLE_SAN
+		                          ? "Node CA"
+		                          : "Endpoint Sub CA") != 0;
+	}
+	if (bad == 0)
+		fprintf(out, "All %zu CA certificates are valid.\n", total);
+	else
+		fprintf(out, "%zu of %zu CA certificates are not valid.\n", bad,
+		        total);
+	ca_nodes_free(v, n);
+	return bad == 0 ? PAN_EXIT_OK : PAN_EXIT_FAIL;
+}
+
 int
 ca_certs(struct pan *p, int argc, char **argv, FILE *out, FILE *errf)
 {
-	struct ca_node *v;
-	bool pem = false;
+	struct ca_node *v = NULL;
+	bool pem = false, verify = false;
 	size_t i, n = 0;
 	int a, rc = PAN_EXIT_FAIL;
 
-	/* argv: ca certs [--pem] */
+	/* argv: ca certs [--pem | --verify] */
 	for (a = 2; a < argc; a++) {
 		if (strcmp(argv[a], "--pem") == 0)
 			pem = true;
-		else {
-			fprintf(errf,
-			        "pan ca certs: unexpected argument "
-			        "'%s'\nusage: pan ca certs [--pem] --data-dir "
-			        "DIR\n",
-			        argv[a]);
-			return PAN_EXIT_USAGE;
-		}
+		else if (strcmp(argv[a], "--verify") == 0)
+			verify = true;
+		else
+			break;
 	}
-	if ((v = ca_collect(p, &n)) == NULL) {
+	if (a < argc || (pem && verify)) {
+		fprintf(errf,
+		        "pan ca certs: %s%s%s\nusage: pan ca certs [--pem | "
+		        "--verify] --data-dir DIR\n",
+		        a < argc ? "unexpected argument '" : "--pem and "
+		                                             "--verify "
+		                                             "exclude each "
+		                                             "other",
+		        a < argc ? argv[a] : "", a < argc ? "'" : "");
+		return PAN_EXIT_USAGE;
+	}
+	if (verify)
+		return ca_verify(p, out, errf);
+	if ((v = ca_collect(p, false, &n)) == NULL) {
 		fprintf(errf, "pan ca certs: out of memory\n");
 		return PAN_EXIT_FAIL;
 	}
@@ -301,11 +494,7 @@ pemfail:
 	log_crypto(LOG_MAIN, NULL, "PEM_write_X509", "pan ca certs");
 	fprintf(errf, "pan ca certs: cannot write PEM\n");
 out:
-	for (i = 0; i < n; i++) {
-		X509_free(v[i].ca);
-		X509_free(v[i].ocsp);
-	}
-	free(v);
+	ca_nodes_free(v, n);
 	return rc;
 }
 

@@ -50,6 +50,7 @@ static const struct control_cmd control_cmds[] = {
     {"user", NULL, eventlog_user},
     {"template", NULL, eventlog_template},
     {"status", NULL, status_daemon},
+    {"log-level", NULL, loglevel_cmd},
 };
 
 int

@@ -14,7 +14,7 @@ static const struct cli_command commands[] = {
      "CA signer, control socket"},
     {"node", pan_node_main, "add (join string), list or remove nodes"},
     {"ca", pan_ca_main,
-     "ca certs [--pem]: the deployment's CA "
+     "ca certs [--pem | --verify]: the deployment's CA "
      "certificates"},
     {"cert", pan_cert_main,
      "cert list|show: the certificates the deployment issued"},
@@ -25,6 +25,8 @@ static const struct cli_command commands[] = {
     {"alarms", pan_alarms_main,
      "active alarms (--all: cleared ones "
      "too)"},
+    {"log-level", pan_loglevel_main,
+     "log-level set|list: runtime log levels per category and node"},
     {"status", pan_status_main,
      "show this node, its CA certificates "
      "and its services"},

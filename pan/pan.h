@@ -11,12 +11,14 @@
  *                unpacking, dispatch, replies, drop counters
  *   registry.c   nodes and tokens: join, heartbeats, link timeouts, remove;
  *                the PSNs' outbox batches
- *   alarm.c      alarms kept in the store (Queue Link Error)
+ *   alarm.c      alarms kept in the store (Queue Link Error, the nodes'
+ *                own, expiry of the PAN's CA certificates)
  *   control.c    the control socket: admin commands run in the daemon
  *   ca.c         `pan ca certs`: the CA tree as the admin page shows it;
  *                `pan cert list|show`: the issued certificates
  *   admin.c      client side of the admin subcommands
  *   status.c     `pan status`, from the daemon or offline
+ *   loglevel.c   `pan log-level`: runtime log levels of every node
  *   ocsp.c       the OCSP responder for the upper levels (processes
  *                "ocsp" and "ocsp-http", docs/ocsp.md)
  */
@@ -39,6 +41,7 @@
 #include "registry.pb-c.h"
 #include "store.h"
 
+struct certwatch;
 struct config;
 struct error;
 struct signer;
@@ -69,6 +72,14 @@ struct signer;
 #define PAN_PATH_MAX 4096
 /* The alarm the product raises for a node link that misses heartbeats. */
 #define PAN_ALARM_QUEUE_LINK "Queue Link Error"
+
+/*
+ * Shortest validity ca.*-validity may set for a node's certificates:
+ * notBefore is backdated by CERT_BACKDATE_SECS (cert.h), and a minute of
+ * use must be left.  Short values are for labs and tests (an expired
+ * Endpoint Sub CA without touching the clock).
+ */
+#define PAN_CERT_VALIDITY_MIN (CERT_BACKDATE_SECS + 60)
 
 /* Rows of a node's status table the PAN keeps. */
 #define PAN_NODE_SERVICES_MAX 8
@@ -212,6 +223,7 @@ struct pan {
 	uint64_t outbox_refused; /* not the node's, malformed: not acked */
 
 	uint64_t event_seq; /* the newest event in the log (eventlog.c) */
+	struct certwatch *certwatch; /* expiry of our own CA certificates */
 };
 
 /* Subcommands (main.c). */
@@ -221,6 +233,7 @@ int pan_run_main(int argc, char **argv);
 int pan_node_main(int argc, char **argv);
 int pan_ca_main(int argc, char **argv);
 int pan_alarms_main(int argc, char **argv);
+int pan_loglevel_main(int argc, char **argv);
 int pan_cert_main(int argc, char **argv);
 int pan_user_main(int argc, char **argv);
 int pan_template_main(int argc, char **argv);
@@ -328,6 +341,12 @@ X509 *registry_sign(struct pan *p, enum cert_profile profile,
                     const char *issuer, const ProtobufCBinaryData *csr,
                     const char *host, struct error *err);
 int registry_der(X509 *x, ProtobufCBinaryData *out);
+/*
+ * "--name value" or "--name=value" at argv[*i]: 1 with *val set, 0 when
+ * argv[*i] is another argument, -1 when the value is missing.
+ */
+int opt_match(int argc, char **argv, int *i, const char *name,
+              const char **val);
 /* The node's record from the store; free with ..._free_unpacked. */
 int registry_record(struct pan *p, const char *hostname,
                     Iselab__NodeRecord **out, struct error *err);
@@ -349,6 +368,14 @@ void alarm_reported(struct pan *p, struct pan_node *n,
 /* Clear every alarm the node reported (it was removed). */
 void alarm_reported_clear_node(struct pan *p, struct pan_node *n);
 size_t alarm_active_count(struct pan *p);
+/*
+ * Expiry alarms of the PAN's own Root CA, Node CA and OCSP responder
+ * certificates (common/certwatch.h), raised here for this node.  tick:
+ * check what is due, ms until the next check.
+ */
+int alarm_certwatch_open(struct pan *p, struct error *err);
+int64_t alarm_certwatch_tick(struct pan *p);
+void alarm_certwatch_close(struct pan *p);
 
 /* eventlog.c: the event log (common/events.h) and what travels in it. */
 int eventlog_open(struct pan *p, struct error *err);
@@ -420,6 +447,16 @@ int eventlog_request(struct pan *p, const struct pan_peer *peer,
 int eventlog_user(struct pan *p, int argc, char **argv, FILE *out, FILE *err);
 int eventlog_template(struct pan *p, int argc, char **argv, FILE *out,
                       FILE *err);
+
+/*
+ * loglevel.c: `pan log-level set CATEGORY LEVEL [--node HOST]` and
+ * `pan log-level list [--node HOST]`; the levels travel as LogLevels
+ * events, the PAN's own included.  sync: the PAN's levels from the store
+ * into its log directory's levels file (log.h), at start and after a
+ * change for itself.
+ */
+int loglevel_cmd(struct pan *p, int argc, char **argv, FILE *out, FILE *err);
+void loglevel_sync(struct pan *p);
 
 /* control.c */
 int control_open(struct pan *p, struct error *err);

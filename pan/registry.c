@@ -538,18 +538,25 @@ registry_sign(struct pan *p, enum cert_profile profile, const char *issuer,
           const ProtobufCBinaryData *csr, const char *host, struct error *err)
 {
 	X509 *x = NULL;
+	int64_t validity = 0; /* the profile's default */
 
 	if (p->signer == NULL) {
 		error_set(err, "the CA signer is not running");
 		return NULL;
 	}
+	if (profile == CERT_PROFILE_ENDPOINT_SUB_CA)
+		validity =
+		    config_get_duration(p->cfg, "ca.endpoint-sub-ca-validity");
+	else if (profile == CERT_PROFILE_OCSP_RESPONDER)
+		validity =
+		    config_get_duration(p->cfg, "ca.ocsp-responder-validity");
 	/*
 	 * A PSN's Endpoint Sub CA names our responder (ocsp.c), which
 	 * answers for what the Node CA issued; nothing answers for the
 	 * Root CA's children, so a SAN's Node CA names none.
 	 */
 	if (signer_sign(p->signer, cert_profile_name(profile), issuer,
-	                csr->data, csr->len, host, 0,
+	                csr->data, csr->len, host, validity,
 	                profile == CERT_PROFILE_ENDPOINT_SUB_CA &&
 	                        p->ocsp_url[0] != '\0'
 	                    ? p->ocsp_url
@@ -1046,7 +1053,7 @@ registry_tick(struct pan *p)
  * "--name value" or "--name=value" at argv[*i]: 1 with *val set, 0 when
  * argv[*i] is another argument, -1 when the value is missing.
  */
-static int
+int
 opt_match(int argc, char **argv, int *i, const char *name, const char **val)
 {
 	size_t len = strlen(name);

@@ -89,6 +89,15 @@ static const struct config_key pan_keys[] = {
      "wildcard",
      0, 0, NULL, 0},
     OCSP_HTTP_CONFIG_KEYS,
+    /* At most the profile's default (cert.c), which the CA signer checks. */
+    {"ca.endpoint-sub-ca-validity", CONFIG_DURATION, "3650d",
+     "validity of the Endpoint Sub CA certificate a PSN gets at join (its "
+     "OCSP responder and EST certificates end with it at the latest)",
+     PAN_CERT_VALIDITY_MIN, 3650 * 86400, NULL, 0},
+    {"ca.ocsp-responder-validity", CONFIG_DURATION, "1825d",
+     "validity of the OCSP responder certificate the Node CA issues a PSN "
+     "at join (legacy hierarchy)",
+     PAN_CERT_VALIDITY_MIN, 1825 * 86400, NULL, 0},
 };
 
 /* Variables of ours that are not settings of pan run. */
@@ -406,6 +415,15 @@ run_stop_signer(struct pan *p)
 	p->signer_pid = 0;
 }
 
+/* What runs on time: link timeouts, certificate expiry; ms to the next. */
+static int64_t
+run_tick(struct pan *p)
+{
+	int64_t a = registry_tick(p), b = alarm_certwatch_tick(p);
+
+	return b >= 0 && b < a ? b : a;
+}
+
 static void
 run_loop(struct pan *p)
 {
@@ -422,7 +440,7 @@ run_loop(struct pan *p)
 	items[2].events = ZMQ_POLLIN;
 	items[3].fd = p->sigfd;
 	items[3].events = ZMQ_POLLIN;
-	next_tick = time_mono_ms() + registry_tick(p);
+	next_tick = time_mono_ms() + run_tick(p);
 	while (!p->stop) {
 		now = time_mono_ms();
 		wait = next_tick > now ? next_tick - now : 0;
@@ -447,7 +465,7 @@ run_loop(struct pan *p)
 		if (items[2].revents & ZMQ_POLLIN)
 			control_serve(p);
 		if (time_mono_ms() >= next_tick)
-			next_tick = time_mono_ms() + registry_tick(p);
+			next_tick = time_mono_ms() + run_tick(p);
 	}
 }
 
@@ -577,8 +595,10 @@ run_daemon(struct pan *p, char *pass, size_t passlen, int readyfd)
 	if (run_load_ca(p, &err) == -1 || registry_load(p, &err) == -1 ||
 	    alarm_load(p, &err) == -1 || eventlog_open(p, &err) == -1 ||
 	    (seeded = eventlog_seed(p, &err)) == -1 ||
-	    eventlog_own_certs(p, seeded == 1, &err) == -1)
+	    eventlog_own_certs(p, seeded == 1, &err) == -1 ||
+	    alarm_certwatch_open(p, &err) == -1)
 		goto out;
+	loglevel_sync(p);
 
 	if ((p->zctx = zmq_ctx_new()) == NULL) {
 		error_set(&err, "zmq_ctx_new: %s", zmq_strerror(errno));
@@ -633,6 +653,7 @@ out:
 		zmq_ctx_term(p->zctx);
 	store_close(p->st);
 	registry_free(p);
+	alarm_certwatch_close(p);
 	X509_free(p->root_ca);
 	X509_free(p->node_ca);
 	if (p->sigfd >= 0)

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "certwatch.h"
 #include "events.h"
 #include "join.h"
 #include "log.h"
@@ -41,6 +42,17 @@ static const char *const psn_services[] = {
     NULL,
 };
 
+/*
+ * The certificates whose end the PAN hears of (issue 8 item 3): the PAN's
+ * Root CA and Node CA are the PAN's to watch.  The EST server and client
+ * certificates are end-entity certificates, outside the product's alarm.
+ */
+static const struct certwatch_cert psn_expiry[] = {
+    {"Endpoint Sub CA", NODE_CA_DIR "/endpoint-sub-ca.crt"},
+    {"OCSP Responder", NODE_CA_DIR "/ocsp-responder.crt"},
+    {NULL, NULL},
+};
+
 const struct join_role psn_role = {
     .role = NODE_ROLE_PSN,
     .name = "psn",
@@ -48,6 +60,7 @@ const struct join_role psn_role = {
     .certs = psn_certs,
     .cert_labels = psn_cert_labels,
     .services = psn_services,
+    .expiry = psn_expiry,
 };
 
 /* What the PSN's hooks keep between calls. */

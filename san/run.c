@@ -17,9 +17,11 @@
 #include <string.h>
 
 #include "adminview.h"
+#include "certwatch.h"
 #include "events.h"
 #include "join.h"
 #include "log.h"
+#include "node.h"
 #include "san.h"
 #include "store.h"
 #include "util.h"
@@ -31,6 +33,12 @@ static const char *const san_services[] = {
     NULL,
 };
 
+/* The PAN's Root CA is the PAN's to watch. */
+static const struct certwatch_cert san_expiry[] = {
+    {"Node CA", NODE_CA_DIR "/node-ca.crt"},
+    {NULL, NULL},
+};
+
 const struct join_role san_role = {
     .role = NODE_ROLE_SAN,
     .name = "san",
@@ -38,6 +46,7 @@ const struct join_role san_role = {
     .certs = san_certs,
     .cert_labels = san_cert_labels,
     .services = san_services,
+    .expiry = san_expiry,
 };
 
 /* How often the daemon looks whether the replica is in sync. */

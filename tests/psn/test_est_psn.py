@@ -112,7 +112,7 @@ def joined_psn(lab):
 
 
 class Est:
-    """curl against https://psn1:8084/.well-known/est/ on addr."""
+    """curl against https://<psn>:8084/.well-known/est/ on addr."""
 
     def __init__(self, lab, psn, addr):
         self.lab, self.psn, self.addr = lab, psn, addr
@@ -128,14 +128,14 @@ class Est:
         hdrs = self.lab.tmp / f"est-{self.n}.hdrs"
         path = f"/.well-known/est/{label + '/' if label else ''}{op}"
         argv = ["curl", "-sS", "--max-time", "30",
-                "--resolve", f"psn1:{EST_PORT}:{self.addr.ip}",
+                "--resolve", f"{self.psn.hostname}:{EST_PORT}:{self.addr.ip}",
                 "--cacert", str(cacert or self.cafile), "-o", str(body), "-D", str(hdrs),
                 "-w", "%{http_code}", *args]
         if data is not None:
             src = self.lab.tmp / f"est-{self.n}.req"
             src.write_bytes(data)
             argv += ["-H", "Content-Type: application/pkcs10", "--data-binary", f"@{src}"]
-        argv.append(f"https://psn1:{EST_PORT}{path}")
+        argv.append(f"https://{self.psn.hostname}:{EST_PORT}{path}")
         p = run(argv, timeout=60)
         assert p.returncode == 0, f"curl {path}: {p.stderr}"
         return int(p.stdout.strip()), hdrs.read_text(errors="replace"), body.read_bytes()

@@ -237,6 +237,50 @@ truncate_log(void **state)
 	return truncate(logfile, 0);
 }
 
+/* The runtime levels file (`pan log-level set`): written, parsed, taken. */
+static void
+test_runtime_levels_file(void **state)
+{
+	int lv[LOG_CATEGORY_COUNT], i;
+	struct error err;
+	char path[160], desc[256];
+
+	(void)state;
+	assert_int_equal(log_levels_parse("# c\nest debug\n\nocsp warn\n", lv,
+	                                  &err),
+	                 0);
+	assert_int_equal(lv[LOG_EST], LOG_LEVEL_DEBUG);
+	assert_int_equal(lv[LOG_OCSP], LOG_LEVEL_WARN);
+	assert_int_equal(lv[LOG_MAIN], -1);
+	assert_int_equal(log_levels_parse("est\n", lv, &err), -1);
+	assert_int_equal(log_levels_parse("est loud\n", lv, &err), -1);
+	assert_int_equal(log_levels_parse("nope debug\n", lv, &err), -1);
+	assert_int_equal(log_levels_parse("est debug extra\n", lv, &err), -1);
+
+	for (i = 0; i < LOG_CATEGORY_COUNT; i++)
+		lv[i] = -1;
+	lv[LOG_EST] = LOG_LEVEL_DEBUG;
+	assert_int_equal(log_levels_write(tmpdir, lv, &err), 0);
+	snprintf(path, sizeof(path), "%s/%s", tmpdir, LOG_LEVELS_FILE);
+	assert_int_equal(access(path, F_OK), 0);
+	/* Read at log_open(); the file wins over log_set_level(). */
+	assert_int_equal(log_open("node1", "tester", tmpdir, false, &err), 0);
+	assert_int_equal(log_get_level(LOG_EST), LOG_LEVEL_DEBUG);
+	assert_int_equal(log_get_level(LOG_OCSP), LOG_LEVEL_INFO);
+	log_set_level(LOG_EST, LOG_LEVEL_ERROR);
+	assert_int_equal(log_get_level(LOG_EST), LOG_LEVEL_DEBUG);
+	log_levels_describe(desc, sizeof(desc));
+	assert_non_null(strstr(desc, "est=debug"));
+	assert_non_null(strstr(desc, "ocsp=info"));
+	/* Nothing set: no file, the base level again. */
+	lv[LOG_EST] = -1;
+	assert_int_equal(log_levels_write(tmpdir, lv, &err), 0);
+	assert_int_equal(access(path, F_OK), -1);
+	assert_int_equal(log_open("node1", "tester", tmpdir, false, &err), 0);
+	assert_int_equal(log_get_level(LOG_EST), LOG_LEVEL_ERROR);
+	log_set_level(LOG_EST, LOG_LEVEL_INFO);
+}
+
 int
 main(void)
 {
@@ -249,6 +293,7 @@ main(void)
 		cmocka_unit_test_setup(test_concurrent_appenders,
 		    truncate_log),
 		cmocka_unit_test_setup(test_stderr_only, truncate_log),
+		cmocka_unit_test_setup(test_runtime_levels_file, truncate_log),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
