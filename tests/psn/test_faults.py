@@ -202,6 +202,56 @@ class EstClient:
         return cert
 
 
+class Load:
+    """n enrollments spread over psns, LOAD_THREADS clients per PSN, run
+    in threads from the start.  got: {cn: (host, serial, cert, after)},
+    after = the request started after fault() was called; failures: one
+    line each (a client does not retry)."""
+
+    def __init__(self, psns, n):
+        self.clients = {psn.hostname: EstClient(psn) for psn in psns}
+        self.jobs = [(psns[i % len(psns)], f"load-{i:03d}") for i in range(n)]
+        self.n = n
+        self.lock = threading.Lock()
+        self.got, self.failures = {}, []
+        self.faulted = threading.Event()
+        self.t0 = time.monotonic()
+        self.threads = [threading.Thread(target=self._worker, daemon=True)
+                        for _ in range(LOAD_THREADS * len(psns))]
+        for t in self.threads:
+            t.start()
+
+    def _worker(self):
+        while True:
+            with self.lock:
+                if not self.jobs:
+                    return
+                psn, cn = self.jobs.pop(0)
+            after = self.faulted.is_set()
+            try:
+                cert = self.clients[psn.hostname].enroll(cn)
+            except Exception as e:  # noqa: BLE001 (every failure counts)
+                with self.lock:
+                    self.failures.append(f"{cn} at {psn.hostname}: {e!r}")
+                continue
+            with self.lock:
+                self.got[cn] = (psn.hostname, norm(cert.serial_number), cert, after)
+
+    def wait_done(self, k):
+        """Until k requests have finished, well or not."""
+        wait_for(lambda: len(self.got) + len(self.failures) >= k, ENROLL_TIMEOUT * 4,
+                 f"{k} enrollments", detail=lambda: "\n".join(self.failures))
+
+    def fault(self):
+        self.faulted.set()
+
+    def join(self):
+        for t in self.threads:
+            t.join(ENROLL_TIMEOUT * self.n)
+            assert not t.is_alive(), "an EST client thread hangs"
+        self.seconds = time.monotonic() - self.t0
+
+
 def enroll_curl(lab, psn, name):
     """One enrollment with curl, run in the PSN's namespace when it has
     one (reachable while the namespace is cut off from the host): the
@@ -301,46 +351,17 @@ def test_pan_sigkill_during_est_load(lab):
     pan, psns = start_deployment(lab, ["psn1", "psn2"])
     before = cert_list(pan)
     assert len(before) >= 2 * NODE_CERTS, before
-    clients = {psn.hostname: EstClient(psn) for psn in psns}
-    jobs = [(psns[i % len(psns)], f"load-{i:03d}") for i in range(ENROLLMENTS)]
-    lock = threading.Lock()
-    got = {}           # cn -> (host, serial, cert, started after the kill)
-    failures = []
-    killed = threading.Event()
-
-    def worker():
-        while True:
-            with lock:
-                if not jobs:
-                    return
-                psn, cn = jobs.pop(0)
-            after_kill = killed.is_set()
-            try:
-                cert = clients[psn.hostname].enroll(cn)
-            except Exception as e:  # noqa: BLE001 (every failure counts)
-                with lock:
-                    failures.append(f"{cn} at {psn.hostname}: {e!r}")
-                continue
-            with lock:
-                got[cn] = (psn.hostname, norm(cert.serial_number), cert, after_kill)
-
-    threads = [threading.Thread(target=worker, daemon=True)
-               for _ in range(LOAD_THREADS * len(psns))]
-    t0 = time.monotonic()
-    for t in threads:
-        t.start()
+    load = Load(psns, ENROLLMENTS)
     # A fifth of the load through, the PAN dies (`pan run` SIGKILLed; its
     # CA signer notices and leaves).
-    wait_for(lambda: len(got) + len(failures) >= ENROLLMENTS // 5, ENROLL_TIMEOUT * 4,
-             "the first fifth of the enrollments", detail=lambda: "\n".join(failures))
+    load.wait_done(ENROLLMENTS // 5)
     pan.kill()
-    killed.set()
-    print(f"\nPAN SIGKILLed after {len(got)} of {ENROLLMENTS} enrollments")
+    load.fault()
+    print(f"\nPAN SIGKILLed after {len(load.got)} of {ENROLLMENTS} enrollments")
     wait_for(lambda: not pan.group_pids(), 20, "the PAN's CA signer to exit")
-    for t in threads:
-        t.join(ENROLL_TIMEOUT * ENROLLMENTS)
-        assert not t.is_alive(), "an EST client thread hangs"
-    print(f"{ENROLLMENTS} enrollments over {len(psns)} PSNs in {time.monotonic() - t0:.1f}s")
+    load.join()
+    got, failures = load.got, load.failures
+    print(f"{ENROLLMENTS} enrollments over {len(psns)} PSNs in {load.seconds:.1f}s")
     assert not failures, f"{len(failures)} enrollments failed:\n" + "\n".join(failures[:20])
     assert len(got) == ENROLLMENTS
     serials = {(h, s) for h, s, _, _ in got.values()}
@@ -514,3 +535,36 @@ def test_psn_killed_with_undelivered_outbox(lab, netns_ok):
         r"outbox of psn1: \d+ certificates, \d+ stored, (\d+) already known", pan.log_text()))
     assert known >= k, f"the PAN never acked a redelivery ({known} already known)"
     assert store_serials(psn) >= set(acked_lost + unsent)
+
+
+def test_psn_sigkill_during_est_load(lab):
+    # psn1's whole process group (daemon, CA service, EST server, OCSP)
+    # killed while it issues and delivers; psn2 goes on.  Requests to psn1
+    # fail while it is down (a client does not retry); every certificate
+    # a client got is on the PAN once, and the PAN holds what psn1's
+    # store holds, nothing more.
+    n = max(40, ENROLLMENTS // 4)
+    pan, psns = start_deployment(lab, ["psn1", "psn2"])
+    psn1, psn2 = psns
+    load = Load(psns, n)
+    load.wait_done(n // 4)
+    psn1.kill_group()
+    load.fault()
+    print(f"\npsn1 SIGKILLed after {len(load.got)} of {n} enrollments")
+    load.join()
+    psn1.start()
+    wait_services(psn1)
+    got = load.got
+    for h, s, _, after in got.values():
+        assert h == "psn1" and not after or h == "psn2", "psn1 answered while it was dead"
+    assert all(f.split(" at ")[1].startswith("psn1") for f in load.failures), load.failures
+    assert len([v for v in got.values() if v[0] == "psn2"]) == n // 2, load.failures
+    print(f"{len(got)} enrollments succeeded, {len(load.failures)} failed at the dead psn1")
+    for psn in psns:
+        wait_drained(psn, pan)
+        rows = cert_list(pan, "--node", psn.hostname)
+        mine = {s for h, s, _, _ in got.values() if h == psn.hostname}
+        assert mine <= set(rows), f"{psn.hostname}: not on the PAN: {mine - set(rows)}"
+        held = store_serials(psn)
+        assert set(rows) == held, (f"{psn.hostname}: on the PAN only {set(rows) - held}, "
+                                   f"in the store only {held - set(rows)}")
