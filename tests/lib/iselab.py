@@ -335,15 +335,26 @@ class NetNs:
     def heal(self):
         run(["ip", "link", "set", self.host_if, "up"], check=True)
 
-    def cut_direction(self, to_ns=True):
-        """Drop what the host end sends into the namespace (to_ns) or what
-        the namespace sends to the host end; the other way still flows."""
+    # Smallest IP packet dropped by cut_direction(data_only=True): a bare
+    # TCP ACK is 40 bytes, 52 with timestamps, 64 with one SACK block; a
+    # segment of ZMTP over CURVE carries at least 35 bytes of payload.
+    DATA_MIN_LEN = 70
+
+    def cut_direction(self, to_ns=True, data_only=False):
+        """Drop, with iptables in the namespace, what the host end sends
+        into it (to_ns) or what it sends to the host end.  A plain drop
+        soon stops the other direction too (its data is never acked, TCP
+        backs off); data_only drops only segments that carry data, so
+        bare ACKs pass and the other direction keeps flowing."""
         rule = ["INPUT", "-s", str(self.host)] if to_ns else ["OUTPUT", "-d", str(self.host)]
+        if data_only:
+            rule += ["-p", "tcp", "-m", "length", "--length", f"{self.DATA_MIN_LEN}:65535"]
         self.run(["iptables", "-I", *rule, "-j", "DROP"], check=True)
 
-    def heal_direction(self, to_ns=True):
-        rule = ["INPUT", "-s", str(self.host)] if to_ns else ["OUTPUT", "-d", str(self.host)]
-        self.run(["iptables", "-D", *rule, "-j", "DROP"], check=True)
+    def heal_direction(self):
+        """Remove every rule cut_direction() added."""
+        for chain in ("INPUT", "OUTPUT"):
+            self.run(["iptables", "-F", chain], check=True)
 
     def close(self):
         """Delete the namespace and the pair; a note when that failed."""
