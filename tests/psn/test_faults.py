@@ -13,12 +13,15 @@ processes, judged with the PAN's CLI, the PSN's status and store
   the PAN revoked meanwhile; once reconnected it answers `revoked` (the
   time it took is printed), the alarm clears and the outbox drains;
 - a PSN whose outbox holds certificates the PAN stored but whose ack was
-  lost (one direction of the link dropped), and certificates that never
+  lost (the PAN's data segments dropped), and certificates that never
   reached the PAN (the whole link cut), killed with its process group and
-  restarted: delivery resumes, nothing lost, nothing stored twice.
+  restarted: delivery resumes, nothing lost, nothing stored twice;
+- a PSN's whole process group SIGKILLed during an EST load over two PSNs:
+  every certificate a client got reaches the PAN once, and the PAN holds
+  exactly what the PSN's store holds.
 
 The first test makes 200 enrollments in both builds (about 7 s normal,
-40 s under ASan+UBSan); FAULTS_ENROLLMENTS changes that for a run by hand,
+20 to 40 s under ASan+UBSan); FAULTS_ENROLLMENTS changes that for a run by hand,
 FAULTS_CUT_SECONDS the shortest cut of the cut-link test (15 s)."""
 
 import base64
