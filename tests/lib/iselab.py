@@ -241,6 +241,142 @@ def tail(path, lines=LOG_TAIL_LINES):
     return "\n".join(text.splitlines()[-lines:])
 
 
+# ---------------------------------------------------------------------------
+# Network namespaces: a real link between a node and the rest, to cut.
+# ---------------------------------------------------------------------------
+
+# Private /30 subnets for the veth pairs: 10.231.X.Y/30, host end .Y+1,
+# namespace end .Y+2.  Out of the way of loopback, docker (172.16/12) and
+# the usual LANs.
+NETNS_NET = "10.231"
+NETNS_PREFIX = "iselab-"   # of every namespace a test makes
+
+
+def netns_unavailable():
+    """Why network namespaces cannot be made here, or None."""
+    if os.geteuid() != 0:
+        return "network namespaces need root"
+    if shutil.which("ip") is None:
+        return "no ip(8) (iproute2)"
+    name = f"{NETNS_PREFIX}probe-{os.getpid()}"
+    p = run(["ip", "netns", "add", name])
+    if p.returncode != 0:
+        return f"ip netns add: {p.stderr.strip()}"
+    run(["ip", "netns", "del", name])
+    return None
+
+
+class NetNs:
+    """A network namespace joined to the host by a veth pair.
+
+    A node run in it (Node.netns) reaches the host end's address (where
+    the PAN listens) only through the pair.  cut() takes the host end
+    down: packets are dropped, no RST, no FIN, the namespace end keeps its
+    address and its route (flagged linkdown), so the node sees a dead
+    network, not a closed port; heal() brings it up.  cut_direction()
+    drops one direction only, with iptables in the namespace.  close()
+    deletes the namespace, which deletes the pair and the rules with it."""
+
+    def __init__(self):
+        ADDR_LOCK_DIR.mkdir(mode=0o777, exist_ok=True)
+        self._fd = None
+        start = secrets.randbelow(256 * 64)
+        for i in range(256 * 64):
+            n = (start + i) % (256 * 64)
+            x, y = n // 64, (n % 64) * 4
+            fd = os.open(ADDR_LOCK_DIR / f"netns-{NETNS_NET}.{x}.{y}", os.O_CREAT | os.O_RDWR, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            net = f"{NETNS_NET}.{x}.{y}"
+            if run(["ip", "-4", "-o", "addr", "show", "to", f"{net}/30"]).stdout.strip():
+                os.close(fd)   # in use by something that is not a test
+                continue
+            self._fd = fd
+            break
+        assert self._fd is not None, "no free /30 for a network namespace"
+        tag = f"{x:02x}{y:02x}{secrets.token_hex(2)}"
+        self.name = f"{NETNS_PREFIX}{tag}"
+        self.host_if, self.peer_if = f"isl{tag}h", f"isl{tag}p"   # IFNAMSIZ: 15
+        self.host = Address(f"{NETNS_NET}.{x}.{y + 1}", None)
+        self.peer = Address(f"{NETNS_NET}.{x}.{y + 2}", None)
+        self.made = False
+        steps = [
+            ["ip", "netns", "add", self.name],
+            ["ip", "link", "add", self.host_if, "type", "veth", "peer", "name", self.peer_if],
+            ["ip", "link", "set", self.peer_if, "netns", self.name],
+            ["ip", "addr", "add", f"{self.host}/30", "dev", self.host_if],
+            ["ip", "link", "set", self.host_if, "up"],
+            ["ip", "-n", self.name, "addr", "add", f"{self.peer}/30", "dev", self.peer_if],
+            ["ip", "-n", self.name, "link", "set", self.peer_if, "up"],
+            ["ip", "-n", self.name, "link", "set", "lo", "up"],
+        ]
+        try:
+            for argv in steps:
+                run(argv, check=True)
+                self.made = True
+        except BaseException:
+            self.close()
+            raise
+
+    def prefix(self):
+        """argv prefix that runs a command in the namespace."""
+        return ["ip", "netns", "exec", self.name]
+
+    def run(self, args, **kw):
+        """run() in the namespace."""
+        return run(self.prefix() + list(args), **kw)
+
+    def cut(self):
+        run(["ip", "link", "set", self.host_if, "down"], check=True)
+
+    def heal(self):
+        run(["ip", "link", "set", self.host_if, "up"], check=True)
+
+    # Smallest IP packet dropped by cut_direction(data_only=True): a bare
+    # TCP ACK is 40 bytes, 52 with timestamps, 64 with one SACK block; a
+    # segment of ZMTP over CURVE carries at least 35 bytes of payload.
+    DATA_MIN_LEN = 70
+
+    def cut_direction(self, to_ns=True, data_only=False):
+        """Drop, with iptables in the namespace, what the host end sends
+        into it (to_ns) or what it sends to the host end.  A plain drop
+        soon stops the other direction too (its data is never acked, TCP
+        backs off); data_only drops only segments that carry data, so
+        bare ACKs pass and the other direction keeps flowing."""
+        rule = ["INPUT", "-s", str(self.host)] if to_ns else ["OUTPUT", "-d", str(self.host)]
+        if data_only:
+            rule += ["-p", "tcp", "-m", "length", "--length", f"{self.DATA_MIN_LEN}:65535"]
+        self.run(["iptables", "-I", *rule, "-j", "DROP"], check=True)
+
+    def heal_direction(self):
+        """Remove every rule cut_direction() added."""
+        for chain in ("INPUT", "OUTPUT"):
+            self.run(["iptables", "-F", chain], check=True)
+
+    def close(self):
+        """Delete the namespace and the pair; a note when that failed."""
+        note = None
+        if self.made:
+            p = run(["ip", "netns", "del", self.name])
+            # The pair goes with the namespace; its host end may outlive
+            # it while a process still held the namespace open.
+            if p.returncode != 0:
+                note = f"ip netns del {self.name}: {p.stderr.strip()}"
+            if run(["ip", "link", "show", self.host_if]).returncode == 0:
+                run(["ip", "link", "del", self.host_if])
+            self.made = False
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        return note
+
+    def __str__(self):
+        return self.name
+
+
 class Node:
     """One node (pan, psn or san) with its data directory; runs its
     subcommands and its daemon (`ROLE run`)."""
@@ -258,6 +394,7 @@ class Node:
         self.starts = 0
         self.pgids = []   # of every start, to find what a killed daemon left
         self.run_args = list(FAST_HEARTBEAT)
+        self.netns = None   # a NetNs the daemon runs in (`ip netns exec`)
 
     def __repr__(self):
         return f"<{self.role} {self.hostname} {self.datadir}>"
@@ -297,6 +434,9 @@ class Node:
         self.out = open(self.outpath, "wb")
         argv = [self.exe, "run", "--data-dir", str(self.datadir),
                 "--passphrase-file", self.passfile, *self.run_args, *extra]
+        if self.netns is not None:
+            # `ip netns exec` execs the daemon: same pid, same group.
+            argv = self.netns.prefix() + argv
         self.started_at = time.time()
         # Own process group: the daemon's children (CA signer, services)
         # can be found and killed whatever happens to the main process.
@@ -621,11 +761,13 @@ def wait_events(node, pan, timeout=LINK_TIMEOUT):
 class Psn(Joiner):
     role = "psn"
 
-    def __init__(self, lab, hostname, datadir=None):
+    def __init__(self, lab, hostname, datadir=None, address=None, netns=None):
         super().__init__(lab, hostname, datadir)
         # `psn run` starts the EST server: on this node's own address, so
-        # that PSNs of parallel tests never share 8084.
-        self.address = lab.address()
+        # that PSNs of parallel tests never share 8084.  In a NetNs the
+        # node's address is the namespace's end of the pair.
+        self.netns = netns
+        self.address = address or (netns.peer if netns else lab.address())
         self.run_args += ["--set", f"est.listen={self.address.ip}:8084",
                           "--set", f"provisioning.listen={self.address.ip}:8443",
                           "--set", f"ocsp.listen={self.address.ip}:2560"]
@@ -649,6 +791,7 @@ class Lab:
         self.nodes = []
         self.addresses = []
         self.children = []   # bare Popen objects (concurrent joins)
+        self.namespaces = []  # NetNs objects, deleted after the nodes
 
     def address(self):
         a = allocate_address()
@@ -664,10 +807,16 @@ class Lab:
             n.start()
         return n
 
-    def psn(self, hostname="psn1", datadir=None):
-        n = Psn(self, hostname, datadir)
+    def psn(self, hostname="psn1", datadir=None, netns=None):
+        n = Psn(self, hostname, datadir, netns=netns)
         self.nodes.append(n)
         return n
+
+    def netns(self):
+        """A NetNs deleted at close(), after the nodes."""
+        ns = NetNs()
+        self.namespaces.append(ns)
+        return ns
 
     def san(self, hostname="san1", datadir=None):
         n = San(self, hostname, datadir)
@@ -686,6 +835,10 @@ class Lab:
         # Joining nodes first, the PAN last: fewer link errors in the logs.
         for n in sorted(self.nodes, key=lambda n: n.role == "pan"):
             note = n.cleanup()
+            if note:
+                notes.append(note)
+        for ns in self.namespaces:
+            note = ns.close()
             if note:
                 notes.append(note)
         for a in self.addresses:
