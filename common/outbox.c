@@ -198,23 +198,75 @@ outbox_batch_next(struct store *st, size_t max, Iselab__OutboxBatch **out,
 	return 0;
 }
 
+static bool
+outbox_key_ok(const ProtobufCBinaryData *k)
+{
+	return k->len > OUTBOX_TIME_LEN && k->len <= OUTBOX_KEY_MAX;
+}
+
+/*
+ * Move one refused item from the outbox to outbox_refused in b, with the
+ * PAN's reason: 1 when moved, 0 when it is not in the outbox (an earlier
+ * answer moved it), -1.
+ */
+static int
+refusal_move(struct store *st, struct store_batch *b,
+             const Iselab__OutboxRefusal *r, struct error *err)
+{
+	Iselab__OutboxRefusal keep = ISELAB__OUTBOX_REFUSAL__INIT;
+	uint8_t *val = NULL, *buf = NULL;
+	size_t vlen, len;
+	int rc;
+
+	rc = store_kv_get(st, STORE_TABLE_OUTBOX, r->key.data, r->key.len, &val,
+	                  &vlen, err);
+	if (rc == STORE_NOT_FOUND)
+		return 0;
+	if (rc != STORE_OK)
+		return -1;
+	keep.key = r->key;
+	keep.reason = r->reason != NULL ? r->reason : "";
+	keep.item.data = val;
+	keep.item.len = vlen;
+	len = iselab__outbox_refusal__get_packed_size(&keep);
+	if ((buf = malloc(len > 0 ? len : 1)) == NULL) {
+		error_set(err, "out of memory");
+		free(val);
+		return -1;
+	}
+	iselab__outbox_refusal__pack(&keep, buf);
+	rc = store_batch_kv_del(b, STORE_TABLE_OUTBOX, r->key.data,
+	                        r->key.len) == -1 ||
+	             store_batch_kv_put(b, STORE_TABLE_OUTBOX_REFUSED,
+	                                r->key.data, r->key.len, buf,
+	                                len) == -1
+	         ? -1
+	         : 1;
+	if (rc == -1)
+		error_set(err, "outbox ack: the store refused a refused item");
+	free(buf);
+	free(val);
+	return rc;
+}
+
 int
 outbox_ack_apply(struct store *st, const Iselab__OutboxAck *ack,
-                 struct error *err)
+                 size_t *refused, struct error *err)
 {
 	struct store_batch *b;
-	size_t i;
-	int rc = -1;
+	size_t i, moved = 0;
+	int rc = -1, m;
 
-	if (ack->n_keys == 0)
+	if (refused != NULL)
+		*refused = 0;
+	if (ack->n_keys == 0 && ack->n_refused == 0)
 		return 0;
 	if ((b = store_batch_new()) == NULL) {
 		error_set(err, "out of memory");
 		return -1;
 	}
 	for (i = 0; i < ack->n_keys; i++) {
-		if (ack->keys[i].len <= OUTBOX_TIME_LEN ||
-		    ack->keys[i].len > OUTBOX_KEY_MAX) {
+		if (!outbox_key_ok(&ack->keys[i])) {
 			error_set(err,
 			          "outbox ack: key %zu has %zu bytes, not an "
 			          "outbox key",
@@ -228,8 +280,32 @@ outbox_ack_apply(struct store *st, const Iselab__OutboxAck *ack,
 			goto out;
 		}
 	}
+	for (i = 0; i < ack->n_refused; i++) {
+		const Iselab__OutboxRefusal *r = ack->refused[i];
+
+		if (r == NULL || !outbox_key_ok(&r->key)) {
+			error_set(err, "outbox ack: refusal %zu without an "
+			               "outbox key",
+			          i);
+			goto out;
+		}
+		if ((m = refusal_move(st, b, r, err)) == -1)
+			goto out;
+		moved += (size_t)m;
+	}
 	if (store_apply(st, b, err) != STORE_OK)
 		goto out;
+	/* Said once the move is durable, one line an item. */
+	for (i = 0; i < ack->n_refused; i++)
+		log_error(LOG_MESSAGING,
+		          "outbox: the PAN refuses a certificate for good (%s); "
+		          "it is set aside in outbox_refused and not sent "
+		          "again",
+		          ack->refused[i]->reason != NULL
+		              ? ack->refused[i]->reason
+		              : "no reason given");
+	if (refused != NULL)
+		*refused = moved;
 	rc = 0;
 out:
 	store_batch_free(b);
@@ -253,6 +329,16 @@ outbox_count(struct store *st, size_t *count, struct error *err)
 	*count = 0;
 	return store_kv_foreach(st, STORE_TABLE_OUTBOX, count_fn, count, err) ==
 	               -1
+	           ? -1
+	           : 0;
+}
+
+int
+outbox_refused_count(struct store *st, size_t *count, struct error *err)
+{
+	*count = 0;
+	return store_kv_foreach(st, STORE_TABLE_OUTBOX_REFUSED, count_fn, count,
+	                        err) == -1
 	           ? -1
 	           : 0;
 }
@@ -326,22 +412,27 @@ outbox_sender_tick(struct outbox_sender *s, bool connected, int64_t now,
 
 int
 outbox_sender_ack(struct outbox_sender *s, const Iselab__Envelope *env,
-                  struct error *err)
+                  int64_t now, struct error *err)
 {
+	size_t refused;
+
 	if (env->body_case != ISELAB__ENVELOPE__BODY_OUTBOX_ACK) {
 		error_set(err, "not an outbox ack");
 		return -1;
 	}
-	if (outbox_ack_apply(s->st, env->outbox_ack, err) == -1)
+	if (outbox_ack_apply(s->st, env->outbox_ack, &refused, err) == -1)
 		return -1;
 	s->certs_acked += env->outbox_ack->n_keys;
+	s->certs_refused += refused;
 	log_info(LOG_MESSAGING,
 	         "outbox batch %" PRIu64 ": the PAN acked %zu certificates",
 	         env->request_id, env->outbox_ack->n_keys);
 	/* A late ack of an earlier batch deletes its keys all the same. */
 	if (env->request_id == s->inflight_id) {
 		s->inflight_id = 0;
-		s->next_look = 0;
+		s->next_look = env->outbox_ack->n_keys == 0 && refused == 0
+		                   ? now + OUTBOX_EMPTY_ACK_RETRY_MS
+		                   : 0;
 	}
 	return 0;
 }

@@ -45,6 +45,11 @@ struct error;
 #define OUTBOX_POLL_MS 1000
 /* Retry delay when a batch could not be handed to the link. */
 #define OUTBOX_RETRY_MS 200
+/*
+ * Wait after an ack that took nothing (the PAN could not store the batch
+ * just now): sending the same batch again at once would only spin.
+ */
+#define OUTBOX_EMPTY_ACK_RETRY_MS 2000
 
 /*
  * The outbox key of cert issued at issued_at_ms into key (OUTBOX_KEY_MAX
@@ -79,16 +84,21 @@ int outbox_batch_next(struct store *st, size_t max, Iselab__OutboxBatch **out,
 void outbox_batch_free(Iselab__OutboxBatch *b);
 
 /*
- * Delete exactly the acked keys, in one store transaction (a key that is
- * not there any more, an ack that came twice, is not an error).  A key
- * longer than OUTBOX_KEY_MAX or empty is refused with the whole ack.
- * 0 or -1.
+ * Delete exactly the acked keys, and move the items the PAN refused for
+ * good to outbox_refused with its reason (so that they no longer block
+ * the queue), in one store transaction (a key that is not there any more,
+ * an ack that came twice, is not an error).  A key longer than
+ * OUTBOX_KEY_MAX or empty is refused with the whole ack.  *refused (when
+ * not NULL): the items moved.  0 or -1.
  */
 int outbox_ack_apply(struct store *st, const Iselab__OutboxAck *ack,
+                     size_t *refused,
                      struct error *err);
 
 /* Entries waiting in the outbox. */
 int outbox_count(struct store *st, size_t *count, struct error *err);
+/* Entries the PAN refused for good (outbox_refused). */
+int outbox_refused_count(struct store *st, size_t *count, struct error *err);
 
 /*
  * Hands one envelope to the link to the PAN; 0 when it went out (queued
@@ -110,6 +120,7 @@ struct outbox_sender {
 	uint64_t batches_sent;   /* batches handed to the link */
 	uint64_t batches_resent; /* of them, sent again after a timeout */
 	uint64_t certs_acked;    /* keys deleted on an ack */
+	uint64_t certs_refused;  /* moved to outbox_refused on an ack */
 };
 
 /* ack_timeout_ms 0: OUTBOX_ACK_TIMEOUT_MS.  hostname is not copied. */
@@ -125,10 +136,12 @@ int64_t outbox_sender_tick(struct outbox_sender *s, bool connected,
                            int64_t now_mono, outbox_send_fn send, void *ctx);
 
 /*
- * An OutboxAck from the PAN: delete the acked keys; when it answers the
- * batch in flight, the next one may go at once.  0 or -1.
+ * An OutboxAck from the PAN at now_mono: delete the acked keys and set
+ * aside the refused ones (outbox_ack_apply()); when it answers the batch
+ * in flight, the next one may go at once, or after
+ * OUTBOX_EMPTY_ACK_RETRY_MS when the ack took nothing.  0 or -1.
  */
 int outbox_sender_ack(struct outbox_sender *s, const Iselab__Envelope *env,
-                      struct error *err);
+                      int64_t now_mono, struct error *err);
 
 #endif

@@ -1532,21 +1532,42 @@ outbox_profile_ok(const char *s)
 }
 
 /* Refuse one item: logged, counted, not acked (the node sends it again). */
-static void outbox_refuse(struct pan *p, const char *host, size_t i,
-                          const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
+/*
+ * The items of one batch refused for good, answered in the ack so that the
+ * PSN sets them aside rather than sending them again forever.
+ */
+struct outbox_refusals {
+	Iselab__OutboxRefusal r[OUTBOX_BATCH_MAX];
+	Iselab__OutboxRefusal *rp[OUTBOX_BATCH_MAX];
+	char why[OUTBOX_BATCH_MAX][ERROR_MAX];
+	size_t n;
+};
+
+static void outbox_refuse(struct pan *p, struct outbox_refusals *rf,
+                          const char *host, size_t i,
+                          const ProtobufCBinaryData *key, const char *fmt,
+                          ...) __attribute__((format(printf, 6, 7)));
 static void
-outbox_refuse(struct pan *p, const char *host, size_t i, const char *fmt, ...)
+outbox_refuse(struct pan *p, struct outbox_refusals *rf, const char *host,
+              size_t i, const ProtobufCBinaryData *key, const char *fmt, ...)
 {
-	char why[ERROR_MAX];
+	char *why = rf->why[rf->n];
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(why, sizeof(why), fmt, ap);
+	vsnprintf(why, ERROR_MAX, fmt, ap);
 	va_end(ap);
 	p->outbox_refused++;
 	log_warn(LOG_MESSAGING, "outbox of %s: item %zu refused: %s", host, i,
 	         why);
+	/* Without a key the PSN could not tell which item: nothing to say. */
+	if (key->len == 0 || key->len > OUTBOX_KEY_MAX)
+		return;
+	iselab__outbox_refusal__init(&rf->r[rf->n]);
+	rf->r[rf->n].key = *key;
+	rf->r[rf->n].reason = why;
+	rf->rp[rf->n] = &rf->r[rf->n];
+	rf->n++;
 }
 
 /* One item that is not stored yet, waiting for the batch's transaction. */
@@ -1566,6 +1587,7 @@ registry_outbox(struct pan *p, const struct pan_peer *peer,
 	Iselab__OutboxAck ack = ISELAB__OUTBOX_ACK__INIT;
 	ProtobufCBinaryData acks[OUTBOX_BATCH_MAX];
 	struct outbox_pending pend[OUTBOX_BATCH_MAX];
+	struct outbox_refusals *rf = NULL;
 	uint8_t kids[OUTBOX_NODE_CAS_MAX][STORE_KEY_ID_LEN];
 	uint8_t key[OUTBOX_KEY_MAX];
 	X509 *cas[OUTBOX_NODE_CAS_MAX];
@@ -1600,7 +1622,8 @@ registry_outbox(struct pan *p, const struct pan_peer *peer,
 	}
 	p->outbox_batches++;
 	ncas = outbox_node_cas(p, n->hostname, cas, kids);
-	if ((b = store_batch_new()) == NULL) {
+	if ((b = store_batch_new()) == NULL ||
+	    (rf = calloc(1, sizeof(*rf))) == NULL) {
 		log_error(LOG_MESSAGING, "outbox of %s: out of memory",
 		          n->hostname);
 		goto out;
@@ -1611,7 +1634,7 @@ registry_outbox(struct pan *p, const struct pan_peer *peer,
 
 		if ((x = cert_parse_der(it->cert.data, it->cert.len, NULL)) ==
 		    NULL) {
-			outbox_refuse(p, n->hostname, i,
+			outbox_refuse(p, rf, n->hostname, i, &it->key,
 			              "the certificate does not parse");
 			continue;
 		}
@@ -1619,14 +1642,14 @@ registry_outbox(struct pan *p, const struct pan_peer *peer,
 		    outbox_key(it->issued_at_ms, x, key, &klen, NULL) == -1 ||
 		    klen != it->key.len ||
 		    memcmp(key, it->key.data, klen) != 0) {
-			outbox_refuse(p, n->hostname, i,
+			outbox_refuse(p, rf, n->hostname, i, &it->key,
 			              "its key is not issued_at_ms || serial");
 			X509_free(x);
 			continue;
 		}
 		if (it->profile == NULL || !outbox_profile_ok(it->profile) ||
 		    X509_check_ca(x) != 0) {
-			outbox_refuse(p, n->hostname, i,
+			outbox_refuse(p, rf, n->hostname, i, &it->key,
 			              "a CA certificate or a bad profile name");
 			X509_free(x);
 			continue;
@@ -1636,7 +1659,7 @@ registry_outbox(struct pan *p, const struct pan_peer *peer,
 
 			cert_name_string(X509_get_issuer_name(x), subject,
 			                 sizeof(subject));
-			outbox_refuse(p, n->hostname, i,
+			outbox_refuse(p, rf, n->hostname, i, &it->key,
 			              "not issued by a CA certificate of %s "
 			              "(issuer %s)",
 			              n->hostname, subject);
@@ -1665,7 +1688,7 @@ registry_outbox(struct pan *p, const struct pan_peer *peer,
 		               b, x, kids[ci], n->hostname, it->profile,
 		               it->issued_at_ms / 1000) == -1) {
 			/* b is a dry run: the store's checks, per item. */
-			outbox_refuse(p, n->hostname, i,
+			outbox_refuse(p, rf, n->hostname, i, &it->key,
 			              "the store refuses the certificate");
 		} else if (eventlog_set_cert(&set, it->cert.data, it->cert.len,
 		                             kids[ci], n->hostname, it->profile,
@@ -1703,16 +1726,19 @@ registry_outbox(struct pan *p, const struct pan_peer *peer,
 	}
 	log_info(LOG_MESSAGING,
 	         "outbox of %s: %zu certificates, %zu stored, %zu already "
-	         "known, %zu not acked",
-	         n->hostname, batch->n_items, stored, nacks - stored,
-	         batch->n_items - nacks);
+	         "known, %zu refused, %zu not acked",
+	         n->hostname, batch->n_items, stored, nacks - stored, rf->n,
+	         batch->n_items - nacks - rf->n);
 	msg_init(&reply, env->request_id, p->id.hostname);
 	ack.n_keys = nacks;
 	ack.keys = acks;
+	ack.n_refused = rf->n;
+	ack.refused = rf->rp;
 	reply.body_case = ISELAB__ENVELOPE__BODY_OUTBOX_ACK;
 	reply.outbox_ack = &ack;
 	(void)messaging_reply(p, peer->rid, peer->rid_len, &reply);
 out:
+	free(rf);
 	store_batch_free(b);
 	eventlog_set_free(&set);
 	for (i = 0; i < ncas; i++)

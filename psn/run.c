@@ -314,7 +314,7 @@ psn_message(struct join_daemon *d, void *arg, const Iselab__Envelope *env)
 	if (env->body_case != ISELAB__ENVELOPE__BODY_OUTBOX_ACK ||
 	    !r->outbox_ready)
 		return 0;
-	if (outbox_sender_ack(&r->outbox, env, &err) == -1)
+	if (outbox_sender_ack(&r->outbox, env, time_mono_ms(), &err) == -1)
 		log_error(LOG_MESSAGING, "outbox ack from the PAN: %s",
 		          err.msg);
 	return 1;
@@ -325,9 +325,10 @@ psn_status(const struct join_daemon *d, void *arg, FILE *fp)
 {
 	struct psn_run *r = arg;
 	struct error err = {{0}};
-	size_t n;
+	size_t n, refused;
 
-	if (d->st == NULL || outbox_count(d->st, &n, &err) == -1) {
+	if (d->st == NULL || outbox_count(d->st, &n, &err) == -1 ||
+	    outbox_refused_count(d->st, &refused, &err) == -1) {
 		fprintf(fp, "Outbox:          ? (%s)\n", err.msg);
 		return;
 	}
@@ -337,6 +338,13 @@ psn_status(const struct join_daemon *d, void *arg, FILE *fp)
 		fprintf(fp, ", batch %" PRIu64 " (%zu) awaiting its ack",
 		        r->outbox.inflight_id, r->outbox.inflight_count);
 	fprintf(fp, "\n");
+	/* Only when there are any: the PAN refused them for good (the log
+	 * says why); they are in the store, not on the PAN. */
+	if (refused > 0)
+		fprintf(fp,
+		        "Outbox refused:  %zu certificate%s the PAN refused "
+		        "(see the log)\n",
+		        refused, refused == 1 ? "" : "s");
 }
 
 int

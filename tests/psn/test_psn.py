@@ -407,30 +407,85 @@ def test_outbox_redelivery_and_forgery(lab):
     assert pan.cert_count() == count
 
     # A forger with a CA of the same name as psn1's Endpoint Sub CA.
-    fk = lab.tmp / "forger.key"
-    fca = lab.tmp / "forger-ca.crt"
-    leaf_key = lab.tmp / "leaf.key"
-    csr = lab.tmp / "leaf.csr"
-    leaf = lab.tmp / "forged.crt"
-    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-keyout", str(fk), "-out", str(fca), "-days", "30", "-subj", "/" + SUB_CA_CN,
-            "-addext", "basicConstraints=critical,CA:TRUE,pathlen:0",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
-    openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-keyout", str(leaf_key), "-out", str(csr), "-subj", "/CN=forged-endpoint")
-    openssl("x509", "-req", "-in", str(csr), "-CA", str(fca), "-CAkey", str(fk),
-            "-set_serial", "0x4242424242424242", "-days", "30", "-out", str(leaf))
+    _, [leaf] = forged_leaves(lab, 1, "forger", "424242424242")
     assert cert_issuer(leaf) == SUB_CA_CN
     # Forged, then psn2's certificate under psn1's key, then a genuine one.
     other = psn2.datadir / "ca/est-client.crt"
     p = outbox_send(psn, leaf, other, d / "est-client.crt")
-    assert p.stdout.split("\n")[:3] == ["item 0 not-acked", "item 1 not-acked",
-                                        "item 2 acked"], p.stdout
+    lines = p.stdout.split("\n")
+    # Refused for good, with the reason, so that the PSN sets them aside.
+    assert lines[0].startswith("item 0 refused: not issued by a CA certificate of psn1"), p.stdout
+    assert lines[1].startswith("item 1 refused: not issued by a CA certificate of psn1"), p.stdout
+    assert lines[2] == "item 2 acked", p.stdout
     rows = cert_rows(pan)
-    assert "4242424242424242" not in rows, rows
+    assert not any(s.startswith("424242424242") for s in rows), rows
     assert cert_serial(other).lstrip("0") not in {s.lstrip("0") for s in rows}
     assert pan.cert_count() == count
     assert re.search(r"outbox of psn1: item 0 refused: not issued by a CA certificate of psn1",
                      pan.log_text()), pan.log_text()[-3000:]
     assert pan.running
+    pan.stop()
+
+
+def forged_leaves(lab, n, name, serial_prefix):
+    """n leaves of a CA that has the name of psn1's Endpoint Sub CA but not
+    its key: what the PAN must refuse as psn1's.  Serials: serial_prefix
+    (hex) then 4 hex digits.  (CA, [leaf, ...])"""
+    fk, fca = lab.tmp / f"{name}-ca.key", lab.tmp / f"{name}-ca.crt"
+    key, csr = lab.tmp / f"{name}.key", lab.tmp / f"{name}.csr"
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", str(fk), "-out", str(fca), "-days", "30", "-subj", "/" + SUB_CA_CN,
+            "-addext", "basicConstraints=critical,CA:TRUE,pathlen:0",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", str(key), "-out", str(csr), "-subj", "/CN=forged-endpoint")
+    leaves = []
+    for i in range(n):
+        leaf = lab.tmp / f"{name}-{i}.crt"
+        openssl("x509", "-req", "-in", str(csr), "-CA", str(fca), "-CAkey", str(fk),
+                "-set_serial", f"0x{serial_prefix}{i:04x}", "-days", "30", "-out", str(leaf))
+        leaves.append(leaf)
+    return fca, leaves
+
+
+def queue_in_outbox(psn, issuer, certs, issued_at_ms):
+    p = subprocess.run([str(BUILD / "tests" / "tools" / "outbox_send"), "--data-dir",
+                        str(psn.datadir), "--passphrase-file", psn.passfile, "--queue", str(issuer),
+                        "--issued-at-ms", str(issued_at_ms), *map(str, certs)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and p.stdout.strip() == f"queued {len(certs)}", p.stdout + p.stderr
+
+
+def test_outbox_refused_items_do_not_block_the_queue(lab):
+    """More certificates than one batch holds that the PAN refuses for good
+    (a forger's CA signed them; queued as if psn1 had issued them) at the
+    head of a PSN's outbox: the PSN sets them aside with the PAN's reason
+    and goes on to the next batch, and the outbox drains instead of sending
+    the same refused batch forever.  (A genuine certificate in the same
+    batch as refused ones is stored and acked: the forgery test.)"""
+    pan, psn = joined_psn(lab)
+    psn.start()
+    wait_delivered(pan, psn)
+    psn.stop()
+    count = pan.cert_count()
+    n = 65  # OUTBOX_BATCH_MAX + 1: the whole first batch is refused
+    fca, leaves = forged_leaves(lab, n, "forged-head", "5151")
+    queue_in_outbox(psn, fca, leaves, 1000)
+    psn.start()
+    wait_for(lambda: outbox_waiting(psn) == 0, OUTBOX_TIMEOUT, "the outbox to drain",
+             detail=lambda: psn.status(check=False).stdout + psn.diagnostics())
+    assert f"Outbox refused:  {n} certificates the PAN refused" in psn.status().stdout, \
+        psn.status().stdout
+    rows = cert_rows(pan)
+    assert not any(s.startswith("5151") for s in rows), rows
+    assert pan.cert_count() == count
+    assert "refuses a certificate for good (not issued by a CA certificate of psn1" in \
+        psn.log_text(), psn.log_text()[-3000:]
+    # After a restart nothing is sent again: the set-aside ones stay aside.
+    psn.stop()
+    psn.start()
+    pan.wait_state("psn1", "connected")
+    assert outbox_waiting(psn) == 0
+    assert f"Outbox refused:  {n} certificates" in psn.status().stdout
+    psn.stop()
     pan.stop()

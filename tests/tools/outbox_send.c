@@ -10,11 +10,16 @@
  * keyed as the outbox keys it (issued_at_ms || serial).  The ack's keys
  * are matched back to the items and printed, one line per item:
  *   item 0 acked
- *   item 1 not-acked
+ *   item 1 refused: not issued by a CA certificate of psn1 (...)
+ *   item 2 not-acked
  * Exit status 0 when an ack came, 1 otherwise, 2 for a bad command line.
  *
+ * --queue ISSUER instead queues the certificates in the PSN's own outbox
+ * (and store), as its CA service would have with ISSUER's key id, for a
+ * PSN that is stopped: a test then sees what `psn run` does with them.
+ *
  * usage: outbox_send --data-dir D --passphrase-file F [--profile P]
- *                    [--issued-at-ms N] CERT...
+ *                    [--issued-at-ms N] [--queue ISSUER] CERT...
  */
 #include <errno.h>
 #include <getopt.h>
@@ -46,7 +51,54 @@ static void
 usage(void)
 {
 	fprintf(stderr, "usage: outbox_send --data-dir D --passphrase-file F "
-	                "[--profile P] [--issued-at-ms N] CERT...\n");
+	                "[--profile P] [--issued-at-ms N] [--queue ISSUER] "
+	                "CERT...\n");
+}
+
+/* --queue: the certificates into the node's store and outbox, one batch. */
+static int
+queue_certs(const char *datadir, const char *issuer_pem, char **certs,
+            size_t n, const char *profile, const char *hostname,
+            int64_t issued, struct error *err)
+{
+	char path[SEND_PATH_MAX];
+	uint8_t kid[STORE_KEY_ID_LEN];
+	struct store *st = NULL;
+	struct store_batch *b = NULL;
+	X509 *issuer = NULL, *x;
+	size_t i;
+	int rc = -1;
+
+	if ((issuer = cert_load_pem(issuer_pem, err)) == NULL ||
+	    store_issuer_key_id(issuer, kid, err) == -1 ||
+	    node_path(path, sizeof(path), datadir, NODE_STORE_DIR, err) == -1 ||
+	    store_open(path, NULL, &st, err) == -1)
+		goto out;
+	if ((b = store_batch_new()) == NULL) {
+		error_set(err, "out of memory");
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		int added;
+
+		if ((x = cert_load_pem(certs[i], err)) == NULL)
+			goto out;
+		added = outbox_batch_add(b, x, kid, profile, hostname,
+		                         issued + (int64_t)i, err);
+		X509_free(x);
+		if (added == -1)
+			goto out;
+	}
+	if (store_apply(st, b, err) != STORE_OK)
+		goto out;
+	printf("queued %zu\n", n);
+	rc = 0;
+out:
+	store_batch_free(b);
+	if (st != NULL)
+		store_close(st);
+	X509_free(issuer);
+	return rc;
 }
 
 int
@@ -57,6 +109,7 @@ main(int argc, char **argv)
 	    {"passphrase-file", required_argument, NULL, 'p'},
 	    {"profile", required_argument, NULL, 'P'},
 	    {"issued-at-ms", required_argument, NULL, 't'},
+	    {"queue", required_argument, NULL, 'q'},
 	    {NULL, 0, NULL, 0},
 	};
 	Iselab__OutboxItem items[SEND_ITEMS_MAX], *itemp[SEND_ITEMS_MAX];
@@ -69,6 +122,7 @@ main(int argc, char **argv)
 	struct node_identity id;
 	struct error err = {{0}};
 	const char *datadir = NULL, *passfile = NULL, *profile = "tls-client";
+	const char *queue = NULL;
 	char path[SEND_PATH_MAX], pub[CURVE_Z85_LEN], sec[CURVE_Z85_LEN];
 	char *pass = NULL;
 	size_t passlen = 0, n = 0, i, j, len;
@@ -93,18 +147,31 @@ main(int argc, char **argv)
 		case 't':
 			issued = strtoll(optarg, NULL, 10);
 			break;
+		case 'q':
+			queue = optarg;
+			break;
 		default:
 			usage();
 			return 2;
 		}
 	}
+	/* One batch is sent; any number may be queued. */
 	if (datadir == NULL || optind == argc ||
-	    argc - optind > SEND_ITEMS_MAX) {
+	    (queue == NULL && argc - optind > SEND_ITEMS_MAX)) {
 		usage();
 		return 2;
 	}
-	if (node_identity_read(datadir, &id, &err) == -1 ||
-	    join_deployment_read(datadir, &dep, &err) == -1)
+	if (node_identity_read(datadir, &id, &err) == -1)
+		goto out;
+	if (queue != NULL) {
+		rc = queue_certs(datadir, queue, argv + optind,
+		                 (size_t)(argc - optind), profile, id.hostname,
+		                 issued, &err) == 0
+		         ? 0
+		         : 1;
+		goto out;
+	}
+	if (join_deployment_read(datadir, &dep, &err) == -1)
 		goto out;
 	if ((pan = join_deployment_pan(&dep)) == NULL) {
 		error_set(&err, "no PAN in %s", JOIN_DEPLOYMENT_FILE);
@@ -195,15 +262,25 @@ main(int argc, char **argv)
 	if (reply == NULL)
 		goto out;
 	for (i = 0; i < n; i++) {
+		const Iselab__OutboxAck *a = reply->outbox_ack;
+		const char *why = NULL;
 		bool acked = false;
 
-		for (j = 0; j < reply->outbox_ack->n_keys; j++)
-			if (reply->outbox_ack->keys[j].len ==
-			        items[i].key.len &&
-			    memcmp(reply->outbox_ack->keys[j].data,
-			           items[i].key.data, items[i].key.len) == 0)
+		for (j = 0; j < a->n_keys; j++)
+			if (a->keys[j].len == items[i].key.len &&
+			    memcmp(a->keys[j].data, items[i].key.data,
+			           items[i].key.len) == 0)
 				acked = true;
-		printf("item %zu %s\n", i, acked ? "acked" : "not-acked");
+		for (j = 0; j < a->n_refused; j++)
+			if (a->refused[j]->key.len == items[i].key.len &&
+			    memcmp(a->refused[j]->key.data, items[i].key.data,
+			           items[i].key.len) == 0)
+				why = a->refused[j]->reason;
+		if (why != NULL)
+			printf("item %zu refused: %s\n", i, why);
+		else
+			printf("item %zu %s\n", i,
+			       acked ? "acked" : "not-acked");
 	}
 	rc = 0;
 out:

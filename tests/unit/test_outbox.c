@@ -191,6 +191,69 @@ test_add_and_order(void **state)
 	store_close(st);
 }
 
+/*
+ * An item the PAN refuses for good leaves the queue for outbox_refused,
+ * with the reason and the item as it was, so that what follows it is sent;
+ * an acked one is deleted in the same transaction.
+ */
+static void
+test_refused(void **state)
+{
+	const int64_t times[] = {10, 20, 30};
+	struct store *st = open_store("refused");
+	Iselab__OutboxBatch *b = NULL, *after = NULL;
+	Iselab__OutboxAck ack = ISELAB__OUTBOX_ACK__INIT;
+	Iselab__OutboxRefusal r = ISELAB__OUTBOX_REFUSAL__INIT, *rp = &r, *kept;
+	ProtobufCBinaryData keys[1];
+	struct error err = {{0}};
+	uint8_t *val;
+	size_t n, vlen, moved;
+
+	(void)state;
+	queue(st, times, 3);
+	assert_int_equal(outbox_batch_next(st, 0, &b, &err), 0);
+	keys[0] = b->items[1]->key;
+	ack.n_keys = 1;
+	ack.keys = keys;
+	r.key = b->items[0]->key;
+	r.reason = "not issued by a CA certificate of psn1";
+	ack.n_refused = 1;
+	ack.refused = &rp;
+	assert_int_equal(outbox_ack_apply(st, &ack, &moved, &err), 0);
+	assert_int_equal(moved, 1);
+	assert_int_equal(outbox_count(st, &n, &err), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(outbox_refused_count(st, &n, &err), 0);
+	assert_int_equal(n, 1);
+	/* The head of the queue is now the third item. */
+	assert_int_equal(outbox_batch_next(st, 0, &after, &err), 0);
+	assert_int_equal(after->n_items, 1);
+	assert_int_equal(after->items[0]->issued_at_ms, 30);
+	outbox_batch_free(after);
+	/* Kept whole: the reason and the certificate. */
+	assert_int_equal(store_kv_get(st, STORE_TABLE_OUTBOX_REFUSED,
+	                              r.key.data, r.key.len, &val, &vlen,
+	                              &err),
+	                 STORE_OK);
+	kept = iselab__outbox_refusal__unpack(NULL, vlen, val);
+	free(val);
+	assert_non_null(kept);
+	assert_string_equal(kept->reason, r.reason);
+	assert_true(kept->item.len > 0);
+	iselab__outbox_refusal__free_unpacked(kept, NULL);
+	/* The same answer again moves nothing more. */
+	assert_int_equal(outbox_ack_apply(st, &ack, &moved, &err), 0);
+	assert_int_equal(moved, 0);
+	assert_int_equal(outbox_refused_count(st, &n, &err), 0);
+	assert_int_equal(n, 1);
+	/* A refusal without a key refuses the whole answer. */
+	r.key.len = 0;
+	ack.n_keys = 0;
+	assert_int_equal(outbox_ack_apply(st, &ack, &moved, &err), -1);
+	outbox_batch_free(b);
+	store_close(st);
+}
+
 static void
 test_add_refused(void **state)
 {
@@ -247,11 +310,11 @@ test_ack(void **state)
 	keys[1] = b->items[2]->key;
 	ack.n_keys = 2;
 	ack.keys = keys;
-	assert_int_equal(outbox_ack_apply(st, &ack, &err), 0);
+	assert_int_equal(outbox_ack_apply(st, &ack, NULL, &err), 0);
 	assert_int_equal(outbox_count(st, &n, &err), 0);
 	assert_int_equal(n, 1);
 	/* The same ack again is harmless. */
-	assert_int_equal(outbox_ack_apply(st, &ack, &err), 0);
+	assert_int_equal(outbox_ack_apply(st, &ack, NULL, &err), 0);
 	assert_int_equal(outbox_count(st, &n, &err), 0);
 	assert_int_equal(n, 1);
 	outbox_batch_free(b);
@@ -264,9 +327,9 @@ test_ack(void **state)
 	keys[0] = b->items[0]->key;
 	keys[1].data = badkey;
 	keys[1].len = sizeof(badkey);
-	assert_int_equal(outbox_ack_apply(st, &ack, &err), -1);
+	assert_int_equal(outbox_ack_apply(st, &ack, NULL, &err), -1);
 	keys[1].len = 3;
-	assert_int_equal(outbox_ack_apply(st, &ack, &err), -1);
+	assert_int_equal(outbox_ack_apply(st, &ack, NULL, &err), -1);
 	assert_int_equal(outbox_count(st, &n, &err), 0);
 	assert_int_equal(n, 1);
 	outbox_batch_free(b);
@@ -365,7 +428,7 @@ test_sender(void **state)
 
 	/* An ack of the first key: deleted, and the next batch goes at once. */
 	ack_env(&env, &ack, &key, f.last_id, &f);
-	assert_int_equal(outbox_sender_ack(&s, &env, &err), 0);
+	assert_int_equal(outbox_sender_ack(&s, &env, now, &err), 0);
 	assert_int_equal(s.inflight_id, 0);
 	assert_int_equal(outbox_count(st, &n, &err), 0);
 	assert_int_equal(n, 1);
@@ -374,13 +437,23 @@ test_sender(void **state)
 	assert_int_equal(f.last_items, 1);
 	/* A late ack of an older batch deletes its keys, keeps the flight. */
 	ack_env(&env, &ack, &key, f.last_id - 1, &f);
-	assert_int_equal(outbox_sender_ack(&s, &env, &err), 0);
+	assert_int_equal(outbox_sender_ack(&s, &env, now, &err), 0);
 	assert_int_not_equal(s.inflight_id, 0);
 	assert_int_equal(outbox_count(st, &n, &err), 0);
 	assert_int_equal(n, 0);
+	/*
+	 * An ack of the batch in flight that takes nothing (the PAN could not
+	 * store it just now): the batch goes again, but not at once.
+	 */
+	ack.n_keys = 0;
+	env.request_id = s.inflight_id;
+	assert_int_equal(outbox_sender_ack(&s, &env, now, &err), 0);
+	assert_int_equal(s.inflight_id, 0);
+	assert_int_equal(outbox_sender_tick(&s, true, now, fake_send, &f),
+	                 OUTBOX_EMPTY_ACK_RETRY_MS);
 	/* Not an ack: refused. */
 	env.body_case = ISELAB__ENVELOPE__BODY_HEARTBEAT_ACK;
-	assert_int_equal(outbox_sender_ack(&s, &env, &err), -1);
+	assert_int_equal(outbox_sender_ack(&s, &env, now, &err), -1);
 	store_close(st);
 }
 
@@ -392,6 +465,7 @@ main(void)
 	    cmocka_unit_test(test_add_and_order),
 	    cmocka_unit_test(test_add_refused),
 	    cmocka_unit_test(test_ack),
+	    cmocka_unit_test(test_refused),
 	    cmocka_unit_test(test_sender),
 	};
 
