@@ -48,6 +48,10 @@ struct store_batch;
 #define EVENTS_APPLIED_KEY "events/applied"
 /* Config key prefix of a node's settings (NodeSettings, packed). */
 #define EVENTS_SETTINGS_PREFIX "settings/"
+/* Config key of the deployment config the last deployment event set. */
+#define EVENTS_DEPLOYMENT_KEY "deployment/config"
+/* Admin nodes a deployment event names: the primary and a secondary. */
+#define EVENTS_ADMIN_MAX 2
 
 /*
  * How a node applies events: EVENTS_MEMBER (a PSN) sets users, templates,
@@ -82,6 +86,12 @@ int events_batch_effect(struct store_batch *b, const Iselab__Event *ev,
                         unsigned flags, struct error *err);
 /* Whether ev changes only what the replica keeps (a PSN skips it). */
 bool events_replica_only(const Iselab__Event *ev);
+/*
+ * The deployment config the last deployment event set (*out, free with
+ * iselab__deployment_config__free_unpacked): 1, 0 when none yet, -1.
+ */
+int events_deployment(struct store *st, Iselab__DeploymentConfig **out,
+                      struct error *err);
 
 /*
  * Up to max (at most EVENTS_BATCH_MAX) events after seq `after`, in
