@@ -2588,28 +2588,25 @@ join_daemon_loop(struct join_daemon *d, struct error *err)
 	int64_t wait, hook;
 
 	for (;;) {
-		zmq_pollitem_t items[5] = {
-		    {join_link_socket(d->link), 0, ZMQ_POLLIN, 0},
-		    {d->control, 0, ZMQ_POLLIN, 0},
-		    {NULL, d->signal_fd, ZMQ_POLLIN, 0},
-		    {d->extra, 0, d->extra != NULL ? ZMQ_POLLIN : 0, 0},
-		    {join_link_events_socket(d->link), 0, ZMQ_POLLIN, 0},
-		};
-		int nitems = items[4].socket != NULL ? 5 : 4;
-
 		if (d->stop)
 			return 0;
-		/* A socket-less item: zmq_poll would take fd 0. */
-		if (d->extra == NULL)
-			items[3].fd = -1;
-
 		daemon_services(d);
+		/* Before the items: a new primary adopted means new sockets. */
 		wait = join_link_tick(d->link, time_mono_ms());
 		if (d->hooks->tick != NULL) {
 			hook = d->hooks->tick(d, d->hooks->arg, time_mono_ms());
 			if (hook >= 0 && hook < wait)
 				wait = hook;
 		}
+		zmq_pollitem_t items[5] = {
+		    {join_link_socket(d->link), 0, ZMQ_POLLIN, 0},
+		    {d->control, 0, ZMQ_POLLIN, 0},
+		    {NULL, d->signal_fd, ZMQ_POLLIN, 0},
+		    {d->extra, -1, d->extra != NULL ? ZMQ_POLLIN : 0, 0},
+		    {join_link_events_socket(d->link), 0, ZMQ_POLLIN, 0},
+		};
+		int nitems = items[4].socket != NULL ? 5 : 4;
+
 		if (zmq_poll(items, nitems, (long)wait) == -1) {
 			if (errno == EINTR)
 				continue;
@@ -2714,8 +2711,9 @@ join_status_text(const struct join_role *role, const char *datadir,
 		fprintf(fp, "PAN link:        - (%s is not running)\n",
 		        role->name);
 	else {
-		fprintf(fp, "PAN link:        %s",
-		        join_link_state_name(join_link_state(d->link)));
+		fprintf(fp, "PAN link:        %s (primary %s, epoch %" PRIu64 ")",
+		        join_link_state_name(join_link_state(d->link)),
+		        join_link_primary(d->link), join_link_epoch(d->link));
 		if ((ack = join_link_last_ack(d->link)) != 0) {
 			format_time((time_t)(ack / 1000), when, sizeof(when));
 			fprintf(fp,

@@ -26,6 +26,20 @@
 #include "proc.h"
 #include "util.h"
 
+/* `san promote` on a promoted SAN (a PAN's data dir is refused before). */
+static int
+control_promote(struct pan *p, int argc, char **argv, FILE *out, FILE *errf)
+{
+	(void)argc;
+	(void)argv;
+	(void)out;
+	if (primary_refuse(p, "promote", errf))
+		return PAN_EXIT_FAIL;
+	fprintf(errf, "san promote: %s is the primary already (epoch %llu)\n",
+	        p->id.hostname, (unsigned long long)p->epoch);
+	return PAN_EXIT_FAIL;
+}
+
 /* One admin command: argv[0] (and argv[1] when given) pick it. */
 struct control_cmd {
 	const char *word1, *word2;
@@ -50,6 +64,7 @@ static const struct control_cmd control_cmds[] = {
     {"user", NULL, eventlog_user, true},
     {"template", NULL, eventlog_template, true},
     {"status", NULL, status_daemon},
+    {"promote", NULL, control_promote},
 };
 
 int
