@@ -312,6 +312,71 @@ events_ca_chain(struct store *st, Iselab__CaChain **out, struct error *err)
 	return 1;
 }
 
+/*
+ * A deployment config as an event carries it: an epoch, one primary (role
+ * PAN) among 1 to EVENTS_ADMIN_MAX admin nodes, each with a host name, a
+ * messaging endpoint and a 32-byte CURVE key.
+ */
+static int
+deployment_check(const Iselab__DeploymentConfig *c, struct error *err)
+{
+	size_t i, primaries = 0;
+
+	if (c == NULL || c->epoch == 0 || c->n_admin_nodes == 0 ||
+	    c->n_admin_nodes > EVENTS_ADMIN_MAX) {
+		error_set(err, "deployment without an epoch or with %zu admin "
+		               "nodes (1 to %d)",
+		          c != NULL ? c->n_admin_nodes : 0, EVENTS_ADMIN_MAX);
+		return -1;
+	}
+	for (i = 0; i < c->n_admin_nodes; i++) {
+		const Iselab__AdminNode *a = c->admin_nodes[i];
+
+		if (a->hostname == NULL ||
+		    !host_ok(a->hostname, strlen(a->hostname)) ||
+		    a->messaging_endpoint == NULL ||
+		    a->messaging_endpoint[0] == '\0' ||
+		    a->curve_public_key.len != 32 ||
+		    (a->role != ISELAB__ROLE__ROLE_PAN &&
+		     a->role != ISELAB__ROLE__ROLE_SAN)) {
+			error_set(err, "deployment: admin node %zu is "
+			               "incomplete",
+			          i + 1);
+			return -1;
+		}
+		primaries += a->role == ISELAB__ROLE__ROLE_PAN;
+	}
+	if (primaries != 1) {
+		error_set(err, "deployment: %zu primaries, not one", primaries);
+		return -1;
+	}
+	return 0;
+}
+
+int
+events_deployment(struct store *st, Iselab__DeploymentConfig **out,
+                  struct error *err)
+{
+	uint8_t *val;
+	size_t vlen;
+	int rc;
+
+	*out = NULL;
+	rc = store_kv_get(st, STORE_TABLE_CONFIG, EVENTS_DEPLOYMENT_KEY,
+	                  strlen(EVENTS_DEPLOYMENT_KEY), &val, &vlen, err);
+	if (rc == STORE_NOT_FOUND)
+		return 0;
+	if (rc != STORE_OK)
+		return -1;
+	*out = iselab__deployment_config__unpack(NULL, vlen, val);
+	free(val);
+	if (*out == NULL) {
+		error_set(err, "%s does not unpack", EVENTS_DEPLOYMENT_KEY);
+		return -1;
+	}
+	return 1;
+}
+
 /* A node's host name as a settings key takes it. */
 static bool
 events_hostname_ok(const char *h)
@@ -455,6 +520,8 @@ events_check(const Iselab__Event *ev, struct error *err)
 		return events_ca_chain_check(ev->ca_chain, err);
 	case ISELAB__EVENT__CHANGE_LOG_LEVELS:
 		return events_check_log_levels(ev->log_levels, err);
+	case ISELAB__EVENT__CHANGE_DEPLOYMENT:
+		return deployment_check(ev->deployment, err);
 	case ISELAB__EVENT__CHANGE__NOT_SET:
 	default:
 		/*
@@ -618,6 +685,22 @@ events_batch_effect(struct store_batch *b, const Iselab__Event *ev,
 		                        ev->alarm_record->record.data,
 		                        ev->alarm_record->record.len);
 		break;
+	case ISELAB__EVENT__CHANGE_DEPLOYMENT: {
+		size_t len = iselab__deployment_config__get_packed_size(
+		    ev->deployment);
+		uint8_t *buf = malloc(len > 0 ? len : 1);
+
+		if (buf == NULL) {
+			error_set(err, "out of memory");
+			return -1;
+		}
+		iselab__deployment_config__pack(ev->deployment, buf);
+		rc = store_batch_kv_put(b, STORE_TABLE_CONFIG,
+		                        EVENTS_DEPLOYMENT_KEY,
+		                        strlen(EVENTS_DEPLOYMENT_KEY), buf, len);
+		free(buf);
+		break;
+	}
 	default:
 		error_set(err, "event %" PRIu64 ": unknown change", ev->seq);
 		return -1;
@@ -923,6 +1006,21 @@ events_describe(const Iselab__Event *ev, char *buf, size_t len)
 		}
 		if (ev->log_levels->n_levels == 0 && n < len)
 			snprintf(buf + n, len - n, " (log.level)");
+		break;
+	}
+	case ISELAB__EVENT__CHANGE_DEPLOYMENT: {
+		const char *primary = "?";
+		size_t i;
+
+		for (i = 0; i < ev->deployment->n_admin_nodes; i++)
+			if (ev->deployment->admin_nodes[i]->role ==
+			    ISELAB__ROLE__ROLE_PAN)
+				primary = ev->deployment->admin_nodes[i]->hostname;
+		snprintf(buf, len,
+		         "deployment epoch %" PRIu64 ": primary %s, %zu admin "
+		         "node(s)",
+		         ev->deployment->epoch, primary,
+		         ev->deployment->n_admin_nodes);
 		break;
 	}
 	default:

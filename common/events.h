@@ -51,6 +51,10 @@ struct store_batch;
 #define EVENTS_SETTINGS_PREFIX "settings/"
 /* Config key prefix of a node's runtime log levels (LogLevels, packed). */
 #define EVENTS_LOG_LEVELS_PREFIX "loglevels/"
+/* Config key of the deployment config the last deployment event set. */
+#define EVENTS_DEPLOYMENT_KEY "deployment/config"
+/* Admin nodes a deployment event names: the primary and a secondary. */
+#define EVENTS_ADMIN_MAX 2
 
 /*
  * How a node applies events: EVENTS_MEMBER (a PSN) sets users, templates,
@@ -92,6 +96,12 @@ int events_batch_effect(struct store_batch *b, const Iselab__Event *ev,
                         unsigned flags, struct error *err);
 /* Whether ev changes only what the replica keeps (a PSN skips it). */
 bool events_replica_only(const Iselab__Event *ev);
+/*
+ * The deployment config the last deployment event set (*out, free with
+ * iselab__deployment_config__free_unpacked): 1, 0 when none yet, -1.
+ */
+int events_deployment(struct store *st, Iselab__DeploymentConfig **out,
+                      struct error *err);
 
 /*
  * Up to max (at most EVENTS_BATCH_MAX) events after seq `after`, in

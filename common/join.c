@@ -503,7 +503,7 @@ join_deployment_from_msg(const Iselab__DeploymentConfig *c,
 		}
 		if (a->messaging_endpoint == NULL ||
 		    a->messaging_endpoint[0] == '\0') {
-			if (o->role != NODE_ROLE_PAN) {
+			if (o->role != NODE_ROLE_PAN || t == NULL) {
 				error_set(err,
 				          "admin node %s has no messaging "
 				          "endpoint",
@@ -525,7 +525,8 @@ join_deployment_from_msg(const Iselab__DeploymentConfig *c,
 			error_prefix(err, "admin node %s", a->hostname);
 			return -1;
 		}
-		if (a->curve_public_key.len == 0 && o->role == NODE_ROLE_PAN) {
+		if (a->curve_public_key.len == 0 && o->role == NODE_ROLE_PAN &&
+		    t != NULL) {
 			memcpy(o->curve_public, t->pan_curve_public,
 			       CURVE_KEY_LEN);
 		} else if (a->curve_public_key.len != CURVE_KEY_LEN) {
@@ -538,7 +539,7 @@ join_deployment_from_msg(const Iselab__DeploymentConfig *c,
 		} else
 			memcpy(o->curve_public, a->curve_public_key.data,
 			       CURVE_KEY_LEN);
-		if (o->role == NODE_ROLE_PAN &&
+		if (o->role == NODE_ROLE_PAN && t != NULL &&
 		    memcmp(o->curve_public, t->pan_curve_public,
 		           CURVE_KEY_LEN) != 0) {
 			error_set(err,
@@ -1555,6 +1556,24 @@ struct join_link {
 	/* Its service table, likewise. */
 	struct join_service services[JOIN_SERVICES_MAX];
 	size_t nservices;
+	/*
+	 * The admin nodes (docs/san.md "Promotion"): heartbeats go to the
+	 * primary; while it does not answer, to the others too (probe), and
+	 * the one that answers as primary with a higher epoch is adopted.
+	 */
+	void *zctx;                            /* for sockets made later */
+	EVP_PKEY *curve_key;                   /* ours, for those sockets */
+	struct join_admin admins[JOIN_ADMIN_MAX];
+	size_t nadmin;
+	uint64_t epoch;                        /* the epoch we follow */
+	void *probe[JOIN_ADMIN_MAX];           /* DEALERs; NULL: none */
+	int64_t next_probe;                    /* mono ms */
+	bool refused_logged;                   /* a lower epoch, said once */
+	join_link_adopt_fn adopt;              /* a new primary adopted */
+	void *adopt_ctx;
+	/* A SAN: where it serves once promoted, in every heartbeat. */
+	char own_messaging[JOIN_ENDPOINT_MAX];
+	char own_events[JOIN_ENDPOINT_MAX];
 };
 
 const char *
@@ -1571,33 +1590,26 @@ join_link_state_name(enum join_link_state s)
 	return "?";
 }
 
-struct join_link *
-join_link_new(void *zctx, const char *hostname, const struct join_admin *pan,
-              EVP_PKEY *curve_key, int64_t interval_ms, int64_t timeout_ms,
-              struct error *err)
+/* The DEALER and the SUB to pan, in place of any we had. */
+static int
+link_connect(struct join_link *l, const struct join_admin *pan,
+             struct error *err)
 {
-	struct join_link *l;
-	int hwm = LINK_SNDHWM, ivl = (int)interval_ms;
-	int hb_timeout = (int)timeout_ms;
+	int hwm = LINK_SNDHWM, ivl = (int)l->interval_ms;
+	int hb_timeout = (int)l->timeout_ms;
 
-	if ((l = calloc(1, sizeof(*l))) == NULL) {
-		error_set(err, "out of memory");
-		return NULL;
-	}
-	snprintf(l->hostname, sizeof(l->hostname), "%s", hostname);
+	if (l->sock != NULL)
+		zmq_close(l->sock);
+	if (l->sub != NULL)
+		zmq_close(l->sub);
+	l->sock = l->sub = NULL;
 	snprintf(l->pan, sizeof(l->pan), "%s", pan->hostname);
 	snprintf(l->endpoint, sizeof(l->endpoint), "%s", pan->messaging);
-	l->interval_ms = interval_ms;
-	l->timeout_ms = timeout_ms;
-	l->started = time_mono_ms();
-	l->next_send = l->started;
-	l->next_id = 1;
-	l->state = JOIN_LINK_CONNECTING;
-	if ((l->sock = curve_client(zctx, ZMQ_DEALER, pan->messaging,
-	                            pan->curve_public, curve_key,
+	if ((l->sock = curve_client(l->zctx, ZMQ_DEALER, pan->messaging,
+	                            pan->curve_public, l->curve_key,
 	                            LINK_RECONNECT_IVL_MS,
 	                            LINK_RECONNECT_IVL_MAX_MS, err)) == NULL)
-		goto fail;
+		return -1;
 	/*
 	 * A small queue, and ZMTP heartbeats so that a PAN that vanished
 	 * without a FIN (power off, cable) is noticed and reconnected to.
@@ -1608,20 +1620,20 @@ join_link_new(void *zctx, const char *hostname, const struct join_admin *pan,
 	    zmq_setsockopt(l->sock, ZMQ_HEARTBEAT_TIMEOUT, &hb_timeout,
 	                   sizeof(hb_timeout)) == -1) {
 		error_set(err, "zmq_setsockopt: %s", zmq_strerror(errno));
-		goto fail;
+		return -1;
 	}
 	if (zmq_connect(l->sock, pan->messaging) == -1) {
 		error_set(err, "cannot connect to %s: %s", pan->messaging,
 		          zmq_strerror(errno));
-		goto fail;
+		return -1;
 	}
 	if (pan->events[0] != '\0') {
-		if ((l->sub = curve_client(zctx, ZMQ_SUB, pan->events,
-		                           pan->curve_public, curve_key,
+		if ((l->sub = curve_client(l->zctx, ZMQ_SUB, pan->events,
+		                           pan->curve_public, l->curve_key,
 		                           LINK_RECONNECT_IVL_MS,
 		                           LINK_RECONNECT_IVL_MAX_MS, err)) ==
 		    NULL)
-			goto fail;
+			return -1;
 		if (zmq_setsockopt(l->sub, ZMQ_SUBSCRIBE, "", 0) == -1 ||
 		    zmq_setsockopt(l->sub, ZMQ_HEARTBEAT_IVL, &ivl,
 		                   sizeof(ivl)) == -1 ||
@@ -1629,25 +1641,242 @@ join_link_new(void *zctx, const char *hostname, const struct join_admin *pan,
 		                   sizeof(hb_timeout)) == -1) {
 			error_set(err, "zmq_setsockopt: %s",
 			          zmq_strerror(errno));
-			goto fail;
+			return -1;
 		}
 		if (zmq_connect(l->sub, pan->events) == -1) {
 			error_set(err, "cannot connect to %s: %s", pan->events,
 			          zmq_strerror(errno));
-			goto fail;
+			return -1;
 		}
 	}
 	log_info(LOG_MESSAGING,
 	         "heartbeats to the PAN %s at %s every %" PRId64 " ms "
 	         "(timeout %" PRId64 " ms); events from %s",
-	         l->pan, join_endpoint_address(l->endpoint), interval_ms,
-	         timeout_ms,
+	         l->pan, join_endpoint_address(l->endpoint), l->interval_ms,
+	         l->timeout_ms,
 	         pan->events[0] != '\0' ? join_endpoint_address(pan->events)
 	                                : "nowhere (no events endpoint)");
+	return 0;
+}
+
+struct join_link *
+join_link_new(void *zctx, const char *hostname, const struct join_admin *pan,
+              EVP_PKEY *curve_key, int64_t interval_ms, int64_t timeout_ms,
+              struct error *err)
+{
+	struct join_link *l;
+
+	if ((l = calloc(1, sizeof(*l))) == NULL) {
+		error_set(err, "out of memory");
+		return NULL;
+	}
+	snprintf(l->hostname, sizeof(l->hostname), "%s", hostname);
+	l->interval_ms = interval_ms;
+	l->timeout_ms = timeout_ms;
+	l->started = time_mono_ms();
+	l->next_send = l->started;
+	l->next_id = 1;
+	l->state = JOIN_LINK_CONNECTING;
+	l->zctx = zctx;
+	if (EVP_PKEY_up_ref(curve_key) != 1) {
+		error_set(err, "EVP_PKEY_up_ref failed");
+		free(l);
+		return NULL;
+	}
+	l->curve_key = curve_key;
+	l->admins[0] = *pan;
+	l->nadmin = 1;
+	if (link_connect(l, pan, err) == -1) {
+		join_link_free(l);
+		return NULL;
+	}
 	return l;
-fail:
-	join_link_free(l);
-	return NULL;
+}
+
+static int link_send_heartbeat_to(struct join_link *l, void *sock);
+
+static void
+link_probes_close(struct join_link *l)
+{
+	size_t i;
+
+	for (i = 0; i < JOIN_ADMIN_MAX; i++) {
+		if (l->probe[i] != NULL)
+			zmq_close(l->probe[i]);
+		l->probe[i] = NULL;
+	}
+}
+
+/* Index of the primary (role PAN) among l->admins. */
+static size_t
+link_primary(const struct join_link *l)
+{
+	size_t i;
+
+	for (i = 0; i < l->nadmin; i++)
+		if (l->admins[i].role == NODE_ROLE_PAN)
+			return i;
+	return 0;
+}
+
+/* Heartbeats and events from admin node i from now on. */
+static void
+link_adopt(struct join_link *l, size_t i, uint64_t epoch)
+{
+	struct error err = {{0}};
+	size_t k;
+
+	for (k = 0; k < l->nadmin; k++)
+		l->admins[k].role = k == i ? NODE_ROLE_PAN : NODE_ROLE_SAN;
+	l->epoch = epoch;
+	link_probes_close(l);
+	log_warn(LOG_MESSAGING,
+	         "the primary is now %s at %s (epoch %" PRIu64 ")",
+	         l->admins[i].hostname,
+	         join_endpoint_address(l->admins[i].messaging), epoch);
+	if (link_connect(l, &l->admins[i], &err) == -1)
+		log_error(LOG_MESSAGING, "cannot connect to %s: %s",
+		          l->admins[i].hostname, err.msg);
+	l->state = JOIN_LINK_CONNECTING;
+	l->started = time_mono_ms();
+	l->last_ack = 0;
+	l->next_send = 0;
+	l->catchup_sent = 0;
+	l->refused_logged = false;
+	if (l->adopt != NULL)
+		l->adopt(l->adopt_ctx, l->admins, l->nadmin, l->epoch);
+}
+
+void
+join_link_set_adopt(struct join_link *l, join_link_adopt_fn fn, void *ctx)
+{
+	l->adopt = fn;
+	l->adopt_ctx = ctx;
+}
+
+void
+join_link_set_endpoints(struct join_link *l, const char *messaging,
+                        const char *events)
+{
+	snprintf(l->own_messaging, sizeof(l->own_messaging), "%s",
+	         messaging != NULL ? messaging : "");
+	snprintf(l->own_events, sizeof(l->own_events), "%s",
+	         events != NULL ? events : "");
+}
+
+uint64_t
+join_link_epoch(const struct join_link *l)
+{
+	return l->epoch;
+}
+
+const char *
+join_link_primary(const struct join_link *l)
+{
+	return l->pan;
+}
+
+void
+join_link_set_deployment(struct join_link *l, const struct join_admin *admins,
+                         size_t n, uint64_t epoch)
+{
+	size_t primary;
+
+	/* A lower epoch never wins (an old event replayed, say). */
+	if (n == 0 || n > JOIN_ADMIN_MAX || epoch < l->epoch)
+		return;
+	link_probes_close(l);
+	memcpy(l->admins, admins, n * sizeof(*admins));
+	l->nadmin = n;
+	primary = link_primary(l);
+	if (strcmp(l->admins[primary].hostname, l->pan) != 0 ||
+	    strcmp(l->admins[primary].messaging, l->endpoint) != 0)
+		link_adopt(l, primary, epoch);
+	l->epoch = epoch;
+}
+
+/* An admin node's answer to a probe: adopt it if it is a newer primary. */
+static void
+link_probe_read(struct join_link *l, size_t i)
+{
+	Iselab__Envelope *env;
+	struct error err;
+	uint8_t *buf;
+	size_t len;
+
+	while (l->probe[i] != NULL &&
+	       (buf = recv_payload(l->probe[i], &len, ZMQ_DONTWAIT)) != NULL) {
+		env = msg_unpack(buf, len, &l->stats, &err);
+		free(buf);
+		if (env == NULL)
+			continue;
+		if (env->body_case == ISELAB__ENVELOPE__BODY_HEARTBEAT_ACK &&
+		    env->heartbeat_ack->epoch > l->epoch) {
+			uint64_t e = env->heartbeat_ack->epoch;
+
+			msg_free(env);
+			link_adopt(l, i, e);
+			return;
+		}
+		if (env->body_case == ISELAB__ENVELOPE__BODY_ERROR)
+			log_debug(LOG_MESSAGING,
+			          "admin node %s: %s (epoch %" PRIu64 ")",
+			          l->admins[i].hostname, env->error->message,
+			          env->error->epoch);
+		else if (env->body_case == ISELAB__ENVELOPE__BODY_HEARTBEAT_ACK)
+			log_debug(LOG_MESSAGING,
+			          "admin node %s answers at epoch %" PRIu64
+			          ", not above ours (%" PRIu64 "): not adopted",
+			          l->admins[i].hostname,
+			          env->heartbeat_ack->epoch, l->epoch);
+		msg_free(env);
+	}
+}
+
+/*
+ * While the primary does not answer: a heartbeat to every other admin
+ * node each interval, and their answers read.
+ */
+static void
+link_probe(struct join_link *l, int64_t now)
+{
+	struct error err = {{0}};
+	size_t i, primary = link_primary(l);
+
+	for (i = 0; i < l->nadmin; i++) {
+		if (i == primary ||
+		    strcmp(l->admins[i].hostname, l->hostname) == 0)
+			continue;
+		if (l->probe[i] == NULL) {
+			l->probe[i] = curve_client(
+			    l->zctx, ZMQ_DEALER, l->admins[i].messaging,
+			    l->admins[i].curve_public, l->curve_key,
+			    LINK_RECONNECT_IVL_MS, LINK_RECONNECT_IVL_MAX_MS,
+			    &err);
+			if (l->probe[i] == NULL ||
+			    zmq_connect(l->probe[i], l->admins[i].messaging) ==
+			        -1) {
+				log_warn(LOG_MESSAGING, "probe of %s: %s",
+				         l->admins[i].hostname,
+				         err.msg[0] != '\0' ? err.msg
+				                            : zmq_strerror(errno));
+				continue;
+			}
+			log_info(LOG_MESSAGING,
+			         "the primary %s does not answer: asking the "
+			         "admin node %s at %s",
+			         l->pan, l->admins[i].hostname,
+			         join_endpoint_address(l->admins[i].messaging));
+		}
+		link_probe_read(l, i);
+		/* Adopted: the probes are gone, the loop is over. */
+		if (l->probe[i] == NULL)
+			return;
+		if (now >= l->next_probe)
+			(void)link_send_heartbeat_to(l, l->probe[i]);
+	}
+	if (now >= l->next_probe)
+		l->next_probe = now + l->interval_ms;
 }
 
 void
@@ -1659,6 +1888,8 @@ join_link_free(struct join_link *l)
 		zmq_close(l->sock);
 	if (l->sub != NULL)
 		zmq_close(l->sub);
+	link_probes_close(l);
+	EVP_PKEY_free(l->curve_key);
 	free(l);
 }
 
@@ -1914,7 +2145,7 @@ join_link_alarms(const struct join_link *l, size_t *n)
 
 /* 0 sent, -1 not (no connection up). */
 static int
-link_send_heartbeat(struct join_link *l)
+link_send_heartbeat_to(struct join_link *l, void *sock)
 {
 	Iselab__Envelope env;
 	Iselab__Heartbeat hb = ISELAB__HEARTBEAT__INIT;
@@ -1927,6 +2158,9 @@ link_send_heartbeat(struct join_link *l)
 	size_t i;
 
 	hb.last_event_seq = l->applied;
+	hb.epoch = l->epoch;
+	hb.messaging_endpoint = l->own_messaging;
+	hb.events_endpoint = l->own_events;
 	for (i = 0; i < l->nalarms; i++) {
 		iselab__node_alarm__init(&na[i]);
 		na[i].name = l->alarms[i].name;
@@ -1947,7 +2181,7 @@ link_send_heartbeat(struct join_link *l)
 	hb.services = l->nservices > 0 ? ssp : NULL;
 	env.body_case = ISELAB__ENVELOPE__BODY_HEARTBEAT;
 	env.heartbeat = &hb;
-	if (send_envelope(l->sock, &env, ZMQ_DONTWAIT, &err) == -1) {
+	if (send_envelope(sock, &env, ZMQ_DONTWAIT, &err) == -1) {
 		/* EAGAIN: no connection up; the next one goes fresh. */
 		l->unsent++;
 		log_debug(LOG_MESSAGING, "heartbeat to %s not sent: %s", l->pan,
@@ -1957,6 +2191,12 @@ link_send_heartbeat(struct join_link *l)
 	log_debug(LOG_MESSAGING, "heartbeat %" PRIu64 " to %s", l->next_id - 1,
 	          l->pan);
 	return 0;
+}
+
+static int
+link_send_heartbeat(struct join_link *l)
+{
+	return link_send_heartbeat_to(l, l->sock);
 }
 
 int64_t
@@ -1993,6 +2233,12 @@ join_link_tick(struct join_link *l, int64_t now)
 		l->state = JOIN_LINK_DISCONNECTED;
 	}
 	next = l->next_send;
+	if (l->state == JOIN_LINK_DISCONNECTED && l->nadmin > 1) {
+		link_probe(l, now);
+		/* Their answers are read here: look again soon. */
+		if (now + LINK_RETRY_MS < next)
+			next = now + LINK_RETRY_MS;
+	}
 	if (l->state != JOIN_LINK_DISCONNECTED) {
 		int64_t expire = (l->last_ack != 0 ? l->last_ack : l->started) +
 		                 l->timeout_ms;
@@ -2022,6 +2268,28 @@ join_link_recv(struct join_link *l, int64_t now)
 		}
 		switch (env->body_case) {
 		case ISELAB__ENVELOPE__BODY_HEARTBEAT_ACK:
+			/* A lower epoch never wins: a former primary. */
+			if (env->heartbeat_ack->epoch < l->epoch) {
+				if (!l->refused_logged)
+					log_warn(LOG_MESSAGING,
+					         "the admin node %s answers at "
+					         "epoch %" PRIu64 ", older than "
+					         "%" PRIu64 ": refused as "
+					         "primary (it must rejoin as "
+					         "secondary)",
+					         l->pan,
+					         env->heartbeat_ack->epoch,
+					         l->epoch);
+				l->refused_logged = true;
+				break;
+			}
+			if (env->heartbeat_ack->epoch > l->epoch) {
+				l->epoch = env->heartbeat_ack->epoch;
+				if (l->adopt != NULL)
+					l->adopt(l->adopt_ctx, l->admins,
+					         l->nadmin, l->epoch);
+			}
+			link_probes_close(l);
 			if (l->state != JOIN_LINK_CONNECTED)
 				log_info(LOG_MESSAGING,
 				         "link to the PAN %s at %s %s", l->pan,
@@ -2039,8 +2307,16 @@ join_link_recv(struct join_link *l, int64_t now)
 			link_event_batch(l, env->event_batch, now);
 			break;
 		case ISELAB__ENVELOPE__BODY_ERROR:
+			/* Not the primary (any more): the timeout moves on. */
+			if (env->error->code ==
+			        ISELAB__ERROR__CODE__ERROR_NOT_PRIMARY &&
+			    l->refused_logged)
+				break;
 			log_warn(LOG_MESSAGING, "the PAN %s says: %s", l->pan,
 			         env->error->message);
+			if (env->error->code ==
+			    ISELAB__ERROR__CODE__ERROR_NOT_PRIMARY)
+				l->refused_logged = true;
 			break;
 		default:
 			if (l->handler != NULL &&
@@ -2327,15 +2603,10 @@ join_daemon_loop(struct join_daemon *d, struct error *err)
 	int64_t wait, hook;
 
 	for (;;) {
-		zmq_pollitem_t items[4] = {
-		    {join_link_socket(d->link), 0, ZMQ_POLLIN, 0},
-		    {d->control, 0, ZMQ_POLLIN, 0},
-		    {NULL, d->signal_fd, ZMQ_POLLIN, 0},
-		    {join_link_events_socket(d->link), 0, ZMQ_POLLIN, 0},
-		};
-		int nitems = items[3].socket != NULL ? 4 : 3;
-
+		if (d->stop)
+			return 0;
 		daemon_services(d);
+		/* Before the items: a new primary adopted means new sockets. */
 		wait = join_link_tick(d->link, time_mono_ms());
 		hook = certwatch_tick(d->certwatch, time_mono_ms(),
 		                      daemon_certwatch_alarm, d);
@@ -2346,6 +2617,15 @@ join_daemon_loop(struct join_daemon *d, struct error *err)
 			if (hook >= 0 && hook < wait)
 				wait = hook;
 		}
+		zmq_pollitem_t items[5] = {
+		    {join_link_socket(d->link), 0, ZMQ_POLLIN, 0},
+		    {d->control, 0, ZMQ_POLLIN, 0},
+		    {NULL, d->signal_fd, ZMQ_POLLIN, 0},
+		    {d->extra, -1, d->extra != NULL ? ZMQ_POLLIN : 0, 0},
+		    {join_link_events_socket(d->link), 0, ZMQ_POLLIN, 0},
+		};
+		int nitems = items[4].socket != NULL ? 5 : 4;
+
 		if (zmq_poll(items, nitems, (long)wait) == -1) {
 			if (errno == EINTR)
 				continue;
@@ -2356,8 +2636,10 @@ join_daemon_loop(struct join_daemon *d, struct error *err)
 			join_link_recv(d->link, time_mono_ms());
 		if (items[1].revents & ZMQ_POLLIN)
 			daemon_control(d);
-		if (nitems > 3 && (items[3].revents & ZMQ_POLLIN))
+		if (nitems > 4 && (items[4].revents & ZMQ_POLLIN))
 			join_link_recv_events(d->link, time_mono_ms());
+		if (d->extra != NULL && (items[3].revents & ZMQ_POLLIN))
+			d->extra_fn(d, d->hooks->arg);
 		if ((items[2].revents & ZMQ_POLLIN) && daemon_signal(d))
 			return 0;
 	}
@@ -2448,8 +2730,9 @@ join_status_text(const struct join_role *role, const char *datadir,
 		fprintf(fp, "PAN link:        - (%s is not running)\n",
 		        role->name);
 	else {
-		fprintf(fp, "PAN link:        %s",
-		        join_link_state_name(join_link_state(d->link)));
+		fprintf(fp, "PAN link:        %s (primary %s, epoch %" PRIu64 ")",
+		        join_link_state_name(join_link_state(d->link)),
+		        join_link_primary(d->link), join_link_epoch(d->link));
 		if ((ack = join_link_last_ack(d->link)) != 0) {
 			format_time((time_t)(ack / 1000), when, sizeof(when));
 			fprintf(fp,
@@ -2981,6 +3264,8 @@ join_daemon_start(struct join_daemon *d, const char *pass, size_t passlen,
 	    (d->certwatch = certwatch_new(d->datadir, d->id.hostname,
 	                                  d->role->expiry, err)) == NULL)
 		goto out;
+	join_link_set_deployment(d->link, d->deployment.admin,
+	                         d->deployment.nadmin, d->deployment.epoch);
 	d->started = time_now_ms();
 	rc = 0;
 out:
@@ -3090,6 +3375,54 @@ run_log_levels(struct join_daemon *d)
 		log_error(LOG_MAIN, "runtime log levels: %s", e.msg);
 }
 
+/*
+ * The admin nodes and epoch changed (a new primary adopted, a deployment
+ * event): deployment.conf says so from now on, so that a restart goes to
+ * the primary of the highest epoch known.
+ */
+static void
+run_adopt(void *ctx, const struct join_admin *admins, size_t n, uint64_t epoch)
+{
+	struct join_daemon *d = ctx;
+	struct error err = {{0}};
+
+	memcpy(d->deployment.admin, admins, n * sizeof(*admins));
+	d->deployment.nadmin = n;
+	if (epoch > d->deployment.epoch)
+		d->deployment.epoch = epoch;
+	if (join_deployment_write(d->datadir, &d->deployment, &err) == -1)
+		log_error(LOG_MAIN, "cannot keep the new primary: %s", err.msg);
+	else
+		log_info(LOG_MAIN,
+		         "%s: primary %s, epoch %" PRIu64 ", %zu admin node(s)",
+		         JOIN_DEPLOYMENT_FILE, join_deployment_pan(&d->deployment)
+		                                   ->hostname,
+		         d->deployment.epoch, n);
+}
+
+/* A deployment event: the admin nodes every node should know. */
+static void
+run_deployment_event(struct join_daemon *d, const Iselab__Event *ev)
+{
+	struct join_deployment nd;
+	struct error err = {{0}};
+
+	if (ev->change_case != ISELAB__EVENT__CHANGE_DEPLOYMENT)
+		return;
+	/* An older epoch's config, caught up after a newer one: history. */
+	if (ev->deployment->epoch < d->deployment.epoch ||
+	    ev->deployment->epoch < join_link_epoch(d->link))
+		return;
+	if (join_deployment_from_msg(ev->deployment, NULL, &nd, &err) == -1) {
+		log_error(LOG_MAIN, "deployment event %" PRIu64 ": %s", ev->seq,
+		          err.msg);
+		return;
+	}
+	d->deployment.epoch = nd.epoch;
+	run_adopt(d, nd.admin, nd.nadmin, nd.epoch);
+	join_link_set_deployment(d->link, nd.admin, nd.nadmin, nd.epoch);
+}
+
 /* The link's events, into the node's store (events.h). */
 static int
 run_apply_events(void *ctx, Iselab__Event *const *evs, size_t n,
@@ -3124,6 +3457,7 @@ run_apply_events(void *ctx, Iselab__Event *const *evs, size_t n,
 		if (evs[i]->change_case == ISELAB__EVENT__CHANGE_LOG_LEVELS &&
 		    strcmp(evs[i]->log_levels->hostname, d->id.hostname) == 0)
 			levels = true;
+		run_deployment_event(d, evs[i]);
 		if (d->hooks->applied != NULL)
 			d->hooks->applied(d, d->hooks->arg, evs[i]);
 	}
@@ -3229,6 +3563,7 @@ join_run_main(const struct join_role *role,
 	pass = NULL;
 	if (hooks->message != NULL)
 		join_link_set_handler(d.link, run_message, &d);
+	join_link_set_adopt(d.link, run_adopt, &d);
 	if (run_store(&d, &err) == -1)
 		goto out;
 	run_log_levels(&d);
@@ -3242,6 +3577,8 @@ join_run_main(const struct join_role *role,
 		         applied);
 	}
 	if ((d.control = run_control(&d, &err)) == NULL)
+		goto out;
+	if (hooks->ready != NULL && hooks->ready(&d, hooks->arg, &err) == -1)
 		goto out;
 	log_info(LOG_MAIN, "%s %s running, pid %ld, deployment %s", role->name,
 	         d.id.hostname, (long)getpid(), d.id.deployment_id);
@@ -3258,6 +3595,9 @@ out:
 	passphrase_free(pass, passlen);
 	if (started && hooks->stop != NULL)
 		hooks->stop(&d, hooks->arg);
+	if (d.extra != NULL)
+		zmq_close(d.extra);
+	d.extra = NULL;
 	bound = d.control != NULL;
 	join_daemon_close(&d);
 	/* Leave no socket file for status to knock on. */

@@ -387,6 +387,30 @@ void join_link_set_services(struct join_link *l, const struct join_service *s,
 const struct join_alarm *join_link_alarms(const struct join_link *l,
                                           size_t *n);
 
+/*
+ * The admin nodes and the epoch (a deployment event, deployment.conf):
+ * the one with role PAN is the primary, and the link moves to it if it is
+ * another one.  A lower epoch than the link's is ignored.
+ */
+void join_link_set_deployment(struct join_link *l,
+                              const struct join_admin *admins, size_t n,
+                              uint64_t epoch);
+/*
+ * Called when the link adopts another primary (its answer had a higher
+ * epoch) or learns a higher epoch: admins (the primary has role PAN) and
+ * the epoch, for deployment.conf.
+ */
+typedef void (*join_link_adopt_fn)(void *ctx, const struct join_admin *admins,
+                                   size_t n, uint64_t epoch);
+void join_link_set_adopt(struct join_link *l, join_link_adopt_fn fn,
+                         void *ctx);
+/* A SAN: the endpoints it serves at once promoted, for its heartbeats. */
+void join_link_set_endpoints(struct join_link *l, const char *messaging,
+                             const char *events);
+uint64_t join_link_epoch(const struct join_link *l);
+/* Host name of the primary the link follows. */
+const char *join_link_primary(const struct join_link *l);
+
 /* Our host name, the sender of every envelope on the link. */
 const char *join_link_hostname(const struct join_link *l);
 enum join_link_state join_link_state(const struct join_link *l);
@@ -465,6 +489,12 @@ struct join_daemon_hooks {
 	 */
 	int (*command)(struct join_daemon *d, void *arg, int argc, char **argv,
 	               FILE *out, FILE *err);
+	/*
+	 * Everything is open (link, store, control socket), the loop is
+	 * next: the role binds what it serves itself (the SAN's answer to
+	 * nodes that take it for the primary).  -1 stops the daemon.
+	 */
+	int (*ready)(struct join_daemon *d, void *arg, struct error *err);
 };
 
 /* A member daemon's state once the role's run command has set it up. */
@@ -482,6 +512,10 @@ struct join_daemon {
 	int64_t started;    /* realtime ms */
 	struct config *cfg; /* join_run_keys */
 	struct certwatch *certwatch; /* role->expiry, NULL if none */
+	/* A socket of the role's in the loop: extra_fn when readable. */
+	void *extra;
+	void (*extra_fn)(struct join_daemon *d, void *arg);
+	bool stop; /* the role asks the loop to end (status 0) */
 };
 
 /*

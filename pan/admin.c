@@ -128,7 +128,8 @@ admin_call(const char *cmd, const char *datadir, char **argv, int argc,
 		fprintf(stderr, "pan %s: %s\n", cmd, err.msg);
 		return PAN_EXIT_FAIL;
 	}
-	if (id.role != NODE_ROLE_PAN) {
+	/* A SAN answers too: the primary's commands once promoted. */
+	if (id.role == NODE_ROLE_PSN) {
 		fprintf(stderr, "pan %s: %s holds a %s node, not a pan\n", cmd,
 		        datadir, node_role_name(id.role));
 		return PAN_EXIT_FAIL;

@@ -26,31 +26,47 @@
 #include "proc.h"
 #include "util.h"
 
+/* `san promote` on a promoted SAN (a PAN's data dir is refused before). */
+static int
+control_promote(struct pan *p, int argc, char **argv, FILE *out, FILE *errf)
+{
+	(void)argc;
+	(void)argv;
+	(void)out;
+	if (primary_refuse(p, "promote", errf))
+		return PAN_EXIT_FAIL;
+	fprintf(errf, "san promote: %s is the primary already (epoch %llu)\n",
+	        p->id.hostname, (unsigned long long)p->epoch);
+	return PAN_EXIT_FAIL;
+}
+
 /* One admin command: argv[0] (and argv[1] when given) pick it. */
 struct control_cmd {
 	const char *word1, *word2;
 	int (*fn)(struct pan *, int, char **, FILE *, FILE *);
+	bool write; /* changes the deployment: the primary's alone */
 };
 
 static const struct control_cmd control_cmds[] = {
-    {"node", "add", registry_node_add},
+    {"node", "add", registry_node_add, true},
     {"node", "list", registry_node_list},
-    {"node", "remove", registry_node_remove},
-    {"node", "edit", registry_node_edit},
-    {"ca", "disable", registry_ca_service},
-    {"ca", "enable", registry_ca_service},
+    {"node", "remove", registry_node_remove, true},
+    {"node", "edit", registry_node_edit, true},
+    {"ca", "disable", registry_ca_service, true},
+    {"ca", "enable", registry_ca_service, true},
     {"ca", "certs", ca_certs},
     {"ca", "replace-root-chain", rootchain_replace},
     {"cert", "list", ca_cert_list},
     {"cert", "show", ca_cert_show},
-    {"cert", "revoke", revoke_cert},
-    {"cert", "hold", revoke_cert},
-    {"cert", "release", revoke_cert},
+    {"cert", "revoke", revoke_cert, true},
+    {"cert", "hold", revoke_cert, true},
+    {"cert", "release", revoke_cert, true},
     {"alarms", NULL, alarm_list},
-    {"user", NULL, eventlog_user},
-    {"template", NULL, eventlog_template},
+    {"user", NULL, eventlog_user, true},
+    {"template", NULL, eventlog_template, true},
     {"status", NULL, status_daemon},
     {"log-level", NULL, loglevel_cmd},
+    {"promote", NULL, control_promote},
 };
 
 int
@@ -153,6 +169,12 @@ control_run(struct pan *p, int argc, char **argv, FILE *out, FILE *errf)
 		if (c->word2 != NULL &&
 		    (argc < 2 || strcmp(argv[1], c->word2) != 0))
 			continue;
+		/* user and template list only read. */
+		if (c->write &&
+		    !(argc >= 2 && c->word2 == NULL &&
+		      strcmp(argv[1], "list") == 0) &&
+		    primary_refuse(p, argv[0], errf))
+			return PAN_EXIT_FAIL;
 		return c->fn(p, argc, argv, out, errf);
 	}
 	fprintf(errf, "pan: unknown command '%s%s%s'\n", argv[0],

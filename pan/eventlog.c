@@ -390,6 +390,9 @@ eventlog_seed(struct pan *p, struct error *err)
 	size_t vlen, i, total = 0;
 	int rc;
 
+	/* A promoted SAN's log is the replica of a whole one. */
+	if (p->id.role == NODE_ROLE_SAN)
+		return 0;
 	rc = store_kv_get(p->st, STORE_TABLE_CONFIG, SEED_KEY,
 	                  strlen(SEED_KEY), &val, &vlen, err);
 	if (rc == STORE_OK) {

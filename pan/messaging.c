@@ -143,8 +143,10 @@ address_is_any(const struct config_address *a)
  * when set, else the listen address, or this PAN's host name when that is
  * a wildcard.  The events endpoint takes the same host.
  */
-static int
-messaging_advertise(struct pan *p, struct error *err)
+int
+pan_advertise(const struct config *cfg, const char *hostname,
+              char adv_host[PAN_ENDPOINT_MAX], char msg[PAN_ENDPOINT_MAX],
+              char ev[PAN_ENDPOINT_MAX], struct error *err)
 {
 	const struct config_address *ml, *el;
 	const char *adv;
@@ -154,9 +156,9 @@ messaging_advertise(struct pan *p, struct error *err)
 	char *end;
 	bool v6;
 
-	ml = config_get_address(p->cfg, "messaging.listen");
-	el = config_get_address(p->cfg, "events.listen");
-	adv = config_get_string(p->cfg, "messaging.advertise");
+	ml = config_get_address(cfg, "messaging.listen");
+	el = config_get_address(cfg, "events.listen");
+	adv = config_get_string(cfg, "messaging.advertise");
 	if (adv != NULL && *adv != '\0') {
 		if ((colon = strrchr(adv, ':')) == NULL || colon == adv ||
 		    (size_t)(colon - adv) >= sizeof(host)) {
@@ -193,19 +195,23 @@ messaging_advertise(struct pan *p, struct error *err)
 	} else {
 		port = ml->port;
 		if (address_is_any(ml))
-			snprintf(host, sizeof(host), "%s", p->id.hostname);
+			snprintf(host, sizeof(host), "%s", hostname);
 		else if (ml->family == AF_INET6)
 			snprintf(host, sizeof(host), "[%s]", ml->host);
 		else
 			snprintf(host, sizeof(host), "%s", ml->host);
 	}
-	snprintf(p->advertise_host, sizeof(p->advertise_host), "%s:%lu", host,
-	         port);
-	snprintf(p->messaging_endpoint, sizeof(p->messaging_endpoint),
-	         "tcp://%s:%lu", host, port);
-	snprintf(p->events_endpoint, sizeof(p->events_endpoint), "tcp://%s:%u",
-	         host, el->port);
+	snprintf(adv_host, PAN_ENDPOINT_MAX, "%s:%lu", host, port);
+	snprintf(msg, PAN_ENDPOINT_MAX, "tcp://%s:%lu", host, port);
+	snprintf(ev, PAN_ENDPOINT_MAX, "tcp://%s:%u", host, el->port);
 	return 0;
+}
+
+static int
+messaging_advertise(struct pan *p, struct error *err)
+{
+	return pan_advertise(p->cfg, p->id.hostname, p->advertise_host,
+	                     p->messaging_endpoint, p->events_endpoint, err);
 }
 
 static int
@@ -594,6 +600,24 @@ messaging_message(struct pan *p, zmq_msg_t *rid, zmq_msg_t *payload)
 	}
 	log_debug(LOG_MESSAGING, "%s from '%s' (key %s)",
 	          msg_body_name(env->body_case), env->sender, uid);
+	/*
+	 * No longer the primary: every node is told so (a PSN goes on
+	 * looking for the primary), and nothing is stored or answered.
+	 */
+	if (p->superseded != 0) {
+		Iselab__Envelope reply;
+		Iselab__Error e = ISELAB__ERROR__INIT;
+
+		msg_init(&reply, env->request_id, p->id.hostname);
+		e.code = ISELAB__ERROR__CODE__ERROR_NOT_PRIMARY;
+		e.message = "not primary: this admin node was superseded";
+		primary_error(p, &e);
+		reply.body_case = ISELAB__ENVELOPE__BODY_ERROR;
+		reply.error = &e;
+		(void)messaging_reply(p, c.peer.rid, c.peer.rid_len, &reply);
+		msg_free(env);
+		return;
+	}
 	if (msg_dispatch(router_handlers, ARRAY_SIZE(router_handlers), &c, env,
 	                 &p->router_stats, &err) == -1 &&
 	    err.msg[0] != '\0')

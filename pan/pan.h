@@ -80,6 +80,8 @@ struct signer;
  * Endpoint Sub CA without touching the clock).
  */
 #define PAN_CERT_VALIDITY_MIN (CERT_BACKDATE_SECS + 60)
+/* Other admin nodes a primary knows (a deployment has two). */
+#define PAN_ADMINS_MAX 1
 
 /* Rows of a node's status table the PAN keeps. */
 #define PAN_NODE_SERVICES_MAX 8
@@ -224,6 +226,20 @@ struct pan {
 
 	uint64_t event_seq; /* the newest event in the log (eventlog.c) */
 	struct certwatch *certwatch; /* expiry of our own CA certificates */
+
+	/* primary.c: the deployment epoch and the other admin nodes. */
+	uint64_t epoch;      /* ours: 1, raised by every promotion */
+	uint64_t superseded; /* a higher epoch heard of; 0: we are primary */
+	char superseded_by[NODE_HOSTNAME_MAX + 1]; /* its primary */
+	struct pan_admin {
+		char hostname[NODE_HOSTNAME_MAX + 1];
+		char messaging[PAN_ENDPOINT_MAX]; /* tcp://host:8671 */
+		char events[PAN_ENDPOINT_MAX];
+		unsigned char curve[CURVE_KEY_LEN];
+		void *probe; /* DEALER with our key; NULL: not open */
+	} admins[PAN_ADMINS_MAX];   /* the secondaries */
+	size_t nadmins;
+	int64_t next_probe; /* monotonic ms of the next probe heartbeat */
 };
 
 /* Subcommands (main.c). */
@@ -253,6 +269,14 @@ const char *registry_sync_name(const struct pan *p, const struct pan_node *n);
 void pan_format_time(int64_t secs, char *buf, size_t len);
 
 /* messaging.c */
+/*
+ * Where nodes reach an admin node with these settings: messaging.advertise
+ * (host:port), else the messaging.listen address, or hostname for a
+ * wildcard; the events endpoint on the same host.
+ */
+int pan_advertise(const struct config *cfg, const char *hostname,
+                  char adv_host[PAN_ENDPOINT_MAX], char msg[PAN_ENDPOINT_MAX],
+                  char ev[PAN_ENDPOINT_MAX], struct error *err);
 int messaging_open(struct pan *p, const char *curve_secret_z85,
                    struct error *err);
 void messaging_close(struct pan *p);
@@ -457,6 +481,41 @@ int eventlog_template(struct pan *p, int argc, char **argv, FILE *out,
  */
 int loglevel_cmd(struct pan *p, int argc, char **argv, FILE *out, FILE *err);
 void loglevel_sync(struct pan *p);
+
+/*
+ * primary.c: the epoch, the other admin nodes and the deployment event
+ * that names them; the probe that finds out whether a higher epoch exists.
+ * load: after the store is open (a promoted SAN also reads its
+ * deployment.conf); sync: after messaging_open(), a deployment event when
+ * the config changed; tick: every registry tick.
+ */
+int primary_load(struct pan *p, struct error *err);
+int primary_sync(struct pan *p, struct error *err);
+void primary_tick(struct pan *p);
+void primary_close(struct pan *p);
+void primary_config(struct pan *p, Iselab__DeploymentConfig *cfg,
+                    Iselab__AdminNode nodes[PAN_ADMINS_MAX + 1],
+                    Iselab__AdminNode *ptrs[PAN_ADMINS_MAX + 1]);
+/* A higher epoch than ours exists, with that primary: we step down. */
+void primary_superseded(struct pan *p, uint64_t epoch, const char *primary);
+/* Superseded: says so on errf ("not primary: ...") and returns true. */
+bool primary_refuse(struct pan *p, const char *cmd, FILE *errf);
+/* Our epoch and primary into a refusal. */
+void primary_error(const struct pan *p, Iselab__Error *e);
+/* A SAN's heartbeat: where it serves once promoted. */
+void primary_san_report(struct pan *p, const struct pan_node *n,
+                        const Iselab__Heartbeat *hb);
+void primary_status(const struct pan *p, FILE *fp);
+/*
+ * `pan run` for a role: PAN, or a promoted SAN (conf: "san.conf"),
+ * which runs this daemon over its replica (san/run.c).
+ */
+int pan_run_role(int argc, char **argv, enum node_role role,
+                 const char *conf);
+/* The settings of `pan run` from DIR/conf, the environment and sets. */
+struct config *pan_run_config(const char *datadir, const char *conf,
+                              char *const *sets, size_t nsets,
+                              struct error *err);
 
 /* control.c */
 int control_open(struct pan *p, struct error *err);

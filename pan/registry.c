@@ -197,6 +197,11 @@ load_fn(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
 		          (int)klen, (const char *)key);
 		return 0;
 	}
+	/* A promoted SAN finds itself in the replica: not a node to watch. */
+	if (r->hostname != NULL && strcmp(r->hostname, p->id.hostname) == 0) {
+		iselab__node_record__free_unpacked(r, NULL);
+		return 0;
+	}
 	if (p->nnodes >= PAN_NODES_MAX) {
 		log_error(LOG_MAIN,
 		          "more than %d nodes in the store; '%s' "
@@ -382,8 +387,9 @@ join_respond(struct pan *p, const struct pan_peer *peer,
 {
 	Iselab__Envelope reply;
 	Iselab__JoinResponse jr = ISELAB__JOIN_RESPONSE__INIT;
-	Iselab__DeploymentConfig cfg = ISELAB__DEPLOYMENT_CONFIG__INIT;
-	Iselab__AdminNode pan = ISELAB__ADMIN_NODE__INIT, *admins[1];
+	Iselab__DeploymentConfig cfg;
+	Iselab__AdminNode admins[PAN_ADMINS_MAX + 1];
+	Iselab__AdminNode *adminp[PAN_ADMINS_MAX + 1];
 	ProtobufCBinaryData chain[2];
 	size_t i;
 	int rc = -1;
@@ -401,21 +407,7 @@ join_respond(struct pan *p, const struct pan_peer *peer,
 		goto out;
 	jr.chain = chain;
 
-	pan.hostname = p->id.hostname;
-	pan.role = ISELAB__ROLE__ROLE_PAN;
-	pan.messaging_endpoint = p->messaging_endpoint;
-	pan.events_endpoint = p->events_endpoint;
-	pan.curve_public_key.data = p->curve_public;
-	pan.curve_public_key.len = CURVE_KEY_LEN;
-	admins[0] = &pan;
-	cfg.deployment_id = p->id.deployment_id;
-	cfg.epoch = 1;
-	cfg.n_admin_nodes = 1;
-	cfg.admin_nodes = admins;
-	cfg.ocsp_hierarchy =
-	    p->id.ocsp_hierarchy == NODE_OCSP_LEGACY
-	        ? ISELAB__OCSP_HIERARCHY__OCSP_HIERARCHY_LEGACY
-	        : ISELAB__OCSP_HIERARCHY__OCSP_HIERARCHY_RFC6960;
+	primary_config(p, &cfg, admins, adminp);
 	cfg.session_services = o->session_services;
 	jr.config = &cfg;
 
@@ -989,11 +981,24 @@ registry_heartbeat(struct pan *p, const struct pan_peer *peer,
 	struct pan_node *n;
 
 	if ((n = registry_find_key(p, peer->key)) == NULL) {
+		Iselab__Error e = ISELAB__ERROR__INIT;
+
 		messaging_drop(
 		    p, PAN_DROP_UNKNOWN_KEY,
 		    "heartbeat for '%s' "
 		    "from CURVE key %s, which no registered node holds",
 		    env->sender, peer->key_z85);
+		/*
+		 * Said all the same, with our epoch: a former primary that
+		 * probes us learns that it is one no longer.
+		 */
+		msg_init(&reply, env->request_id, p->id.hostname);
+		e.code = ISELAB__ERROR__CODE__ERROR_UNAUTHORIZED;
+		e.message = "not a node of this deployment";
+		primary_error(p, &e);
+		reply.body_case = ISELAB__ENVELOPE__BODY_ERROR;
+		reply.error = &e;
+		(void)messaging_reply(p, peer->rid, peer->rid_len, &reply);
 		return 0;
 	}
 	if (strcmp(env->sender, n->hostname) != 0) {
@@ -1011,9 +1016,17 @@ registry_heartbeat(struct pan *p, const struct pan_peer *peer,
 		link_up(p, n);
 	alarm_reported(p, n, env->heartbeat->alarms, env->heartbeat->n_alarms);
 	registry_services(n, env->heartbeat);
+	primary_san_report(p, n, env->heartbeat);
+	/* It knows a higher epoch: another admin node is the primary. */
+	if (env->heartbeat->epoch > p->epoch) {
+		primary_superseded(p, env->heartbeat->epoch, NULL);
+		return 0;
+	}
 	msg_init(&reply, env->request_id, p->id.hostname);
 	ack.sent_ms = time_now_ms();
 	ack.last_event_seq = p->event_seq;
+	ack.epoch = p->epoch;
+	ack.primary = p->id.hostname;
 	reply.body_case = ISELAB__ENVELOPE__BODY_HEARTBEAT_ACK;
 	reply.heartbeat_ack = &ack;
 	(void)messaging_reply(p, peer->rid, peer->rid_len, &reply);

@@ -230,7 +230,7 @@ run_parse(int argc, char **argv, struct run_opts *o, bool *help_config)
 
 /* Defaults < D/pan.conf < environment < flags (docs/configuration.md). */
 static struct config *
-run_config(const struct run_opts *o, struct error *err)
+run_config(const struct run_opts *o, const char *conf, struct error *err)
 {
 	struct config *cfg;
 	char path[PAN_PATH_MAX];
@@ -239,8 +239,7 @@ run_config(const struct run_opts *o, struct error *err)
 	if ((cfg = config_new(pan_keys, ARRAY_SIZE(pan_keys), err)) == NULL)
 		return NULL;
 	if (o->datadir != NULL) {
-		if (node_path(path, sizeof(path), o->datadir, PAN_CONFIG_FILE,
-		              err) == -1)
+		if (node_path(path, sizeof(path), o->datadir, conf, err) == -1)
 			goto fail;
 		if (file_exists(path) && config_load_file(cfg, path, err) == -1)
 			goto fail;
@@ -279,6 +278,20 @@ run_config(const struct run_opts *o, struct error *err)
 fail:
 	config_free(cfg);
 	return NULL;
+}
+
+struct config *
+pan_run_config(const char *datadir, const char *conf, char *const *sets,
+               size_t nsets, struct error *err)
+{
+	struct run_opts o;
+	size_t i;
+
+	memset(&o, 0, sizeof(o));
+	o.datadir = datadir;
+	for (i = 0; i < nsets && i < RUN_SETS_MAX; i++)
+		o.sets[o.nsets++] = sets[i];
+	return run_config(&o, conf, err);
 }
 
 static int
@@ -464,8 +477,10 @@ run_loop(struct pan *p)
 			messaging_router(p);
 		if (items[2].revents & ZMQ_POLLIN)
 			control_serve(p);
-		if (time_mono_ms() >= next_tick)
+		if (time_mono_ms() >= next_tick) {
+			primary_tick(p);
 			next_tick = time_mono_ms() + run_tick(p);
+		}
 	}
 }
 
@@ -594,6 +609,7 @@ run_daemon(struct pan *p, char *pass, size_t passlen, int readyfd)
 		goto out;
 	if (run_load_ca(p, &err) == -1 || registry_load(p, &err) == -1 ||
 	    alarm_load(p, &err) == -1 || eventlog_open(p, &err) == -1 ||
+	    primary_load(p, &err) == -1 ||
 	    (seeded = eventlog_seed(p, &err)) == -1 ||
 	    eventlog_own_certs(p, seeded == 1, &err) == -1 ||
 	    alarm_certwatch_open(p, &err) == -1)
@@ -613,6 +629,8 @@ run_daemon(struct pan *p, char *pass, size_t passlen, int readyfd)
 		goto out;
 	secure_zero(secret, sizeof(secret));
 	run_ocsp_url(p);
+	if (primary_sync(p, &err) == -1)
+		goto out;
 	if (control_open(p, &err) == -1)
 		goto out;
 
@@ -648,6 +666,7 @@ out:
 	if (p->signer != NULL)
 		signer_close(p->signer);
 	control_close(p);
+	primary_close(p);
 	messaging_close(p);
 	if (p->zctx != NULL)
 		zmq_ctx_term(p->zctx);
@@ -731,6 +750,12 @@ run_background(struct pan *p, char *pass, size_t passlen)
 int
 pan_run_main(int argc, char **argv)
 {
+	return pan_run_role(argc, argv, NODE_ROLE_PAN, PAN_CONFIG_FILE);
+}
+
+int
+pan_run_role(int argc, char **argv, enum node_role role, const char *conf)
+{
 	struct run_opts o;
 	struct pan p;
 	struct error err = {{0}};
@@ -765,12 +790,12 @@ pan_run_main(int argc, char **argv)
 		fprintf(stderr, "pan run: %s\n", err.msg);
 		return PAN_EXIT_FAIL;
 	}
-	if (p.id.role != NODE_ROLE_PAN) {
-		fprintf(stderr, "pan run: %s holds a %s node, not a pan\n",
-		        datadir, node_role_name(p.id.role));
+	if (p.id.role != role) {
+		fprintf(stderr, "pan run: %s holds a %s node, not a %s\n",
+		        datadir, node_role_name(p.id.role), node_role_name(role));
 		return PAN_EXIT_FAIL;
 	}
-	if ((p.cfg = run_config(&o, &err)) == NULL) {
+	if ((p.cfg = run_config(&o, conf, &err)) == NULL) {
 		fprintf(stderr, "pan run: %s\n", err.msg);
 		return PAN_EXIT_FAIL;
 	}

@@ -124,6 +124,7 @@ status_daemon(struct pan *p, int argc, char **argv, FILE *out, FILE *errf)
 	fprintf(out, "Active alarms:   %zu\n", alarm_active_count(p));
 	fprintf(out, "Event log:       %llu events\n",
 	        (unsigned long long)p->event_seq);
+	primary_status(p, out);
 	fprintf(out, "Messaging:       %s (listening on %s), events %s\n",
 	        p->messaging_endpoint,
 	        config_get_string(p->cfg, "messaging.listen"),

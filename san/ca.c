@@ -35,7 +35,7 @@
 /* Longest path we build inside the data directory. */
 #define CA_PATH_MAX 4096
 /* Where an imported CA store lives, under the data directory. */
-#define CA_IMPORT_DIR     NODE_CA_DIR "/imported"
+
 #define CA_IMPORT_STAGING NODE_CA_DIR "/.imported.tmp"
 
 #define IMPORT_USAGE                                                           \

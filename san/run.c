@@ -12,16 +12,24 @@
  * replica (`san alarms`, `san node list`, `san cert list`), answered by
  * the daemon from its store.
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <zmq.h>
 
 #include "adminview.h"
 #include "certwatch.h"
 #include "events.h"
 #include "join.h"
+#include "keys.h"
 #include "log.h"
 #include "node.h"
+#include "msg.h"
+#include "pan.h"
 #include "san.h"
 #include "store.h"
 #include "util.h"
@@ -52,10 +60,158 @@ const struct join_role san_role = {
 /* How often the daemon looks whether the replica is in sync. */
 #define SAN_SYNC_TICK_MS 1000
 
+/* Least time between two log lines about nodes told "not primary". */
+#define SAN_REFUSAL_LOG_MS 10000
+
 /* The replica's state, in memory. */
 struct san_replica {
 	int64_t last_in_sync; /* realtime ms the replica was last in sync */
+	/* Our CURVE secret (Z85) from start() until ready() binds with it. */
+	char secret[CURVE_Z85_LEN];
+	bool promoted;       /* `san promote` ran here: go on as the primary */
+	uint64_t refused;    /* messages answered ERROR_NOT_PRIMARY */
+	int64_t refused_log; /* mono ms of the last line about them */
 };
+
+/* The settings of either mode: pan run's keys, from D/san.conf. */
+static struct config *
+san_config(const char *datadir, char *const *sets, size_t nsets,
+           struct error *err)
+{
+	return pan_run_config(datadir, SAN_CONFIG_FILE, sets, nsets, err);
+}
+
+/* The passphrase is here only now: take the CURVE secret for ready(). */
+static int
+san_start(struct join_daemon *d, void *arg, const char *pass, size_t passlen,
+          struct error *err)
+{
+	struct san_replica *r = arg;
+	char path[4096], pub[CURVE_Z85_LEN];
+	EVP_PKEY *key;
+	int rc;
+
+	if (node_path(path, sizeof(path), d->datadir, NODE_CURVE_KEY, err) ==
+	        -1 ||
+	    (key = key_load(path, pass, passlen, err)) == NULL)
+		return -1;
+	rc = curve_z85(key, pub, r->secret, err);
+	EVP_PKEY_free(key);
+	return rc;
+}
+
+/*
+ * Every node that takes this secondary for the primary (a PSN whose
+ * primary stopped answering, a former primary that probes) gets
+ * ERROR_NOT_PRIMARY with our epoch and the primary we follow.
+ */
+static void
+san_not_primary(struct join_daemon *d, void *arg)
+{
+	struct san_replica *r = arg;
+	Iselab__Envelope *env, reply;
+	Iselab__Error e = ISELAB__ERROR__INIT;
+	struct error err = {{0}};
+	zmq_msg_t rid, m;
+	uint8_t *buf;
+	size_t len;
+
+	for (;;) {
+		zmq_msg_init(&rid);
+		if (zmq_msg_recv(&rid, d->extra, ZMQ_DONTWAIT) == -1) {
+			zmq_msg_close(&rid);
+			return;
+		}
+		env = NULL;
+		zmq_msg_init(&m);
+		if (zmq_msg_more(&rid) &&
+		    zmq_msg_recv(&m, d->extra, ZMQ_DONTWAIT) != -1)
+			env = msg_unpack(zmq_msg_data(&m), zmq_msg_size(&m),
+			                 NULL, &err);
+		/* The rest of a longer message is not ours to read. */
+		while (zmq_msg_more(&m) &&
+		       zmq_msg_recv(&m, d->extra, ZMQ_DONTWAIT) != -1)
+			;
+		zmq_msg_close(&m);
+		if (env != NULL) {
+			msg_init(&reply, env->request_id, d->id.hostname);
+			e.code = ISELAB__ERROR__CODE__ERROR_NOT_PRIMARY;
+			e.message = "not primary: this is a secondary "
+			            "admin node";
+			e.epoch = join_link_epoch(d->link);
+			e.primary = (char *)join_link_primary(d->link);
+			reply.body_case = ISELAB__ENVELOPE__BODY_ERROR;
+			reply.error = &e;
+			if ((buf = msg_pack(&reply, &len, &err)) != NULL) {
+				(void)zmq_send(d->extra, zmq_msg_data(&rid),
+				               zmq_msg_size(&rid),
+				               ZMQ_SNDMORE | ZMQ_DONTWAIT);
+				(void)zmq_send(d->extra, buf, len,
+				               ZMQ_DONTWAIT);
+				free(buf);
+			}
+			r->refused++;
+			if (time_mono_ms() - r->refused_log >=
+			    SAN_REFUSAL_LOG_MS) {
+				r->refused_log = time_mono_ms();
+				log_info(LOG_MESSAGING,
+				         "%s from '%s' answered: not primary "
+				         "(%" PRIu64 " so far)",
+				         msg_body_name(env->body_case),
+				         env->sender, r->refused);
+			}
+			msg_free(env);
+		}
+		zmq_msg_close(&rid);
+	}
+}
+
+/*
+ * Bind messaging.listen with our CURVE key, to say "not primary", and
+ * tell the PAN in every heartbeat where we serve once promoted.
+ */
+static int
+san_ready(struct join_daemon *d, void *arg, struct error *err)
+{
+	struct san_replica *r = arg;
+	const struct config_address *a =
+	    config_get_address(d->cfg, "messaging.listen");
+	char adv[PAN_ENDPOINT_MAX], msg[PAN_ENDPOINT_MAX], ev[PAN_ENDPOINT_MAX];
+	char ep[PAN_ENDPOINT_MAX];
+	int one = 1, zero = 0, v6 = a->family == AF_INET6, rc = -1;
+	void *s;
+
+	if (pan_advertise(d->cfg, d->id.hostname, adv, msg, ev, err) == -1)
+		goto out;
+	join_link_set_endpoints(d->link, msg, ev);
+	snprintf(ep, sizeof(ep), v6 ? "tcp://[%s]:%u" : "tcp://%s:%u", a->host,
+	         a->port);
+	if ((s = zmq_socket(d->zctx, ZMQ_ROUTER)) == NULL) {
+		error_set(err, "zmq_socket: %s", zmq_strerror(errno));
+		goto out;
+	}
+	if (zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof(zero)) == -1 ||
+	    zmq_setsockopt(s, ZMQ_CURVE_SERVER, &one, sizeof(one)) == -1 ||
+	    zmq_setsockopt(s, ZMQ_IPV6, &v6, sizeof(v6)) == -1 ||
+	    zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, r->secret,
+	                   CURVE_Z85_LEN - 1) == -1 ||
+	    zmq_bind(s, ep) == -1) {
+		error_set(err, "cannot listen on %s (messaging.listen): %s",
+		          ep + 6, zmq_strerror(errno));
+		zmq_close(s);
+		goto out;
+	}
+	d->extra = s;
+	d->extra_fn = san_not_primary;
+	log_info(LOG_MESSAGING,
+	         "listening on %s as a secondary (nodes are told: not "
+	         "primary); once promoted, nodes reach this node at %s",
+	         ep, join_endpoint_address(msg));
+	rc = 0;
+out:
+	secure_zero(r->secret, sizeof(r->secret));
+	return rc;
+}
 
 /* In sync: the link answers and every event the PAN announced is here. */
 static bool
@@ -123,18 +279,33 @@ static int
 san_command(struct join_daemon *d, void *arg, int argc, char **argv,
             FILE *out, FILE *err)
 {
-	(void)arg;
+	struct san_replica *r = arg;
+	int rc;
+
+	if (strcmp(argv[0], "promote") == 0 && argc == 1) {
+		rc = san_promote(d->datadir, &d->id, d->cfg, out, err);
+		if (rc == SAN_EXIT_OK) {
+			fprintf(out, "the daemon (pid %ld) goes on as the "
+			             "primary\n",
+			        (long)getpid());
+			r->promoted = true;
+			d->stop = true;
+		}
+		return rc;
+	}
 	if (strcmp(argv[0], "alarms") == 0)
 		return adminview_alarms(d->st, "san", argc, argv, out, err);
-	if (strcmp(argv[0], "node") == 0) {
-		if (argc != 2 || strcmp(argv[1], "list") != 0) {
+	if (strcmp(argv[0], "node") == 0 &&
+	    (argc < 2 || strcmp(argv[1], "list") == 0)) {
+		if (argc != 2) {
 			fprintf(err, "usage: san node list --data-dir DIR\n");
 			return SAN_EXIT_USAGE;
 		}
 		return adminview_nodes(d->st, "san", out, err);
 	}
-	if (strcmp(argv[0], "cert") == 0) {
-		if (argc < 2 || strcmp(argv[1], "list") != 0) {
+	if (strcmp(argv[0], "cert") == 0 &&
+	    (argc < 2 || strcmp(argv[1], "list") == 0)) {
+		if (argc < 2) {
 			fprintf(err, "usage: san cert list [--node HOST] "
 			             "[--status S] [--limit N] [--after C] "
 			             "--data-dir DIR\n");
@@ -142,7 +313,29 @@ san_command(struct join_daemon *d, void *arg, int argc, char **argv,
 		}
 		return adminview_cert_list(d->st, "san", argc, argv, out, err);
 	}
-	return -1;
+	/* What changes the deployment is the primary's. */
+	fprintf(err,
+	        "san %s: not primary: this SAN is a secondary (epoch %" PRIu64
+	        ", the primary is %s); run it on the primary, or promote "
+	        "this node (san promote)\n",
+	        argv[0], join_link_epoch(d->link), join_link_primary(d->link));
+	return SAN_EXIT_FAIL;
+}
+
+/* --data-dir of a run command line, or ISELAB_DATA_DIR. */
+static const char *
+san_run_datadir(int argc, char **argv)
+{
+	const char *dir = getenv(NODE_ENV_PREFIX "DATA_DIR");
+	int i;
+
+	for (i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--data-dir") == 0 && i + 1 < argc)
+			dir = argv[i + 1];
+		else if (strncmp(argv[i], "--data-dir=", 11) == 0)
+			dir = argv[i] + 11;
+	}
+	return dir;
 }
 
 int
@@ -151,12 +344,29 @@ san_run_main(int argc, char **argv)
 	struct san_replica r = {0};
 	const struct join_daemon_hooks hooks = {
 	    .arg = &r,
+	    .config = san_config,
+	    .start = san_start,
 	    .tick = san_tick,
 	    .status = san_status,
 	    .command = san_command,
+	    .ready = san_ready,
 	};
+	struct node_identity id;
+	struct error err = {{0}};
+	const char *dir = san_run_datadir(argc, argv);
+	int rc;
 
-	return join_run_main(&san_role, &hooks, argc, argv);
+	/* Promoted: the primary's daemon, over the replica. */
+	if (dir != NULL && node_identity_read(dir, &id, &err) == 0 &&
+	    id.role == NODE_ROLE_SAN && san_is_primary(dir, &id, &err) == 1)
+		return pan_run_role(argc, argv, NODE_ROLE_SAN, SAN_CONFIG_FILE);
+	rc = join_run_main(&san_role, &hooks, argc, argv);
+	secure_zero(r.secret, sizeof(r.secret));
+	if (rc == SAN_EXIT_OK && r.promoted) {
+		log_info(LOG_MAIN, "promoted: starting as the primary");
+		return pan_run_role(argc, argv, NODE_ROLE_SAN, SAN_CONFIG_FILE);
+	}
+	return rc;
 }
 
 int

@@ -779,8 +779,22 @@ class Psn(Joiner):
 class San(Joiner):
     role = "san"
 
+    def __init__(self, lab, hostname, datadir=None):
+        super().__init__(lab, hostname, datadir)
+        # Its own address: a SAN listens (it answers "not primary", and
+        # serves as the primary once promoted).  --set, which both of its
+        # modes take.
+        self.address = lab.address()
+        self.run_args += ["--set", f"messaging.listen={self.address.endpoint(MESSAGING_PORT)}",
+                          "--set", f"events.listen={self.address.endpoint(EVENTS_PORT)}",
+                          "--set", f"ocsp.listen={self.address.ip}:2560"]
+
     def wait_events(self, pan, timeout=LINK_TIMEOUT):
         return wait_events(self, pan, timeout)
+
+    def node_add_string(self, host, role="psn"):
+        """`san node add` on a promoted SAN: its join string."""
+        return JoinString(self.cli("node", "add", host, "--role", role, check=True).stdout)
 
 
 class Lab:

