@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import test_est_psn as est  # noqa: E402
 import test_revocation as rv  # noqa: E402
 from test_ca_store import export, import_, key_file  # noqa: E402
+from test_faults import outbox_waiting  # noqa: E402
 from iselab import (LINK_TIMEOUT, exe, lab, parse_table, run,  # noqa: E402,F401
                     wait_for)
 
@@ -101,6 +102,57 @@ def serials(node, status=None):
     args = ["cert", "list", "--limit", "1000"] + (["--status", status] if status else [])
     rows = parse_table(node.cli(*args, check=True).stdout, "SERIAL")
     return [f[0].lower().lstrip("0") for f, _ in rows]
+
+
+def san_link_alarms(san, all=False):
+    """`san alarms` lines of Queue Link Error for the link to pan1."""
+    out = san.cli("alarms", *(["--all"] if all else []), check=True).stdout
+    return [ln for ln in out.splitlines() if "Queue Link Error" in ln and " pan1 " in ln]
+
+
+def test_link_alarm_while_pan_down(lab):
+    """Issue 7 item 4: the SAN raises Queue Link Error for its own link to
+    the PAN while the PAN is down, and clears it when the PAN is back; the
+    PSNs keep issuing meanwhile and their outboxes drain after."""
+    pan, san, psns = deployment(lab)
+    for node in (san, *psns):
+        node.wait_events(pan)
+    replica_alarms = mdb_alarms(san)
+    assert san_link_alarms(san, all=True) == []
+
+    pan.kill_group()
+    # heartbeat.timeout (3s in tests) and a tick: LINK_TIMEOUT bounds it.
+    wait_for(lambda: san_link_alarms(san), LINK_TIMEOUT,
+             "san1 to raise Queue Link Error for pan1", detail=san.diagnostics)
+    (line,) = san_link_alarms(san)
+    assert "major" in line and "no heartbeat ack from pan1" in line, line
+    # Kept apart from the replica: its alarms table is the PAN's only.
+    assert mdb_alarms(san) == replica_alarms
+    serials_during = [rv.enroll(lab, psn, f"down-{psn.hostname}")[1] for psn in psns]
+    for psn in psns:
+        assert outbox_waiting(psn) >= 1
+
+    pan.start()
+    wait_for(lambda: not san_link_alarms(san), LINK_TIMEOUT,
+             "san1 to clear Queue Link Error for pan1", detail=san.diagnostics)
+    (line,) = san_link_alarms(san, all=True)   # cleared, still listed
+    for psn in psns:
+        wait_for(lambda: outbox_waiting(psn) == 0, SWITCH_TIMEOUT,
+                 f"{psn.hostname}'s outbox to drain", detail=psn.diagnostics)
+    wait_for(lambda: set(serials_during) <= set(serials(pan)), SWITCH_TIMEOUT,
+             "the certificates issued meanwhile on the PAN")
+    # A second loss gives a second alarm, not the first one again.
+    pan.kill_group()
+    wait_for(lambda: san_link_alarms(san), LINK_TIMEOUT,
+             "san1 to raise Queue Link Error again", detail=san.diagnostics)
+    assert len(san_link_alarms(san, all=True)) == 2
+
+
+def mdb_alarms(node):
+    """The alarms table of a node's store, read with mdb_dump."""
+    p = run(["mdb_dump", "-s", "alarms", str(node.datadir / "store")], timeout=60)
+    assert p.returncode == 0, p.stderr
+    return p.stdout
 
 
 def test_promote(lab):
