@@ -15,8 +15,7 @@ without the imported CA store, on a PSN or the PAN, twice."""
 
 import re
 import sys
-import threading
-import time
+import threading  # noqa: F401
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
@@ -26,8 +25,10 @@ import test_est_psn as est  # noqa: E402
 import test_revocation as rv  # noqa: E402
 from test_ca_store import export, import_, key_file  # noqa: E402
 from test_faults import outbox_waiting  # noqa: E402
-from iselab import (LINK_TIMEOUT, exe, lab, parse_table, run,  # noqa: E402,F401
-                    wait_for)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pan"))
+import test_ocsp_pan as ocsp_pan  # noqa: E402
+from iselab import (LINK_TIMEOUT, cert_serial, exe, lab, openssl,  # noqa: E402,F401
+                    parse_table, run, wait_for)
 
 # Switching takes a heartbeat timeout (3s in tests) and a reconnect; this
 # bounds it generously on a loaded machine.
@@ -229,7 +230,44 @@ def test_promote(lab):
     p = pan.cli("node", "add", "psn8", "--role", "psn", check=False)
     assert p.returncode == 1 and "not primary" in p.stderr
     # The PSNs stay with the new primary.
-    time.sleep(0)  # no wait needed: what follows polls
     for psn in psns:
         assert primary_of(psn) == ("san1", 2)
         assert "san1" in link_line(psn), link_line(psn)
+
+    check_old_node_ca_ocsp(lab, pan, san, psn2)
+
+
+def check_old_node_ca_ocsp(lab, pan, san, psn):
+    """The promoted SAN's OCSP responder answers for what the old PAN's
+    Node CA issued (a PSN's Endpoint Sub CA), signed by the imported
+    responder certificate: good, then revoked by `san cert revoke`;
+    strictly verified by openssl ocsp up to the Root CA."""
+    root = san.datadir / "ca" / "root-ca.crt"
+    old_node = san.datadir / "ca" / "imported" / "node-ca.crt"
+    responder = san.datadir / "ca" / "imported" / "ocsp-responder.crt"
+    assert old_node.read_text() == (pan.datadir / "ca" / "node-ca.crt").read_text()
+    sub = psn.datadir / "ca" / "endpoint-sub-ca.crt"
+    args = (old_node, ocsp_pan.url_of(san), sub, root, [old_node])
+    assert ocsp_status(lab, *args) == "good", ocsp_status(lab, *args)
+    # Signed by the imported responder certificate, not the SAN's own.
+    rc, out = ocsp_pan.ocsp(lab, old_node, ocsp_pan.url_of(san), "-cert", str(sub),
+                            "-resp_text", cafile=root, others=[old_node])
+    resp_cn = openssl("x509", "-in", str(responder), "-noout", "-subject").stdout
+    assert resp_cn.split("CN", 1)[1].split("=", 1)[1].strip() in out, out
+    serial = cert_serial(sub).lower().lstrip("0")
+    assert serial in serials(san)
+    san.cli("cert", "revoke", serial, check=True)
+    wait_for(lambda: ocsp_status(lab, *args) == "revoked", LINK_TIMEOUT,
+             "the old Node CA's Sub CA revoked at the promoted SAN's responder",
+             detail=lambda: ocsp_status(lab, *args))
+    # A serial the old Node CA never issued: unknown, not good.
+    own = san.datadir / "ca" / "node-ca.crt"
+    rc, out = ocsp_pan.ocsp(lab, old_node, ocsp_pan.url_of(san), "-cert", str(own),
+                            cafile=root, others=[old_node])
+    assert ocsp_pan.status_of(out, own) != "good", out
+
+
+def ocsp_status(lab, issuer, url, cert, root, others):
+    """The status a responder gives cert, its response strictly verified."""
+    rc, out = ocsp_pan.ocsp(lab, issuer, url, "-cert", str(cert), cafile=root, others=others)
+    return ocsp_pan.status_of(out, cert) if "Response verify OK" in out else out
