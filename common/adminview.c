@@ -24,6 +24,8 @@
 #define CERT_LIST_SUBJECT_MAX 48
 /* Most alarms the alarms view prints; older ones are counted, not shown. */
 #define ALARM_LIST_MAX 1000
+/* Largest local alarm copied into the view (name, node, text: < 1 KiB). */
+#define ALARM_LOCAL_PACKED_MAX 4096
 
 void
 adminview_time(int64_t secs, char *buf, size_t len)
@@ -190,14 +192,55 @@ struct alarm_list {
 	bool all;                   /* cleared ones too */
 	Iselab__AlarmRecord **list; /* ring of the newest ALARM_LIST_MAX */
 	size_t ntotal;
+	/* The node's own alarms, in raise order, merged in by raise time. */
+	const Iselab__AlarmRecord *const *local;
+	size_t nlocal, nextlocal;
 };
+
+/* rec (owned) into the ring, unless it is cleared and only active show. */
+static void
+alarm_list_add(struct alarm_list *s, Iselab__AlarmRecord *rec)
+{
+	Iselab__AlarmRecord **slot;
+
+	if (!s->all && rec->cleared_at != 0) {
+		iselab__alarm_record__free_unpacked(rec, NULL);
+		return;
+	}
+	slot = &s->list[s->ntotal++ % ALARM_LIST_MAX];
+	if (*slot != NULL)
+		iselab__alarm_record__free_unpacked(*slot, NULL);
+	*slot = rec;
+}
+
+/* The local alarms raised up to `until` (seconds; INT64_MAX: all left). */
+static void
+alarm_list_local(struct alarm_list *s, int64_t until)
+{
+	uint8_t buf[ALARM_LOCAL_PACKED_MAX];
+	Iselab__AlarmRecord *copy;
+	size_t len;
+
+	while (s->nextlocal < s->nlocal &&
+	       s->local[s->nextlocal]->raised_at <= until) {
+		const Iselab__AlarmRecord *l = s->local[s->nextlocal++];
+
+		/* A copy the ring owns, freed like the store's records. */
+		if (iselab__alarm_record__get_packed_size(l) > sizeof(buf))
+			continue;
+		len = iselab__alarm_record__pack(l, buf);
+		if ((copy = iselab__alarm_record__unpack(NULL, len, buf)) !=
+		    NULL)
+			alarm_list_add(s, copy);
+	}
+}
 
 static int
 alarm_list_fn(void *ctx, const void *key, size_t klen, const void *val,
               size_t vlen)
 {
 	struct alarm_list *s = ctx;
-	Iselab__AlarmRecord *rec, **slot;
+	Iselab__AlarmRecord *rec;
 
 	(void)key;
 	(void)klen;
@@ -206,20 +249,23 @@ alarm_list_fn(void *ctx, const void *key, size_t klen, const void *val,
 		                   "skipped");
 		return 0;
 	}
-	if (!s->all && rec->cleared_at != 0) {
-		iselab__alarm_record__free_unpacked(rec, NULL);
-		return 0;
-	}
-	slot = &s->list[s->ntotal++ % ALARM_LIST_MAX];
-	if (*slot != NULL)
-		iselab__alarm_record__free_unpacked(*slot, NULL);
-	*slot = rec;
+	alarm_list_local(s, rec->raised_at);
+	alarm_list_add(s, rec);
 	return 0;
 }
 
 int
 adminview_alarms(struct store *st, const char *prog, int argc, char **argv,
                  FILE *out, FILE *errf)
+{
+	return adminview_alarms_local(st, prog, argc, argv, NULL, 0, out,
+	                              errf);
+}
+
+int
+adminview_alarms_local(struct store *st, const char *prog, int argc,
+                       char **argv, const Iselab__AlarmRecord *const *local,
+                       size_t nlocal, FILE *out, FILE *errf)
 {
 	struct alarm_list s;
 	struct error err = {{0}};
@@ -228,6 +274,8 @@ adminview_alarms(struct store *st, const char *prog, int argc, char **argv,
 	int a, rc = ADMINVIEW_EXIT_FAIL;
 
 	memset(&s, 0, sizeof(s));
+	s.local = local;
+	s.nlocal = nlocal;
 	for (a = 1; a < argc; a++) {
 		if (strcmp(argv[a], "--all") == 0)
 			s.all = true;
@@ -248,6 +296,7 @@ adminview_alarms(struct store *st, const char *prog, int argc, char **argv,
 		fprintf(errf, "%s alarms: %s\n", prog, err.msg);
 		goto out;
 	}
+	alarm_list_local(&s, INT64_MAX);
 	n = s.ntotal < ALARM_LIST_MAX ? s.ntotal : ALARM_LIST_MAX;
 	if (n == 0) {
 		fprintf(out, s.all ? "No alarms.\n" : "No active alarms.\n");

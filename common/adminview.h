@@ -26,6 +26,16 @@ int adminview_cert_list(struct store *st, const char *prog, int argc,
 /* argv: "alarms" [--all]; newest first, as the product's dashlet. */
 int adminview_alarms(struct store *st, const char *prog, int argc, char **argv,
                      FILE *out, FILE *err);
+/*
+ * The same with the node's own alarms (kept apart from the store, in
+ * raise order) merged in by raise time: a SAN's view of its link to the
+ * PAN next to the replica's alarms (docs/san.md).
+ */
+struct Iselab__AlarmRecord;
+int adminview_alarms_local(struct store *st, const char *prog, int argc,
+                           char **argv,
+                           const struct Iselab__AlarmRecord *const *local,
+                           size_t nlocal, FILE *out, FILE *err);
 /* The nodes table: host, role, session services, status, joined, CA. */
 int adminview_nodes(struct store *st, const char *prog, FILE *out, FILE *err);
 

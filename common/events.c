@@ -1,6 +1,7 @@
 /*
  * events: the deployment's event log, store side (events.h).
  */
+#include <ctype.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@
 #include "events.h"
 #include "registry.pb-c.h"
 #include "log.h"
+#include "node.h"
 #include "store.h"
 #include "util.h"
 
@@ -312,6 +314,25 @@ events_ca_chain(struct store *st, Iselab__CaChain **out, struct error *err)
 	return 1;
 }
 
+/* An endpoint of a deployment event: printable, no blank, bounded. */
+static bool
+endpoint_ok(const char *e, bool may_be_empty)
+{
+	size_t i, len;
+
+	if (e == NULL)
+		return may_be_empty;
+	len = strlen(e);
+	if (len == 0)
+		return may_be_empty;
+	if (len >= EVENTS_ENDPOINT_MAX)
+		return false;
+	for (i = 0; i < len; i++)
+		if (!isgraph((unsigned char)e[i]))
+			return false;
+	return true;
+}
+
 /*
  * A deployment config as an event carries it: an epoch, one primary (role
  * PAN) among 1 to EVENTS_ADMIN_MAX admin nodes, each with a host name, a
@@ -332,10 +353,11 @@ deployment_check(const Iselab__DeploymentConfig *c, struct error *err)
 	for (i = 0; i < c->n_admin_nodes; i++) {
 		const Iselab__AdminNode *a = c->admin_nodes[i];
 
+		/* Both go into deployment.conf: names and printable text. */
 		if (a->hostname == NULL ||
-		    !host_ok(a->hostname, strlen(a->hostname)) ||
-		    a->messaging_endpoint == NULL ||
-		    a->messaging_endpoint[0] == '\0' ||
+		    node_hostname_check(a->hostname, NULL) == -1 ||
+		    !endpoint_ok(a->messaging_endpoint, false) ||
+		    !endpoint_ok(a->events_endpoint, true) ||
 		    a->curve_public_key.len != 32 ||
 		    (a->role != ISELAB__ROLE__ROLE_PAN &&
 		     a->role != ISELAB__ROLE__ROLE_SAN)) {

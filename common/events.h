@@ -55,6 +55,8 @@ struct store_batch;
 #define EVENTS_DEPLOYMENT_KEY "deployment/config"
 /* Admin nodes a deployment event names: the primary and a secondary. */
 #define EVENTS_ADMIN_MAX 2
+/* Longest endpoint an admin node may have (JOIN_ENDPOINT_MAX's room). */
+#define EVENTS_ENDPOINT_MAX 300
 
 /*
  * How a node applies events: EVENTS_MEMBER (a PSN) sets users, templates,

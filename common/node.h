@@ -17,6 +17,8 @@ struct error;
 
 #define NODE_IDENTITY_FILE "node.conf" /* identity, written at init/join */
 #define NODE_CA_DIR        "ca"        /* certificates and encrypted keys */
+/* A SAN's imported CA store of the PAN (`san ca import`, docs/san.md). */
+#define NODE_CA_IMPORT_DIR NODE_CA_DIR "/imported"
 #define NODE_STORE_DIR     "store"     /* LMDB environment */
 #define NODE_LOG_DIR       "log"       /* <hostname>.log */
 #define NODE_CURVE_KEY     "curve.key" /* CURVE secret, encrypted PKCS#8 */

@@ -242,29 +242,65 @@ ocsp_http_refresh(struct ocsp_responder *r, const char *what, bool verbose)
 /* Longest path of a generation's file. */
 #define OCSP_GEN_PATH_MAX 4096
 
+/*
+ * An issuer's files in dir (under the data directory): issuer_file, and
+ * the OCSP responder certificate and key it issued; 0, or -1 with err
+ * set and nothing held.
+ */
+static int
+issuer_load(const char *datadir, const char *dir, const char *issuer_file,
+            const char *pass, size_t passlen, struct ocsp_generation *g,
+            struct error *err)
+{
+	char path[OCSP_GEN_PATH_MAX];
+
+	if (node_ca_path(datadir, path, sizeof(path), err, "%s/%s", dir,
+	                 issuer_file) == -1 ||
+	    (g->issuer = cert_load_pem(path, err)) == NULL ||
+	    node_ca_path(datadir, path, sizeof(path), err,
+	                 "%s/ocsp-responder.crt", dir) == -1 ||
+	    (g->signer = cert_load_pem(path, err)) == NULL ||
+	    node_ca_path(datadir, path, sizeof(path), err,
+	                 "%s/ocsp-responder.key", dir) == -1 ||
+	    (g->key = key_load(path, pass, passlen, err)) == NULL) {
+		ocsp_generations_free(g, 1);
+		return -1;
+	}
+	return 0;
+}
+
 /* One generation's files; 0, or -1 with err set and nothing held. */
 static int
 generation_load(const char *datadir, unsigned k, const char *issuer_file,
                 const char *pass, size_t passlen, struct ocsp_generation *g,
                 struct error *err)
 {
-	char path[OCSP_GEN_PATH_MAX];
+	char dir[OCSP_GEN_PATH_MAX];
 
 	memset(g, 0, sizeof(*g));
 	g->gen = k;
-	if (node_ca_path(datadir, path, sizeof(path), err, "%s/gen-%u/%s",
-	                 NODE_CA_DIR, k, issuer_file) == -1 ||
-	    (g->issuer = cert_load_pem(path, err)) == NULL ||
-	    node_ca_path(datadir, path, sizeof(path), err,
-	                 "%s/gen-%u/ocsp-responder.crt", NODE_CA_DIR, k) == -1 ||
-	    (g->signer = cert_load_pem(path, err)) == NULL ||
-	    node_ca_path(datadir, path, sizeof(path), err,
-	                 "%s/gen-%u/ocsp-responder.key", NODE_CA_DIR, k) == -1 ||
-	    (g->key = key_load(path, pass, passlen, err)) == NULL) {
-		ocsp_generations_free(g, 1);
+	snprintf(dir, sizeof(dir), "%s/gen-%u", NODE_CA_DIR, k);
+	return issuer_load(datadir, dir, issuer_file, pass, passlen, g, err);
+}
+
+int
+ocsp_imported_load(const char *datadir, const char *dir, const char *pass,
+                   size_t passlen, struct ocsp_generation *g,
+                   struct error *err)
+{
+	char path[OCSP_GEN_PATH_MAX];
+
+	memset(g, 0, sizeof(*g));
+	g->gen = OCSP_GEN_IMPORTED;
+	if (node_ca_path(datadir, path, sizeof(path), err, "%s/node-ca.crt",
+	                 dir) == -1)
 		return -1;
-	}
-	return 0;
+	if (!file_exists(path))
+		return 0;
+	return issuer_load(datadir, dir, "node-ca.crt", pass, passlen, g,
+	                   err) == -1
+	           ? -1
+	           : 1;
 }
 
 size_t
@@ -317,14 +353,22 @@ ocsp_generations_attach(struct ocsp_responder *r,
 		if ((older = ocsp_responder_new(gens[i].signer, gens[i].key,
 		                                gens[i].issuer, st, cfg,
 		                                err)) == NULL) {
-			error_prefix(err, "root CA chain generation %u",
-			             gens[i].gen);
+			if (gens[i].gen == OCSP_GEN_IMPORTED)
+				error_prefix(err, "the imported Node CA");
+			else
+				error_prefix(err, "root CA chain generation %u",
+				             gens[i].gen);
 			return -1;
 		}
 		ocsp_responder_set_older(r, older);
-		log_info(LOG_OCSP, "answering for the certificates of root CA "
-		                   "chain generation %u too",
-		         gens[i].gen);
+		if (gens[i].gen == OCSP_GEN_IMPORTED)
+			log_info(LOG_OCSP, "answering for the certificates of "
+			                   "the imported Node CA of the former "
+			                   "primary too");
+		else
+			log_info(LOG_OCSP, "answering for the certificates of "
+			                   "root CA chain generation %u too",
+			         gens[i].gen);
 	}
 	return 0;
 }

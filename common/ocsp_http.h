@@ -101,6 +101,17 @@ size_t ocsp_generations_load(const char *datadir, const char *issuer_file,
                              const char *pass, size_t passlen,
                              struct ocsp_generation *gens);
 void ocsp_generations_free(struct ocsp_generation *gens, size_t n);
+/*
+ * A promoted SAN answers for what the former primary's Node CA issued (the
+ * PSNs' Endpoint Sub CAs, the legacy hierarchy's responder certificates)
+ * with the imported CA store in dir (ca/imported/: node-ca.crt,
+ * ocsp-responder.{crt,key}), as one more entry of gens, its gen
+ * OCSP_GEN_IMPORTED.  1 loaded into *g, 0 none imported, -1 with err.
+ */
+#define OCSP_GEN_IMPORTED 0
+int ocsp_imported_load(const char *datadir, const char *dir, const char *pass,
+                       size_t passlen, struct ocsp_generation *g,
+                       struct error *err);
 /* A responder per generation, chained behind r (ocsp_responder_set_older). */
 int ocsp_generations_attach(struct ocsp_responder *r,
                             const struct ocsp_generation *gens, size_t n,

@@ -24,6 +24,9 @@
  * ends, the daemon cannot start it again (the passphrase is gone, as for
  * the CA signer), so `pan run` exits 1 for the service manager.
  *
+ * A promoted SAN answers for the former primary's Node CA too, with the
+ * imported responder certificate and key (ca/imported/, docs/san.md).
+ *
  * The Root CA's own children (the Node CAs) are not answered for: that
  * would take a responder certificate issued by the Root CA, which the
  * signer's policy does not allow (common/signer.h); docs/ocsp.md says so.
@@ -590,6 +593,21 @@ ocsp_main(void *arg)
 	o.gen = node_ca_generation(a->datadir);
 	o.ngens = ocsp_generations_load(a->datadir, "node-ca.crt", a->pass,
 	                                a->passlen, o.gens);
+	/* A promoted SAN: the former primary's Node CA too (docs/san.md). */
+	if (o.ngens < OCSP_GENERATIONS_MAX) {
+		struct error ie = {{0}};
+		int got = ocsp_imported_load(a->datadir, NODE_CA_IMPORT_DIR,
+		                             a->pass, a->passlen,
+		                             &o.gens[o.ngens], &ie);
+
+		if (got == 1)
+			o.ngens++;
+		else if (got == -1)
+			log_error(LOG_OCSP,
+			          "the imported Node CA: %s; its certificates "
+			          "are answered unauthorized",
+			          ie.msg);
+	}
 	secure_zero(a->pass, a->passlen);
 	secure_zero(a->parent_pass, a->passlen);
 	if (a->handover != NULL &&

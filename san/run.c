@@ -30,6 +30,7 @@
 #include "node.h"
 #include "msg.h"
 #include "pan.h"
+#include "registry.pb-c.h"
 #include "san.h"
 #include "store.h"
 #include "util.h"
@@ -63,8 +64,28 @@ const struct join_role san_role = {
 /* Least time between two log lines about nodes told "not primary". */
 #define SAN_REFUSAL_LOG_MS 10000
 
+/*
+ * The SAN's own alarms: what this daemon sees of its link to the primary
+ * ("Queue Link Error" while no heartbeat ack comes for heartbeat.timeout).
+ * They live in memory, apart from the store, whose alarms table is the
+ * primary's and written only by its events (the replica stays a copy);
+ * `san alarms` shows both.  The newest SAN_LOCAL_ALARMS_MAX are kept, so
+ * `san alarms --all` shows the cleared ones of this daemon's life.
+ */
+#define SAN_LOCAL_ALARMS_MAX 64
+/* Longest host name or alarm text kept. */
+#define SAN_ALARM_TEXT_MAX 256
+
+struct san_alarm {
+	Iselab__AlarmRecord rec; /* points into node and text */
+	char node[SAN_ALARM_TEXT_MAX];
+	char text[SAN_ALARM_TEXT_MAX];
+};
+
 /* The replica's state, in memory. */
 struct san_replica {
+	struct san_alarm alarms[SAN_LOCAL_ALARMS_MAX]; /* ring, raise order */
+	size_t nalarms;                               /* ever raised */
 	int64_t last_in_sync; /* realtime ms the replica was last in sync */
 	/* Our CURVE secret (Z85) from start() until ready() binds with it. */
 	char secret[CURVE_Z85_LEN];
@@ -221,6 +242,79 @@ san_in_sync(const struct join_daemon *d)
 	       join_link_applied(d->link) >= join_link_pan_seq(d->link);
 }
 
+/* The active local alarm of this name for node, or NULL. */
+static struct san_alarm *
+san_alarm_active(struct san_replica *r, const char *name, const char *node)
+{
+	size_t i, first = r->nalarms > SAN_LOCAL_ALARMS_MAX
+	                      ? r->nalarms - SAN_LOCAL_ALARMS_MAX
+	                      : 0;
+
+	for (i = first; i < r->nalarms; i++) {
+		struct san_alarm *a = &r->alarms[i % SAN_LOCAL_ALARMS_MAX];
+
+		if (a->rec.cleared_at == 0 && strcmp(a->rec.name, name) == 0 &&
+		    strcmp(a->rec.node, node) == 0)
+			return a;
+	}
+	return NULL;
+}
+
+/*
+ * The link to the primary as an alarm, like the PAN's for its nodes:
+ * raised once when the link goes down (node: the primary we lost, text
+ * as the PAN words it), cleared when an ack comes (from it or from a
+ * primary we adopted).
+ */
+static void
+san_link_alarm(struct join_daemon *d, struct san_replica *r)
+{
+	enum join_link_state st = join_link_state(d->link);
+	const char *primary = join_link_primary(d->link);
+	int64_t now = time_now_ms(), last = join_link_last_ack(d->link);
+	char when[32];
+	struct san_alarm *a;
+	size_t i;
+
+	if (st == JOIN_LINK_CONNECTED) {
+		for (i = 0; i < r->nalarms && i < SAN_LOCAL_ALARMS_MAX; i++) {
+			a = &r->alarms[i];
+			if (a->rec.cleared_at != 0 ||
+			    strcmp(a->rec.name, PAN_ALARM_QUEUE_LINK) != 0)
+				continue;
+			a->rec.cleared_at = now / 1000;
+			log_info(LOG_MAIN, "alarm cleared: %s on %s (link to "
+			                   "the primary %s answers)",
+			         a->rec.name, a->rec.node, primary);
+		}
+		return;
+	}
+	if (st != JOIN_LINK_DISCONNECTED ||
+	    san_alarm_active(r, PAN_ALARM_QUEUE_LINK, primary) != NULL)
+		return;
+	a = &r->alarms[r->nalarms++ % SAN_LOCAL_ALARMS_MAX];
+	memset(a, 0, sizeof(*a));
+	iselab__alarm_record__init(&a->rec);
+	snprintf(a->node, sizeof(a->node), "%s", primary);
+	if (last != 0)
+		adminview_time(last / 1000, when, sizeof(when));
+	else
+		snprintf(when, sizeof(when), "never");
+	snprintf(a->text, sizeof(a->text),
+	         "no heartbeat ack from %s for %llds (last: %s)", primary,
+	         (long long)((now - (last != 0 ? last : d->started)) / 1000),
+	         when);
+	a->rec.id = r->nalarms;
+	a->rec.name = PAN_ALARM_QUEUE_LINK;
+	a->rec.node = a->node;
+	a->rec.text = a->text;
+	a->rec.severity = ISELAB__ALARM_SEVERITY__ALARM_SEVERITY_MAJOR;
+	a->rec.raised_at = now / 1000;
+	log_warn(LOG_MAIN, "alarm raised: %s (%s) on %s: %s",
+	         PAN_ALARM_QUEUE_LINK,
+	         adminview_severity_name(a->rec.severity), a->node, a->text);
+}
+
 static int64_t
 san_tick(struct join_daemon *d, void *arg, int64_t now_mono)
 {
@@ -229,7 +323,25 @@ san_tick(struct join_daemon *d, void *arg, int64_t now_mono)
 	(void)now_mono;
 	if (d->link != NULL && san_in_sync(d))
 		r->last_in_sync = time_now_ms();
+	if (d->link != NULL)
+		san_link_alarm(d, r);
 	return SAN_SYNC_TICK_MS;
+}
+
+/* `san alarms`: the replica's and ours, by raise time. */
+static int
+san_alarms(struct join_daemon *d, struct san_replica *r, int argc,
+           char **argv, FILE *out, FILE *err)
+{
+	const Iselab__AlarmRecord *local[SAN_LOCAL_ALARMS_MAX];
+	size_t i, n = 0, first = r->nalarms > SAN_LOCAL_ALARMS_MAX
+	                             ? r->nalarms - SAN_LOCAL_ALARMS_MAX
+	                             : 0;
+
+	for (i = first; i < r->nalarms; i++)
+		local[n++] = &r->alarms[i % SAN_LOCAL_ALARMS_MAX].rec;
+	return adminview_alarms_local(d->st, "san", argc, argv, local, n, out,
+	                              err);
 }
 
 /*
@@ -294,7 +406,7 @@ san_command(struct join_daemon *d, void *arg, int argc, char **argv,
 		return rc;
 	}
 	if (strcmp(argv[0], "alarms") == 0)
-		return adminview_alarms(d->st, "san", argc, argv, out, err);
+		return san_alarms(d, r, argc, argv, out, err);
 	if (strcmp(argv[0], "node") == 0 &&
 	    (argc < 2 || strcmp(argv[1], "list") == 0)) {
 		if (argc != 2) {

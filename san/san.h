@@ -18,7 +18,7 @@
 #define SAN_EXIT_USAGE 2 /* bad command line */
 
 /* Where an imported CA store lives, under the data directory (ca.c). */
-#define CA_IMPORT_DIR NODE_CA_DIR "/imported"
+#define CA_IMPORT_DIR NODE_CA_IMPORT_DIR
 /* The SAN's settings file, in either mode (member or primary). */
 #define SAN_CONFIG_FILE "san.conf"
 

@@ -15,8 +15,7 @@ without the imported CA store, on a PSN or the PAN, twice."""
 
 import re
 import sys
-import threading
-import time
+import threading  # noqa: F401
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
@@ -25,8 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import test_est_psn as est  # noqa: E402
 import test_revocation as rv  # noqa: E402
 from test_ca_store import export, import_, key_file  # noqa: E402
-from iselab import (LINK_TIMEOUT, exe, lab, parse_table, run,  # noqa: E402,F401
-                    wait_for)
+from test_faults import outbox_waiting  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pan"))
+import test_ocsp_pan as ocsp_pan  # noqa: E402
+from iselab import (LINK_TIMEOUT, cert_serial, exe, lab, openssl,  # noqa: E402,F401
+                    parse_table, run, wait_for)
 
 # Switching takes a heartbeat timeout (3s in tests) and a reconnect; this
 # bounds it generously on a loaded machine.
@@ -103,6 +105,57 @@ def serials(node, status=None):
     return [f[0].lower().lstrip("0") for f, _ in rows]
 
 
+def san_link_alarms(san, all=False):
+    """`san alarms` lines of Queue Link Error for the link to pan1."""
+    out = san.cli("alarms", *(["--all"] if all else []), check=True).stdout
+    return [ln for ln in out.splitlines() if "Queue Link Error" in ln and " pan1 " in ln]
+
+
+def test_link_alarm_while_pan_down(lab):
+    """Issue 7 item 4: the SAN raises Queue Link Error for its own link to
+    the PAN while the PAN is down, and clears it when the PAN is back; the
+    PSNs keep issuing meanwhile and their outboxes drain after."""
+    pan, san, psns = deployment(lab)
+    for node in (san, *psns):
+        node.wait_events(pan)
+    replica_alarms = mdb_alarms(san)
+    assert san_link_alarms(san, all=True) == []
+
+    pan.kill_group()
+    # heartbeat.timeout (3s in tests) and a tick: LINK_TIMEOUT bounds it.
+    wait_for(lambda: san_link_alarms(san), LINK_TIMEOUT,
+             "san1 to raise Queue Link Error for pan1", detail=san.diagnostics)
+    (line,) = san_link_alarms(san)
+    assert "major" in line and "no heartbeat ack from pan1" in line, line
+    # Kept apart from the replica: its alarms table is the PAN's only.
+    assert mdb_alarms(san) == replica_alarms
+    serials_during = [rv.enroll(lab, psn, f"down-{psn.hostname}")[1] for psn in psns]
+    for psn in psns:
+        assert outbox_waiting(psn) >= 1
+
+    pan.start()
+    wait_for(lambda: not san_link_alarms(san), LINK_TIMEOUT,
+             "san1 to clear Queue Link Error for pan1", detail=san.diagnostics)
+    (line,) = san_link_alarms(san, all=True)   # cleared, still listed
+    for psn in psns:
+        wait_for(lambda: outbox_waiting(psn) == 0, SWITCH_TIMEOUT,
+                 f"{psn.hostname}'s outbox to drain", detail=psn.diagnostics)
+    wait_for(lambda: set(serials_during) <= set(serials(pan)), SWITCH_TIMEOUT,
+             "the certificates issued meanwhile on the PAN")
+    # A second loss gives a second alarm, not the first one again.
+    pan.kill_group()
+    wait_for(lambda: san_link_alarms(san), LINK_TIMEOUT,
+             "san1 to raise Queue Link Error again", detail=san.diagnostics)
+    assert len(san_link_alarms(san, all=True)) == 2
+
+
+def mdb_alarms(node):
+    """The alarms table of a node's store, read with mdb_dump."""
+    p = run(["mdb_dump", "-s", "alarms", str(node.datadir / "store")], timeout=60)
+    assert p.returncode == 0, p.stderr
+    return p.stdout
+
+
 def test_promote(lab):
     pan, san, psns = deployment(lab)
     psn1, psn2 = psns
@@ -177,7 +230,44 @@ def test_promote(lab):
     p = pan.cli("node", "add", "psn8", "--role", "psn", check=False)
     assert p.returncode == 1 and "not primary" in p.stderr
     # The PSNs stay with the new primary.
-    time.sleep(0)  # no wait needed: what follows polls
     for psn in psns:
         assert primary_of(psn) == ("san1", 2)
         assert "san1" in link_line(psn), link_line(psn)
+
+    check_old_node_ca_ocsp(lab, pan, san, psn2)
+
+
+def check_old_node_ca_ocsp(lab, pan, san, psn):
+    """The promoted SAN's OCSP responder answers for what the old PAN's
+    Node CA issued (a PSN's Endpoint Sub CA), signed by the imported
+    responder certificate: good, then revoked by `san cert revoke`;
+    strictly verified by openssl ocsp up to the Root CA."""
+    root = san.datadir / "ca" / "root-ca.crt"
+    old_node = san.datadir / "ca" / "imported" / "node-ca.crt"
+    responder = san.datadir / "ca" / "imported" / "ocsp-responder.crt"
+    assert old_node.read_text() == (pan.datadir / "ca" / "node-ca.crt").read_text()
+    sub = psn.datadir / "ca" / "endpoint-sub-ca.crt"
+    args = (old_node, ocsp_pan.url_of(san), sub, root, [old_node])
+    assert ocsp_status(lab, *args) == "good", ocsp_status(lab, *args)
+    # Signed by the imported responder certificate, not the SAN's own.
+    rc, out = ocsp_pan.ocsp(lab, old_node, ocsp_pan.url_of(san), "-cert", str(sub),
+                            "-resp_text", cafile=root, others=[old_node])
+    resp_cn = openssl("x509", "-in", str(responder), "-noout", "-subject").stdout
+    assert resp_cn.split("CN", 1)[1].split("=", 1)[1].strip() in out, out
+    serial = cert_serial(sub).lower().lstrip("0")
+    assert serial in serials(san)
+    san.cli("cert", "revoke", serial, check=True)
+    wait_for(lambda: ocsp_status(lab, *args) == "revoked", LINK_TIMEOUT,
+             "the old Node CA's Sub CA revoked at the promoted SAN's responder",
+             detail=lambda: ocsp_status(lab, *args))
+    # A serial the old Node CA never issued: unknown, not good.
+    own = san.datadir / "ca" / "node-ca.crt"
+    rc, out = ocsp_pan.ocsp(lab, old_node, ocsp_pan.url_of(san), "-cert", str(own),
+                            cafile=root, others=[old_node])
+    assert ocsp_pan.status_of(out, own) != "good", out
+
+
+def ocsp_status(lab, issuer, url, cert, root, others):
+    """The status a responder gives cert, its response strictly verified."""
+    rc, out = ocsp_pan.ocsp(lab, issuer, url, "-cert", str(cert), cafile=root, others=others)
+    return ocsp_pan.status_of(out, cert) if "Response verify OK" in out else out

@@ -348,6 +348,111 @@ test_replica_records(void **state)
 	store_close(san);
 }
 
+/* A deployment event: an epoch, one primary among 1 or 2 admin nodes. */
+static void
+test_deployment_event(void **state)
+{
+	struct store *st = open_store("deployment");
+	struct error err = {{0}};
+	Iselab__DeploymentConfig dc = ISELAB__DEPLOYMENT_CONFIG__INIT, *got;
+	Iselab__AdminNode an[3], *nodes[3] = {&an[0], &an[1], &an[2]};
+	Iselab__Event ev = ISELAB__EVENT__INIT, *one[1] = {&ev};
+	uint8_t key[32] = {7};
+	uint64_t applied = 0;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < 3; i++) {
+		iselab__admin_node__init(&an[i]);
+		an[i].hostname = i == 0 ? "pan1" : i == 1 ? "san1" : "san2";
+		an[i].role = i == 0 ? ISELAB__ROLE__ROLE_PAN
+		                    : ISELAB__ROLE__ROLE_SAN;
+		an[i].messaging_endpoint = "tcp://127.0.0.1:8671";
+		an[i].events_endpoint = "tcp://127.0.0.1:8672";
+		an[i].curve_public_key.data = key;
+		an[i].curve_public_key.len = sizeof(key);
+	}
+	dc.epoch = 2;
+	dc.admin_nodes = nodes;
+	dc.n_admin_nodes = 2;
+	ev.seq = 1;
+	ev.change_case = ISELAB__EVENT__CHANGE_DEPLOYMENT;
+	ev.deployment = &dc;
+	assert_int_equal(events_check(&ev, &err), 0);
+	/* The primary alone is a whole deployment too. */
+	dc.n_admin_nodes = 1;
+	assert_int_equal(events_check(&ev, &err), 0);
+	dc.n_admin_nodes = 2;
+
+	/* Each fault alone is refused, with why. */
+	dc.epoch = 0;
+	assert_int_equal(events_check(&ev, &err), -1);
+	assert_non_null(strstr(err.msg, "epoch"));
+	dc.epoch = 2;
+	dc.n_admin_nodes = 0;
+	assert_int_equal(events_check(&ev, &err), -1);
+	dc.n_admin_nodes = 3; /* above EVENTS_ADMIN_MAX */
+	assert_int_equal(events_check(&ev, &err), -1);
+	assert_non_null(strstr(err.msg, "admin nodes"));
+	dc.n_admin_nodes = 2;
+	an[1].role = ISELAB__ROLE__ROLE_PAN; /* two primaries */
+	assert_int_equal(events_check(&ev, &err), -1);
+	assert_non_null(strstr(err.msg, "primaries"));
+	an[0].role = ISELAB__ROLE__ROLE_SAN; /* none */
+	an[1].role = ISELAB__ROLE__ROLE_SAN;
+	assert_int_equal(events_check(&ev, &err), -1);
+	assert_non_null(strstr(err.msg, "primaries"));
+	an[0].role = ISELAB__ROLE__ROLE_PAN;
+	an[1].role = ISELAB__ROLE__ROLE_PSN; /* a PSN is no admin node */
+	assert_int_equal(events_check(&ev, &err), -1);
+	assert_non_null(strstr(err.msg, "admin node 2"));
+	an[1].role = ISELAB__ROLE__ROLE_SAN;
+	an[1].curve_public_key.len = 31;
+	assert_int_equal(events_check(&ev, &err), -1);
+	an[1].curve_public_key.len = sizeof(key);
+	an[1].messaging_endpoint = "";
+	assert_int_equal(events_check(&ev, &err), -1);
+	an[1].messaging_endpoint = NULL;
+	assert_int_equal(events_check(&ev, &err), -1);
+	an[1].messaging_endpoint = "tcp://127.0.0.1:8671";
+	an[1].hostname = "san 1";
+	assert_int_equal(events_check(&ev, &err), -1);
+	an[1].hostname = "san1\n[admin1]";
+	assert_int_equal(events_check(&ev, &err), -1);
+	an[1].hostname = NULL;
+	assert_int_equal(events_check(&ev, &err), -1);
+	an[1].hostname = "san1";
+	an[1].events_endpoint = "tcp://x:1\nrole = pan";
+	assert_int_equal(events_check(&ev, &err), -1);
+	an[1].events_endpoint = "";
+	assert_int_equal(events_check(&ev, &err), 0);
+	an[1].hostname = "san1";
+	ev.deployment = NULL;
+	assert_int_equal(events_check(&ev, &err), -1);
+	ev.deployment = &dc;
+
+	/* A bad one changes nothing; a good one is kept as sent. */
+	dc.epoch = 0;
+	assert_int_equal(events_apply(st, one, 1, EVENTS_MEMBER, &applied, &err),
+	                 -1);
+	assert_int_equal(events_deployment(st, &got, &err), 0);
+	assert_null(got);
+	dc.epoch = 3;
+	assert_int_equal(events_apply(st, one, 1, EVENTS_MEMBER, &applied, &err),
+	                 1);
+	assert_int_equal(applied, 1);
+	assert_int_equal(events_deployment(st, &got, &err), 1);
+	assert_non_null(got);
+	assert_int_equal(got->epoch, 3);
+	assert_int_equal(got->n_admin_nodes, 2);
+	assert_string_equal(got->admin_nodes[0]->hostname, "pan1");
+	assert_int_equal(got->admin_nodes[1]->role, ISELAB__ROLE__ROLE_SAN);
+	assert_memory_equal(got->admin_nodes[1]->curve_public_key.data, key,
+	                    sizeof(key));
+	iselab__deployment_config__free_unpacked(got, NULL);
+	store_close(st);
+}
+
 int
 main(void)
 {
@@ -356,6 +461,7 @@ main(void)
 	    cmocka_unit_test(test_apply_order_gaps_replays),
 	    cmocka_unit_test(test_apply_refuses_bad_events),
 	    cmocka_unit_test(test_replica_records),
+	    cmocka_unit_test(test_deployment_event),
 	};
 
 	return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
