@@ -291,27 +291,62 @@ out:
 	return rc;
 }
 
-int
-events_ca_chain(struct store *st, Iselab__CaChain **out, struct error *err)
+/*
+ * The message of type desc that the config table holds under key: 1 with
+ * *out set (free with protobuf_c_message_free_unpacked), 0 when there is
+ * none, -1.
+ */
+static int
+config_message(struct store *st, const char *key,
+               const ProtobufCMessageDescriptor *desc, ProtobufCMessage **out,
+               struct error *err)
 {
 	uint8_t *val;
 	size_t vlen;
 	int rc;
 
 	*out = NULL;
-	rc = store_kv_get(st, STORE_TABLE_CONFIG, EVENTS_CA_CHAIN_KEY,
-	                  strlen(EVENTS_CA_CHAIN_KEY), &val, &vlen, err);
+	rc = store_kv_get(st, STORE_TABLE_CONFIG, key, strlen(key), &val, &vlen,
+	                  err);
 	if (rc == STORE_NOT_FOUND)
 		return 0;
 	if (rc != STORE_OK)
 		return -1;
-	*out = iselab__ca_chain__unpack(NULL, vlen, val);
+	*out = protobuf_c_message_unpack(desc, NULL, vlen, val);
 	free(val);
 	if (*out == NULL) {
-		error_set(err, "%s does not unpack", EVENTS_CA_CHAIN_KEY);
+		error_set(err, "%s does not unpack", key);
 		return -1;
 	}
 	return 1;
+}
+
+/* m packed into the config table under key, in b. */
+static int
+config_put_message(struct store_batch *b, const char *key,
+                   const ProtobufCMessage *m, struct error *err)
+{
+	size_t len = protobuf_c_message_get_packed_size(m);
+	uint8_t *buf = malloc(len > 0 ? len : 1);
+	int rc;
+
+	if (buf == NULL) {
+		error_set(err, "out of memory");
+		return -1;
+	}
+	protobuf_c_message_pack(m, buf);
+	rc = store_batch_kv_put(b, STORE_TABLE_CONFIG, key, strlen(key), buf,
+	                        len);
+	free(buf);
+	return rc;
+}
+
+int
+events_ca_chain(struct store *st, Iselab__CaChain **out, struct error *err)
+{
+	return config_message(st, EVENTS_CA_CHAIN_KEY,
+	                      &iselab__ca_chain__descriptor,
+	                      (ProtobufCMessage **)out, err);
 }
 
 /* An endpoint of a deployment event: printable, no blank, bounded. */
@@ -379,24 +414,9 @@ int
 events_deployment(struct store *st, Iselab__DeploymentConfig **out,
                   struct error *err)
 {
-	uint8_t *val;
-	size_t vlen;
-	int rc;
-
-	*out = NULL;
-	rc = store_kv_get(st, STORE_TABLE_CONFIG, EVENTS_DEPLOYMENT_KEY,
-	                  strlen(EVENTS_DEPLOYMENT_KEY), &val, &vlen, err);
-	if (rc == STORE_NOT_FOUND)
-		return 0;
-	if (rc != STORE_OK)
-		return -1;
-	*out = iselab__deployment_config__unpack(NULL, vlen, val);
-	free(val);
-	if (*out == NULL) {
-		error_set(err, "%s does not unpack", EVENTS_DEPLOYMENT_KEY);
-		return -1;
-	}
-	return 1;
+	return config_message(st, EVENTS_DEPLOYMENT_KEY,
+	                      &iselab__deployment_config__descriptor,
+	                      (ProtobufCMessage **)out, err);
 }
 
 /* A node's host name as a settings key takes it. */
@@ -627,56 +647,22 @@ events_batch_effect(struct store_batch *b, const Iselab__Event *ev,
 		rc = store_batch_kv_del(b, STORE_TABLE_CONFIG, key,
 		                        strlen(key));
 		break;
-	case ISELAB__EVENT__CHANGE_NODE_SETTINGS: {
-		uint8_t buf[STORE_NAME_MAX + 32];
-		size_t len = iselab__node_settings__get_packed_size(
-		    ev->node_settings);
-
+	case ISELAB__EVENT__CHANGE_NODE_SETTINGS:
 		if (config_key(key, sizeof(key), EVENTS_SETTINGS_PREFIX,
 		               ev->node_settings->hostname, err) == -1)
 			return -1;
-		if (len > sizeof(buf)) {
-			error_set(err, "node-settings too large");
-			return -1;
-		}
-		iselab__node_settings__pack(ev->node_settings, buf);
-		rc = store_batch_kv_put(b, STORE_TABLE_CONFIG, key, strlen(key),
-		                        buf, len);
+		rc = config_put_message(b, key, &ev->node_settings->base, err);
 		break;
-	}
-	case ISELAB__EVENT__CHANGE_CA_CHAIN: {
-		size_t len = iselab__ca_chain__get_packed_size(ev->ca_chain);
-		uint8_t *buf = malloc(len > 0 ? len : 1);
-
-		if (buf == NULL) {
-			error_set(err, "out of memory");
-			return -1;
-		}
-		iselab__ca_chain__pack(ev->ca_chain, buf);
-		rc = store_batch_kv_put(b, STORE_TABLE_CONFIG,
-		                        EVENTS_CA_CHAIN_KEY,
-		                        strlen(EVENTS_CA_CHAIN_KEY), buf, len);
-		free(buf);
+	case ISELAB__EVENT__CHANGE_CA_CHAIN:
+		rc = config_put_message(b, EVENTS_CA_CHAIN_KEY,
+		                        &ev->ca_chain->base, err);
 		break;
-	}
-	case ISELAB__EVENT__CHANGE_LOG_LEVELS: {
-		uint8_t *buf;
-		size_t len =
-		    iselab__log_levels__get_packed_size(ev->log_levels);
-
+	case ISELAB__EVENT__CHANGE_LOG_LEVELS:
 		if (config_key(key, sizeof(key), EVENTS_LOG_LEVELS_PREFIX,
 		               ev->log_levels->hostname, err) == -1)
 			return -1;
-		if ((buf = malloc(len > 0 ? len : 1)) == NULL) {
-			error_set(err, "out of memory");
-			return -1;
-		}
-		iselab__log_levels__pack(ev->log_levels, buf);
-		rc = store_batch_kv_put(b, STORE_TABLE_CONFIG, key, strlen(key),
-		                        buf, len);
-		free(buf);
+		rc = config_put_message(b, key, &ev->log_levels->base, err);
 		break;
-	}
 	case ISELAB__EVENT__CHANGE_CERT_STATUS:
 		rc = store_batch_set_status(
 		    b, ev->cert_status->issuer_key_id.data,
@@ -707,22 +693,10 @@ events_batch_effect(struct store_batch *b, const Iselab__Event *ev,
 		                        ev->alarm_record->record.data,
 		                        ev->alarm_record->record.len);
 		break;
-	case ISELAB__EVENT__CHANGE_DEPLOYMENT: {
-		size_t len = iselab__deployment_config__get_packed_size(
-		    ev->deployment);
-		uint8_t *buf = malloc(len > 0 ? len : 1);
-
-		if (buf == NULL) {
-			error_set(err, "out of memory");
-			return -1;
-		}
-		iselab__deployment_config__pack(ev->deployment, buf);
-		rc = store_batch_kv_put(b, STORE_TABLE_CONFIG,
-		                        EVENTS_DEPLOYMENT_KEY,
-		                        strlen(EVENTS_DEPLOYMENT_KEY), buf, len);
-		free(buf);
+	case ISELAB__EVENT__CHANGE_DEPLOYMENT:
+		rc = config_put_message(b, EVENTS_DEPLOYMENT_KEY,
+		                        &ev->deployment->base, err);
 		break;
-	}
 	default:
 		error_set(err, "event %" PRIu64 ": unknown change", ev->seq);
 		return -1;
@@ -1057,8 +1031,7 @@ events_log_levels(struct store *st, const char *hostname,
 {
 	char key[STORE_KV_KEY_MAX + 1];
 	Iselab__LogLevels *ll;
-	uint8_t *val;
-	size_t vlen, i;
+	size_t i;
 	int rc, c, l;
 
 	for (c = 0; c < LOG_CATEGORY_COUNT; c++)
@@ -1066,18 +1039,10 @@ events_log_levels(struct store *st, const char *hostname,
 	if (config_key(key, sizeof(key), EVENTS_LOG_LEVELS_PREFIX, hostname,
 	               err) == -1)
 		return -1;
-	rc = store_kv_get(st, STORE_TABLE_CONFIG, key, strlen(key), &val, &vlen,
-	                  err);
-	if (rc == STORE_NOT_FOUND)
-		return 0;
-	if (rc != STORE_OK)
-		return -1;
-	ll = iselab__log_levels__unpack(NULL, vlen, val);
-	free(val);
-	if (ll == NULL) {
-		error_set(err, "%s does not unpack", key);
-		return -1;
-	}
+	rc = config_message(st, key, &iselab__log_levels__descriptor,
+	                    (ProtobufCMessage **)&ll, err);
+	if (rc != 1)
+		return rc;
 	for (i = 0; i < ll->n_levels; i++) {
 		c = log_category_from_name(ll->levels[i]->category);
 		l = log_level_from_name(ll->levels[i]->level);
@@ -1094,25 +1059,15 @@ events_settings(struct store *st, const char *hostname,
 {
 	char key[STORE_KV_KEY_MAX + 1];
 	Iselab__NodeSettings *ns;
-	uint8_t *val;
-	size_t vlen;
 	int rc;
 
 	if (config_key(key, sizeof(key), EVENTS_SETTINGS_PREFIX, hostname,
 	               err) == -1)
 		return -1;
-	rc = store_kv_get(st, STORE_TABLE_CONFIG, key, strlen(key), &val, &vlen,
-	                  err);
-	if (rc == STORE_NOT_FOUND)
-		return 0;
-	if (rc != STORE_OK)
-		return -1;
-	ns = iselab__node_settings__unpack(NULL, vlen, val);
-	free(val);
-	if (ns == NULL) {
-		error_set(err, "%s does not unpack", key);
-		return -1;
-	}
+	rc = config_message(st, key, &iselab__node_settings__descriptor,
+	                    (ProtobufCMessage **)&ns, err);
+	if (rc != 1)
+		return rc;
 	out->session_services = ns->session_services;
 	out->ca_disabled = ns->ca_disabled;
 	iselab__node_settings__free_unpacked(ns, NULL);
