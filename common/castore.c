@@ -1,6 +1,9 @@
 /*
  * castore: the internal CA store in a PKCS#12 file (castore.h).
  */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <openssl/err.h>
@@ -8,6 +11,7 @@
 #include <openssl/x509v3.h>
 
 #include "castore.h"
+#include "cli.h"
 #include "keys.h"
 #include "log.h"
 #include "util.h"
@@ -340,4 +344,58 @@ castore_argv_key(const char *arg)
 			return true;
 	}
 	return false;
+}
+
+int
+castore_args_parse(const char *cmd, const char *file_opt, const char *usage,
+                   const char *datadir_env, int argc, char **argv,
+                   struct castore_args *a)
+{
+	const struct option longopts[] = {
+	    {file_opt, required_argument, NULL, 'f'},
+	    {"key-file", required_argument, NULL, 'k'},
+	    {"passphrase-file", required_argument, NULL, 'p'},
+	    {"data-dir", required_argument, NULL, 'd'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
+	};
+	int c, i;
+
+	memset(a, 0, sizeof(*a));
+	a->datadir = getenv(datadir_env);
+	/* Before anything else: a key on the command line is refused. */
+	for (i = 1; i < argc; i++)
+		if (castore_argv_key(argv[i])) {
+			fprintf(stderr, "%s: %s\n", cmd, CASTORE_ARGV_REFUSED);
+			return CLI_EXIT_USAGE;
+		}
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'f':
+			a->file = optarg;
+			break;
+		case 'k':
+			a->keyfile = optarg;
+			break;
+		case 'p':
+			a->passfile = optarg;
+			break;
+		case 'd':
+			a->datadir = optarg;
+			break;
+		case 'h':
+			fputs(usage, stdout);
+			return CLI_EXIT_OK;
+		default:
+			fputs(usage, stderr);
+			return CLI_EXIT_USAGE;
+		}
+	}
+	if (optind != argc || a->file == NULL || a->datadir == NULL ||
+	    a->datadir[0] == '\0') {
+		fputs(usage, stderr);
+		return CLI_EXIT_USAGE;
+	}
+	return -1;
 }

@@ -88,4 +88,23 @@ bool castore_argv_key(const char *arg);
 	"list and the shell history would show it): give it in a file "       \
 	"(--key-file FILE, mode 0600) or in " CASTORE_KEY_ENV
 
+/* The command line of `pan ca export` and `san ca import`. */
+struct castore_args {
+	const char *file;     /* --out (export) or --in (import) */
+	const char *keyfile;  /* --key-file; NULL: CASTORE_KEY_ENV */
+	const char *passfile; /* --passphrase-file; NULL: the environment */
+	const char *datadir;  /* --data-dir, else datadir_env's value */
+};
+
+/*
+ * Parse the command line of cmd ("pan ca export"), whose file option is
+ * --file_opt ("out" or "in"): a key on the command line is refused before
+ * anything else.  usage goes to stdout on --help, to stderr on a bad
+ * line.  -1: go on with *a; else the exit status (CLI_EXIT_OK after
+ * --help, CLI_EXIT_USAGE).
+ */
+int castore_args_parse(const char *cmd, const char *file_opt,
+                       const char *usage, const char *datadir_env, int argc,
+                       char **argv, struct castore_args *a);
+
 #endif

@@ -10,7 +10,6 @@
  * daemon is not involved: its signer holds the keys, and the main
  * process, which parses network input, never sees them.
  */
-#include <getopt.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -47,100 +46,60 @@ export_entry(const char *datadir, const char *crt, const char *key,
 int
 pan_ca_export(int argc, char **argv)
 {
-	static const struct option longopts[] = {
-	    {"out", required_argument, NULL, 'o'},
-	    {"key-file", required_argument, NULL, 'k'},
-	    {"passphrase-file", required_argument, NULL, 'p'},
-	    {"data-dir", required_argument, NULL, 'd'},
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
-	};
+	struct castore_args a;
 	struct castore cs = {0};
 	struct node_identity id;
 	struct error err = {{0}};
-	const char *outpath = NULL, *keyfile = NULL, *passfile = NULL;
-	const char *datadir = getenv(PAN_DATA_DIR_ENV);
 	char *pass = NULL, *xkey = NULL, path[PAN_PATH_MAX];
 	unsigned char *der = NULL;
 	size_t passlen = 0, xkeylen = 0, len = 0;
-	int c, i, rc = PAN_EXIT_FAIL;
+	int rc = PAN_EXIT_FAIL;
 
-	/* Before anything else: a key on the command line is refused. */
-	for (i = 1; i < argc; i++)
-		if (castore_argv_key(argv[i])) {
-			fprintf(stderr, "pan ca export: %s\n",
-			        CASTORE_ARGV_REFUSED);
-			return PAN_EXIT_USAGE;
-		}
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-		switch (c) {
-		case 'o':
-			outpath = optarg;
-			break;
-		case 'k':
-			keyfile = optarg;
-			break;
-		case 'p':
-			passfile = optarg;
-			break;
-		case 'd':
-			datadir = optarg;
-			break;
-		case 'h':
-			fputs(EXPORT_USAGE, stdout);
-			return PAN_EXIT_OK;
-		default:
-			fputs(EXPORT_USAGE, stderr);
-			return PAN_EXIT_USAGE;
-		}
-	}
-	if (optind != argc || outpath == NULL || datadir == NULL ||
-	    datadir[0] == '\0') {
-		fputs(EXPORT_USAGE, stderr);
-		return PAN_EXIT_USAGE;
-	}
-	if (file_exists(outpath)) {
+	if ((rc = castore_args_parse("pan ca export", "out", EXPORT_USAGE,
+	                             PAN_DATA_DIR_ENV, argc, argv, &a)) != -1)
+		return rc;
+	rc = PAN_EXIT_FAIL;
+	if (file_exists(a.file)) {
 		error_set(&err, "%s exists; choose another name or remove it",
-		          outpath);
+		          a.file);
 		goto out;
 	}
-	if (node_identity_read(datadir, &id, &err) == -1)
+	if (node_identity_read(a.datadir, &id, &err) == -1)
 		goto out;
 	if (id.role != NODE_ROLE_PAN) {
-		error_set(&err, "%s holds a %s node, not a pan", datadir,
+		error_set(&err, "%s holds a %s node, not a pan", a.datadir,
 		          node_role_name(id.role));
 		goto out;
 	}
-	if ((xkey = castore_key_load(keyfile, &xkeylen, &err)) == NULL) {
+	if ((xkey = castore_key_load(a.keyfile, &xkeylen, &err)) == NULL) {
 		error_prefix(&err, "export key");
 		goto out;
 	}
-	if ((pass = node_passphrase(passfile, &passlen, &err)) == NULL)
+	if ((pass = node_passphrase(a.passfile, &passlen, &err)) == NULL)
 		goto out;
-	if (export_entry(datadir, NODE_CA_DIR "/root-ca.crt",
+	if (export_entry(a.datadir, NODE_CA_DIR "/root-ca.crt",
 	                 NODE_CA_DIR "/root-ca.key", pass, passlen, &cs.root,
 	                 &err) == -1 ||
-	    export_entry(datadir, NODE_CA_DIR "/node-ca.crt",
+	    export_entry(a.datadir, NODE_CA_DIR "/node-ca.crt",
 	                 NODE_CA_DIR "/node-ca.key", pass, passlen, &cs.node,
 	                 &err) == -1)
 		goto out;
 	/* The PAN's OCSP responder (docs/ocsp.md), when it has one. */
-	if (node_path(path, sizeof(path), datadir, PAN_OCSP_CERT, &err) == -1)
+	if (node_path(path, sizeof(path), a.datadir, PAN_OCSP_CERT, &err) == -1)
 		goto out;
 	if (file_exists(path) &&
-	    export_entry(datadir, PAN_OCSP_CERT, PAN_OCSP_KEY, pass, passlen,
+	    export_entry(a.datadir, PAN_OCSP_CERT, PAN_OCSP_KEY, pass, passlen,
 	                 &cs.ocsp, &err) == -1)
 		goto out;
 	if (castore_pack(&cs, xkey, xkeylen, &der, &len, &err) == -1 ||
-	    file_write_atomic(outpath, der, len, 0600, &err) == -1)
+	    file_write_atomic(a.file, der, len, 0600, &err) == -1)
 		goto out;
 	printf("CA store of %s written to %s: Root CA, Node CA%s; keys "
 	       "encrypted (PKCS#12, AES-256-CBC, PBKDF2-HMAC-SHA256, "
 	       "SHA-256 MAC)\n",
-	       id.hostname, outpath,
+	       id.hostname, a.file,
 	       cs.ocsp.cert != NULL ? ", OCSP responder" : "");
-	log_info(LOG_MAIN, "CA store exported to %s", outpath);
+	log_info(LOG_MAIN, "CA store exported to %s", a.file);
 	rc = PAN_EXIT_OK;
 out:
 	if (rc != PAN_EXIT_OK)

@@ -13,7 +13,6 @@
  * renamed into place in one step: an import is whole or absent.
  */
 #include <errno.h>
-#include <getopt.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -139,90 +138,52 @@ import_save(const char *dir, const char *name, const struct castore_entry *e,
 static int
 san_ca_import(int argc, char **argv)
 {
-	static const struct option longopts[] = {
-	    {"in", required_argument, NULL, 'i'},
-	    {"key-file", required_argument, NULL, 'k'},
-	    {"passphrase-file", required_argument, NULL, 'p'},
-	    {"data-dir", required_argument, NULL, 'd'},
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
-	};
+	struct castore_args a;
 	struct castore cs = {0};
 	struct node_identity id;
 	struct error err = {{0}};
-	const char *inpath = NULL, *keyfile = NULL, *passfile = NULL;
-	const char *datadir = getenv(NODE_ENV_PREFIX "DATA_DIR");
 	char *pass = NULL, *xkey = NULL;
 	char dest[CA_PATH_MAX], staging[CA_PATH_MAX], path[CA_PATH_MAX];
 	uint8_t *der = NULL;
 	size_t passlen = 0, xkeylen = 0, len = 0;
 	EVP_PKEY *own = NULL;
 	bool staged = false;
-	int c, i, rc = SAN_EXIT_FAIL;
+	int rc;
 
-	for (i = 1; i < argc; i++)
-		if (castore_argv_key(argv[i])) {
-			fprintf(stderr, "san ca import: %s\n",
-			        CASTORE_ARGV_REFUSED);
-			return SAN_EXIT_USAGE;
-		}
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-		switch (c) {
-		case 'i':
-			inpath = optarg;
-			break;
-		case 'k':
-			keyfile = optarg;
-			break;
-		case 'p':
-			passfile = optarg;
-			break;
-		case 'd':
-			datadir = optarg;
-			break;
-		case 'h':
-			fputs(IMPORT_USAGE, stdout);
-			return SAN_EXIT_OK;
-		default:
-			fputs(IMPORT_USAGE, stderr);
-			return SAN_EXIT_USAGE;
-		}
-	}
-	if (optind != argc || inpath == NULL || datadir == NULL ||
-	    datadir[0] == '\0') {
-		fputs(IMPORT_USAGE, stderr);
-		return SAN_EXIT_USAGE;
-	}
-	if (node_identity_read(datadir, &id, &err) == -1)
+	if ((rc = castore_args_parse("san ca import", "in", IMPORT_USAGE,
+	                             NODE_ENV_PREFIX "DATA_DIR", argc, argv,
+	                             &a)) != -1)
+		return rc;
+	rc = SAN_EXIT_FAIL;
+	if (node_identity_read(a.datadir, &id, &err) == -1)
 		goto out;
 	if (id.role != NODE_ROLE_SAN) {
-		error_set(&err, "%s holds a %s node, not a san", datadir,
+		error_set(&err, "%s holds a %s node, not a san", a.datadir,
 		          node_role_name(id.role));
 		goto out;
 	}
-	if (node_path(dest, sizeof(dest), datadir, CA_IMPORT_DIR, &err) ==
+	if (node_path(dest, sizeof(dest), a.datadir, CA_IMPORT_DIR, &err) ==
 	        -1 ||
-	    node_path(staging, sizeof(staging), datadir, CA_IMPORT_STAGING,
+	    node_path(staging, sizeof(staging), a.datadir, CA_IMPORT_STAGING,
 	              &err) == -1)
 		goto out;
 	if (file_exists(dest)) {
 		error_set(&err, "a CA store is already imported (%s)", dest);
 		goto out;
 	}
-	if ((xkey = castore_key_load(keyfile, &xkeylen, &err)) == NULL) {
+	if ((xkey = castore_key_load(a.keyfile, &xkeylen, &err)) == NULL) {
 		error_prefix(&err, "export key");
 		goto out;
 	}
 	/* The SAN's own passphrase: proven by its own Node CA key. */
-	if ((pass = node_passphrase(passfile, &passlen, &err)) == NULL ||
-	    node_path(path, sizeof(path), datadir, NODE_CA_DIR "/node-ca.key",
+	if ((pass = node_passphrase(a.passfile, &passlen, &err)) == NULL ||
+	    node_path(path, sizeof(path), a.datadir, NODE_CA_DIR "/node-ca.key",
 	              &err) == -1 ||
 	    (own = key_load(path, pass, passlen, &err)) == NULL)
 		goto out;
-	if ((der = file_read(inpath, CASTORE_FILE_MAX, &len, &err)) == NULL ||
+	if ((der = file_read(a.file, CASTORE_FILE_MAX, &len, &err)) == NULL ||
 	    castore_unpack(der, len, xkey, xkeylen, &cs, &err) == -1 ||
-	    import_check(datadir, &cs, &err) == -1)
+	    import_check(a.datadir, &cs, &err) == -1)
 		goto out;
 	/* A staging directory left by a crash is ours to remove. */
 	import_unstage(staging);
