@@ -366,6 +366,13 @@ X509 *registry_sign(struct pan *p, enum cert_profile profile,
                     const char *host, struct error *err);
 int registry_der(X509 *x, ProtobufCBinaryData *out);
 /*
+ * A node record's reference to x, issued by the key kid as profile; serial
+ * holds the serial's bytes for *ref.  0 or -1.
+ */
+int registry_cert_ref(X509 *x, const uint8_t kid[STORE_KEY_ID_LEN],
+                      const char *profile, uint8_t serial[STORE_SERIAL_MAX],
+                      Iselab__IssuedCertRef *ref, struct error *err);
+/*
  * "--name value" or "--name=value" at argv[*i]: 1 with *val set, 0 when
  * argv[*i] is another argument, -1 when the value is missing.
  */

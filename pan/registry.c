@@ -560,6 +560,27 @@ registry_sign(struct pan *p, enum cert_profile profile, const char *issuer,
 	return x;
 }
 
+int
+registry_cert_ref(X509 *x, const uint8_t kid[STORE_KEY_ID_LEN],
+                  const char *profile, uint8_t serial[STORE_SERIAL_MAX],
+                  Iselab__IssuedCertRef *ref, struct error *err)
+{
+	time_t na;
+
+	iselab__issued_cert_ref__init(ref);
+	if (store_x509_serial(x, serial, &ref->serial.len, NULL) == -1 ||
+	    cert_not_after(x, &na, err) == -1) {
+		error_set(err, "issued certificate has a bad serial or validity");
+		return -1;
+	}
+	ref->serial.data = serial;
+	ref->issuer_key_id.data = (uint8_t *)kid;
+	ref->issuer_key_id.len = STORE_KEY_ID_LEN;
+	ref->profile = (char *)profile;
+	ref->not_after = na;
+	return 0;
+}
+
 /*
  * The node record, the certificates and the used token in one
  * transaction, as events (the SAN's replica gets them all).
@@ -579,7 +600,6 @@ join_record(struct pan *p, const Iselab__JoinRequest *jr,
 	struct eventlog_set set = {0};
 	X509 *certs[2] = {o->ca_cert, o->ocsp_cert};
 	const char *profiles[2];
-	time_t na;
 	size_t i, n = 0, nrem = 0;
 	int rc = -1;
 
@@ -595,19 +615,9 @@ join_record(struct pan *p, const Iselab__JoinRequest *jr,
 		       jr->role == ISELAB__ROLE__ROLE_SAN ? p->root_kid
 		                                          : p->node_kid,
 		       STORE_KEY_ID_LEN);
-		iselab__issued_cert_ref__init(&refs[i]);
-		if (store_x509_serial(certs[i], serials[i], &refs[i].serial.len,
-		                      NULL) == -1 ||
-		    cert_not_after(certs[i], &na, err) == -1) {
-			error_set(err, "issued certificate has a bad serial "
-			               "or validity");
+		if (registry_cert_ref(certs[i], kids[i], profiles[i], serials[i],
+		                      &refs[i], err) == -1)
 			goto out;
-		}
-		refs[i].serial.data = serials[i];
-		refs[i].issuer_key_id.data = kids[i];
-		refs[i].issuer_key_id.len = STORE_KEY_ID_LEN;
-		refs[i].profile = (char *)profiles[i];
-		refs[i].not_after = na;
 		refp[i] = &refs[i];
 		n++;
 		if (eventlog_set_x509(&set, certs[i], kids[i], p->id.hostname,

@@ -365,7 +365,6 @@ renew_record(struct pan *p, const char *host, X509 **certs,
 	uint8_t serials[2][STORE_SERIAL_MAX];
 	struct eventlog_set set = {0};
 	int64_t now = time(NULL);
-	time_t na;
 	size_t i, nold = 0;
 	int rc = -1;
 
@@ -378,19 +377,9 @@ renew_record(struct pan *p, const char *host, X509 **certs,
 	for (i = 0; i < r->n_certs; i++)
 		all[i] = r->certs[i];
 	for (i = 0; i < n; i++) {
-		iselab__issued_cert_ref__init(&refs[i]);
-		if (store_x509_serial(certs[i], serials[i], &refs[i].serial.len,
-		                      NULL) == -1 ||
-		    cert_not_after(certs[i], &na, err) == -1) {
-			error_set(err, "issued certificate has a bad serial "
-			               "or validity");
+		if (registry_cert_ref(certs[i], kid, profiles[i], serials[i],
+		                      &refs[i], err) == -1)
 			goto out;
-		}
-		refs[i].serial.data = serials[i];
-		refs[i].issuer_key_id.data = (uint8_t *)kid;
-		refs[i].issuer_key_id.len = STORE_KEY_ID_LEN;
-		refs[i].profile = (char *)profiles[i];
-		refs[i].not_after = na;
 		all[r->n_certs + i] = &refs[i];
 		if (eventlog_set_x509(&set, certs[i], kid, p->id.hostname,
 		                      profiles[i], now, err) == -1)
