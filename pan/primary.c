@@ -255,6 +255,7 @@ conf_drop_admin(struct pan *p, const char *host, struct error *err)
 int
 primary_admin_remove(struct pan *p, const char *host, struct error *err)
 {
+	struct pan_admin gone;
 	size_t i;
 
 	for (i = 0; i < p->nadmins; i++)
@@ -264,12 +265,19 @@ primary_admin_remove(struct pan *p, const char *host, struct error *err)
 		return 0;
 	if (p->admins[i].probe != NULL)
 		zmq_close(p->admins[i].probe);
+	p->admins[i].probe = NULL;
+	gone = p->admins[i];
 	memmove(&p->admins[i], &p->admins[i + 1],
 	        (p->nadmins - i - 1) * sizeof(p->admins[0]));
 	p->nadmins--;
-	/* The log first: once the event is in, the removal stands. */
-	if (primary_sync(p, err) == -1)
+	/*
+	 * The log first: once the event is in, the removal stands.  No event,
+	 * no removal: it stays an admin node, and the command can be retried.
+	 */
+	if (primary_sync(p, err) == -1) {
+		p->admins[p->nadmins++] = gone;
 		return -1;
+	}
 	if (p->id.role == NODE_ROLE_SAN && conf_drop_admin(p, host, err) == -1)
 		return -1;
 	log_info(LOG_MAIN, "%s is no admin node of the deployment any more "

@@ -1371,6 +1371,15 @@ registry_node_list(struct pan *p, int argc, char **argv, FILE *out, FILE *errf)
 	return PAN_EXIT_OK;
 }
 
+static void
+say_admin_removed(const struct pan *p, const char *host, FILE *out)
+{
+	fprintf(out,
+	        "%s removed from the admin nodes (event %" PRIu64
+	        "); the nodes stop probing it\n",
+	        host, p->event_seq);
+}
+
 int
 registry_node_remove(struct pan *p, int argc, char **argv, FILE *out,
                      FILE *errf)
@@ -1399,10 +1408,7 @@ registry_node_remove(struct pan *p, int argc, char **argv, FILE *out,
 		if (got == -1)
 			goto fail;
 		if (got == 1) {
-			fprintf(out,
-			        "%s removed from the admin nodes (event %" PRIu64
-			        "); the nodes stop probing it\n",
-			        host, p->event_seq);
+			say_admin_removed(p, host, out);
 			return PAN_EXIT_OK;
 		}
 		fprintf(errf,
@@ -1478,10 +1484,7 @@ registry_node_remove(struct pan *p, int argc, char **argv, FILE *out,
 	 */
 	got = primary_admin_remove(p, host, &err);
 	if (got == 1)
-		fprintf(out,
-		        "%s removed from the admin nodes (event %" PRIu64
-		        "); the nodes stop probing it\n",
-		        host, p->event_seq);
+		say_admin_removed(p, host, out);
 	else if (got == -1)
 		log_error(LOG_MAIN,
 		          "%s: deployment event: %s (sent again at the next "
