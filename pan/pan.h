@@ -503,6 +503,14 @@ void primary_close(struct pan *p);
 void primary_config(struct pan *p, Iselab__DeploymentConfig *cfg,
                     Iselab__AdminNode nodes[PAN_ADMINS_MAX + 1],
                     Iselab__AdminNode *ptrs[PAN_ADMINS_MAX + 1]);
+/*
+ * Drops the admin node host from the deployment (`pan node remove` of a
+ * SAN, `san node remove` of a former primary on a promoted SAN): no probe
+ * of it any more, and a deployment event without it, so that the members
+ * stop probing it and drop it from their deployment.conf.  1 if it was an
+ * admin node, 0 if not, -1 on error.
+ */
+int primary_admin_remove(struct pan *p, const char *host, struct error *err);
 /* A higher epoch than ours exists, with that primary: we step down. */
 void primary_superseded(struct pan *p, uint64_t epoch, const char *primary);
 /* Superseded: says so on errf ("not primary: ...") and returns true. */

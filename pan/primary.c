@@ -46,9 +46,13 @@ admin_take(struct pan *p, const char *host, const char *msg, const char *ev,
            const uint8_t *curve)
 {
 	struct pan_admin *a = NULL;
+	struct pan_node *n;
 	size_t i;
 
 	if (strcmp(host, p->id.hostname) == 0 || msg == NULL || msg[0] == '\0')
+		return;
+	/* Removed (pan node remove): never an admin node again. */
+	if ((n = registry_find(p, host)) != NULL && n->link == PAN_LINK_REMOVED)
 		return;
 	for (i = 0; i < p->nadmins; i++)
 		if (strcmp(p->admins[i].hostname, host) == 0)
@@ -92,17 +96,24 @@ primary_load(struct pan *p, struct error *err)
 		}
 		iselab__deployment_config__free_unpacked(c, NULL);
 	}
-	/* A promoted SAN: the epoch and the old primary `san promote` wrote. */
+	/*
+	 * A promoted SAN: the epoch and the old primary `san promote` wrote,
+	 * until its first deployment event of that epoch is in the log; from
+	 * then on the log is what counts (an admin node removed since stays
+	 * removed).
+	 */
 	if (p->id.role == NODE_ROLE_SAN) {
 		struct join_deployment d;
 
 		if (join_deployment_read(p->datadir, &d, err) == -1)
 			return -1;
-		if (d.epoch > p->epoch)
+		if (d.epoch > p->epoch) {
 			p->epoch = d.epoch;
-		for (i = 0; i < d.nadmin; i++)
-			admin_take(p, d.admin[i].hostname, d.admin[i].messaging,
-			           d.admin[i].events, d.admin[i].curve_public);
+			for (i = 0; i < d.nadmin; i++)
+				admin_take(p, d.admin[i].hostname,
+				           d.admin[i].messaging, d.admin[i].events,
+				           d.admin[i].curve_public);
+		}
 	}
 	rc = store_kv_get(p->st, STORE_TABLE_CONFIG, PRIMARY_SUPERSEDED_KEY,
 	                  strlen(PRIMARY_SUPERSEDED_KEY), &val, &vlen, err);
@@ -221,6 +232,58 @@ out:
 	if (stored != NULL)
 		iselab__deployment_config__free_unpacked(stored, NULL);
 	return rc;
+}
+
+/* A promoted SAN's deployment.conf without the admin node host. */
+static int
+conf_drop_admin(struct pan *p, const char *host, struct error *err)
+{
+	struct join_deployment d;
+	size_t i, k = 0;
+
+	if (join_deployment_read(p->datadir, &d, err) == -1)
+		return -1;
+	for (i = 0; i < d.nadmin; i++)
+		if (strcmp(d.admin[i].hostname, host) != 0)
+			d.admin[k++] = d.admin[i];
+	if (k == d.nadmin)
+		return 0;
+	d.nadmin = k;
+	return join_deployment_write(p->datadir, &d, err);
+}
+
+int
+primary_admin_remove(struct pan *p, const char *host, struct error *err)
+{
+	struct pan_admin gone;
+	size_t i;
+
+	for (i = 0; i < p->nadmins; i++)
+		if (strcmp(p->admins[i].hostname, host) == 0)
+			break;
+	if (i == p->nadmins)
+		return 0;
+	if (p->admins[i].probe != NULL)
+		zmq_close(p->admins[i].probe);
+	p->admins[i].probe = NULL;
+	gone = p->admins[i];
+	memmove(&p->admins[i], &p->admins[i + 1],
+	        (p->nadmins - i - 1) * sizeof(p->admins[0]));
+	p->nadmins--;
+	/*
+	 * The log first: once the event is in, the removal stands.  No event,
+	 * no removal: it stays an admin node, and the command can be retried.
+	 */
+	if (primary_sync(p, err) == -1) {
+		p->admins[p->nadmins++] = gone;
+		return -1;
+	}
+	if (p->id.role == NODE_ROLE_SAN && conf_drop_admin(p, host, err) == -1)
+		return -1;
+	log_info(LOG_MAIN, "%s is no admin node of the deployment any more "
+	                   "(event %" PRIu64 ")",
+	         host, p->event_seq);
+	return 1;
 }
 
 void

@@ -1381,6 +1381,15 @@ registry_node_list(struct pan *p, int argc, char **argv, FILE *out, FILE *errf)
 	return PAN_EXIT_OK;
 }
 
+static void
+say_admin_removed(const struct pan *p, const char *host, FILE *out)
+{
+	fprintf(out,
+	        "%s removed from the admin nodes (event %" PRIu64
+	        "); the nodes stop probing it\n",
+	        host, p->event_seq);
+}
+
 int
 registry_node_remove(struct pan *p, int argc, char **argv, FILE *out,
                      FILE *errf)
@@ -1400,6 +1409,18 @@ registry_node_remove(struct pan *p, int argc, char **argv, FILE *out,
 	}
 	host = argv[2];
 	if ((n = registry_find(p, host)) == NULL) {
+		/*
+		 * A former primary is an admin node with no node record on the
+		 * promoted SAN: dropping it from the deployment is all there is
+		 * to do (what its Node CA issued stays valid).
+		 */
+		got = primary_admin_remove(p, host, &err);
+		if (got == -1)
+			goto fail;
+		if (got == 1) {
+			say_admin_removed(p, host, out);
+			return PAN_EXIT_OK;
+		}
 		fprintf(errf,
 		        "pan node remove: no node %s in this "
 		        "deployment\n",
@@ -1467,6 +1488,18 @@ registry_node_remove(struct pan *p, int argc, char **argv, FILE *out,
 	    "%s removed: %zu certificate%s revoked "
 	    "(cessationOfOperation); its CURVE key is refused from now on\n",
 	    host, r->n_certs, r->n_certs == 1 ? "" : "s");
+	/*
+	 * A SAN: out of the admin nodes too.  Were this to fail, the next
+	 * start drops it (a removed node is never taken as one).
+	 */
+	got = primary_admin_remove(p, host, &err);
+	if (got == 1)
+		say_admin_removed(p, host, out);
+	else if (got == -1)
+		log_error(LOG_MAIN,
+		          "%s: deployment event: %s (sent again at the next "
+		          "start)",
+		          host, err.msg);
 	log_info(LOG_MAIN, "%s removed; %zu certificates revoked", host,
 	         r->n_certs);
 	rc = PAN_EXIT_OK;

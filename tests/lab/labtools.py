@@ -2,7 +2,6 @@
 (or `docker compose`), everything inside the containers reached with
 `exec`, so that the tests never send a packet to a container address."""
 
-import json
 import os
 import re
 import shutil
@@ -12,7 +11,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
-from iselab import BUILD, clean_env, wait_for  # noqa: E402
+from iselab import BUILD, clean_env, sanitizer_build, wait_for  # noqa: E402,F401
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "deploy" / "docker-compose.yml"
@@ -62,19 +61,6 @@ def docker_problem():
     if compose_base() is None:
         return "neither docker-compose nor the docker compose plugin is installed"
     return None
-
-
-def sanitizer_build():
-    """The b_sanitize of the build under test ("none" for a normal one)."""
-    try:
-        opts = json.loads((BUILD / "meson-info" / "intro-buildoptions.json").read_text())
-    except OSError:
-        return "none"
-    for o in opts:
-        if o["name"] == "b_sanitize":
-            v = o["value"]
-            return "none" if v in ("none", "", []) else str(v)
-    return "none"
 
 
 def sh(args, check=True, timeout=CMD_TIMEOUT, env=None, input=None):

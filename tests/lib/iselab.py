@@ -26,6 +26,19 @@ def exe(role):
     return str(BUILD / role / role)
 
 
+def sanitizer_build():
+    """The b_sanitize of the build under test ("none" for a normal one)."""
+    try:
+        opts = json.loads((BUILD / "meson-info" / "intro-buildoptions.json").read_text())
+    except OSError:
+        return "none"
+    for o in opts:
+        if o["name"] == "b_sanitize":
+            v = o["value"]
+            return "none" if v in ("none", "", []) else str(v)
+    return "none"
+
+
 def run(args, env=None, check=None, timeout=120, input=None):
     """Run a command; returns CompletedProcess with text stdout/stderr.
     check=True asserts exit 0, check=False asserts non-zero, None: no check."""

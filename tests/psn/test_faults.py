@@ -25,35 +25,25 @@ The first test makes 200 enrollments in both builds (about 7 s normal,
 FAULTS_CUT_SECONDS the shortest cut of the cut-link test (15 s)."""
 
 import base64
-import http.client
 import os
 import re
 import socket
-import ssl
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
-from cryptography.x509.oid import NameOID
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
+from estload import EST_PORT, Load, cert_list, make_csr, norm  # noqa: E402
 from iselab import (EVENTS_PORT, LINK_TIMEOUT, MESSAGING_PORT, lab,  # noqa: E402,F401
                     netns_unavailable, parse_table, run, wait_for)
 
 USER, PASSWORD = "faults", "faults-password-1"
-EST_PORT, OCSP_PORT = 8084, 2560
+OCSP_PORT = 2560
 ENROLLMENTS = int(os.environ.get("FAULTS_ENROLLMENTS", "200"))
-# EST clients per PSN during the load.
-LOAD_THREADS = 4
-# One enrollment's longest wait (TLS, PBKDF2 of Basic, signing); generous
-# for a sanitizer build on a loaded machine.
-ENROLL_TIMEOUT = 60.0
 # Services up after `psn run` (key decryption under ASan is slow).
 SERVICE_TIMEOUT = 120.0
 # An outbox to empty once the PAN is reachable: the link's reconnect
@@ -70,14 +60,6 @@ NODE_CERTS = 3
 
 # -- helpers ------------------------------------------------------------------
 
-def norm(serial):
-    """A serial as `pan cert list` and mdb_dump print it: lower-case hex,
-    no leading zeros."""
-    if isinstance(serial, int):
-        return format(serial, "x")
-    return serial.lower().replace(":", "").lstrip("0")
-
-
 def tcp_listening(ip, port, netns=None):
     if netns is not None:
         return netns.run(["bash", "-c", f"exec 3<>/dev/tcp/{ip}/{port}"], timeout=10).returncode == 0
@@ -93,27 +75,6 @@ def wait_services(psn):
     wait_for(lambda: tcp_listening(ip, EST_PORT, psn.netns) and
              tcp_listening(ip, OCSP_PORT, psn.netns),
              SERVICE_TIMEOUT, f"{psn.hostname} to serve EST and OCSP", detail=psn.log_text)
-
-
-def cert_list(pan, *args):
-    """`pan cert list ARGS`, every page: {serial: fields}; a serial listed
-    twice fails the test."""
-    rows, after = {}, []
-    while True:
-        p = pan.cli("cert", "list", "--limit", "1000", *args, *after, check=True)
-        more = None
-        if "SERIAL" not in p.stdout:
-            return rows
-        for fields, line in parse_table(p.stdout, "SERIAL"):
-            if line.startswith("more:"):
-                more = fields[-1]
-                continue
-            s = norm(fields[0])
-            assert s not in rows, f"{s} listed twice by pan cert list:\n{p.stdout}"
-            rows[s] = fields
-        if more is None:
-            return rows
-        after = ["--after", more]
 
 
 def outbox_waiting(psn):
@@ -151,108 +112,6 @@ def wait_drained(psn, pan):
     wait_for(lambda: outbox_waiting(psn) == 0, DRAIN_TIMEOUT,
              f"{psn.hostname}'s outbox to drain",
              detail=lambda: psn.status(check=False).stdout + psn.diagnostics() + pan.diagnostics())
-
-
-def make_csr(cn):
-    key = ec.generate_private_key(ec.SECP256R1())
-    csr = (x509.CertificateSigningRequestBuilder()
-           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
-           .sign(key, hashes.SHA256()))
-    return key, csr.public_bytes(serialization.Encoding.DER)
-
-
-class _Https(http.client.HTTPSConnection):
-    """HTTPS to an address, verifying the server as a host name (the PSN's
-    EST certificate names its host, not its address)."""
-
-    def __init__(self, ip, port, name, ctx, timeout):
-        super().__init__(ip, port, context=ctx, timeout=timeout)
-        self._name = name
-
-    def connect(self):
-        sock = socket.create_connection((self.host, self.port), self.timeout)
-        self.sock = self._context.wrap_socket(sock, server_hostname=self._name)
-
-
-class EstClient:
-    """simpleenroll with HTTP Basic against one PSN, the way a device does
-    it: a fresh key and CSR each time, the answer's certificate checked to
-    hold that key and that name."""
-
-    def __init__(self, psn):
-        self.psn = psn
-        self.ctx = ssl.create_default_context(cafile=str(psn.datadir / "ca" / "root-ca.crt"))
-        self.auth = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
-
-    def enroll(self, cn):
-        key, der = make_csr(cn)
-        c = _Https(self.psn.address.ip, EST_PORT, self.psn.hostname, self.ctx, ENROLL_TIMEOUT)
-        try:
-            c.request("POST", "/.well-known/est/simpleenroll", body=base64.encodebytes(der),
-                      headers={"Content-Type": "application/pkcs10",
-                               "Authorization": "Basic " + self.auth})
-            r = c.getresponse()
-            body = r.read()
-        finally:
-            c.close()
-        if r.status != 200:
-            raise AssertionError(f"{cn} at {self.psn.hostname}: HTTP {r.status} {body[:200]!r}")
-        certs = pkcs7.load_der_pkcs7_certificates(base64.b64decode(body))
-        assert len(certs) == 1, f"{cn}: {len(certs)} certificates"
-        cert = certs[0]
-        assert cert.public_key().public_numbers() == key.public_key().public_numbers(), cn
-        assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == cn
-        return cert
-
-
-class Load:
-    """n enrollments spread over psns, LOAD_THREADS clients per PSN, run
-    in threads from the start.  got: {cn: (host, serial, cert, after)},
-    after = the request started after fault() was called; failures: one
-    line each (a client does not retry)."""
-
-    def __init__(self, psns, n):
-        self.clients = {psn.hostname: EstClient(psn) for psn in psns}
-        self.jobs = [(psns[i % len(psns)], f"load-{i:03d}") for i in range(n)]
-        self.n = n
-        self.lock = threading.Lock()
-        self.got, self.failures = {}, []
-        self.faulted = threading.Event()
-        self.t0 = time.monotonic()
-        self.threads = [threading.Thread(target=self._worker, daemon=True)
-                        for _ in range(LOAD_THREADS * len(psns))]
-        for t in self.threads:
-            t.start()
-
-    def _worker(self):
-        while True:
-            with self.lock:
-                if not self.jobs:
-                    return
-                psn, cn = self.jobs.pop(0)
-            after = self.faulted.is_set()
-            try:
-                cert = self.clients[psn.hostname].enroll(cn)
-            except Exception as e:  # noqa: BLE001 (every failure counts)
-                with self.lock:
-                    self.failures.append(f"{cn} at {psn.hostname}: {e!r}")
-                continue
-            with self.lock:
-                self.got[cn] = (psn.hostname, norm(cert.serial_number), cert, after)
-
-    def wait_done(self, k):
-        """Until k requests have finished, well or not."""
-        wait_for(lambda: len(self.got) + len(self.failures) >= k, ENROLL_TIMEOUT * 4,
-                 f"{k} enrollments", detail=lambda: "\n".join(self.failures))
-
-    def fault(self):
-        self.faulted.set()
-
-    def join(self):
-        for t in self.threads:
-            t.join(ENROLL_TIMEOUT * self.n)
-            assert not t.is_alive(), "an EST client thread hangs"
-        self.seconds = time.monotonic() - self.t0
 
 
 def enroll_curl(lab, psn, name):
@@ -354,7 +213,7 @@ def test_pan_sigkill_during_est_load(lab):
     pan, psns = start_deployment(lab, ["psn1", "psn2"])
     before = cert_list(pan)
     assert len(before) >= 2 * NODE_CERTS, before
-    load = Load(psns, ENROLLMENTS)
+    load = Load(psns, ENROLLMENTS, USER, PASSWORD)
     # A fifth of the load through, the PAN dies (`pan run` SIGKILLed; its
     # CA signer notices and leaves).
     load.wait_done(ENROLLMENTS // 5)
@@ -550,7 +409,7 @@ def test_psn_sigkill_during_est_load(lab):
     n = max(40, ENROLLMENTS // 4)
     pan, psns = start_deployment(lab, ["psn1", "psn2"])
     psn1, psn2 = psns
-    load = Load(psns, n)
+    load = Load(psns, n, USER, PASSWORD)
     load.wait_done(n // 4)
     psn1.kill_group()
     load.fault()

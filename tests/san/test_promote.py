@@ -16,6 +16,7 @@ without the imported CA store, on a PSN or the PAN, twice."""
 import re
 import sys
 import threading  # noqa: F401
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
@@ -27,7 +28,7 @@ from test_ca_store import export, import_, key_file  # noqa: E402
 from test_faults import outbox_waiting  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pan"))
 import test_ocsp_pan as ocsp_pan  # noqa: E402
-from iselab import (LINK_TIMEOUT, cert_serial, exe, lab, openssl,  # noqa: E402,F401
+from iselab import (HEARTBEAT_INTERVAL, LINK_TIMEOUT, cert_serial, exe, lab, openssl,  # noqa: E402,F401
                     parse_table, run, wait_for)
 
 # Switching takes a heartbeat timeout (3s in tests) and a reconnect; this
@@ -271,3 +272,79 @@ def ocsp_status(lab, issuer, url, cert, root, others):
     """The status a responder gives cert, its response strictly verified."""
     rc, out = ocsp_pan.ocsp(lab, issuer, url, "-cert", str(cert), cafile=root, others=others)
     return ocsp_pan.status_of(out, cert) if "Response verify OK" in out else out
+
+
+def admin_hosts(node):
+    """The admin nodes a member's deployment.conf names: {host: role}."""
+    c = deployment_conf(node)
+    return {c[f"admin{n}.hostname"]: c[f"admin{n}.role"] for n in (1, 2, 3)
+            if f"admin{n}.hostname" in c}
+
+
+def test_node_remove_san_leaves_admin_nodes(lab):
+    """`pan node remove san1`: a deployment event without san1, so the
+    PSNs drop it from deployment.conf and do not probe it when the PAN
+    stops answering."""
+    pan, san, psns = deployment(lab)
+    p = pan.cli("node", "remove", "san1", check=True)
+    assert "san1 removed from the admin nodes" in p.stdout, p.stdout
+    for psn in psns:
+        wait_for(lambda: admin_hosts(psn) == {"pan1": "pan"}, LINK_TIMEOUT,
+                 f"{psn.hostname} to drop san1 from deployment.conf",
+                 detail=lambda: f"{admin_hosts(psn)}\n{psn.diagnostics()}")
+        assert primary_of(psn) == ("pan1", 1)
+    assert "Admin node:" not in pan.cli("status").stdout
+    # A restart of the PAN does not bring it back.
+    pan.stop()
+    pan.start()
+    assert "Admin node:" not in pan.cli("status").stdout
+    for psn in psns:
+        wait_for(lambda: "connected" in link_line(psn), LINK_TIMEOUT, f"{psn.hostname} back")
+    # The PAN gone, the PSNs have no other admin node to ask: their link
+    # goes down and stays on pan1; no probe of san1 in their logs.
+    pan.kill_group()
+    for psn in psns:
+        wait_for(lambda: "disconnected" in link_line(psn), LINK_TIMEOUT,
+                 f"{psn.hostname} to notice the PAN's silence")
+    # Probing would start at the tick that noticed; two more heartbeat
+    # intervals (1s in tests) for a probe to show.
+    time.sleep(2 * HEARTBEAT_INTERVAL)
+    for psn in psns:
+        assert "asking the admin node san1" not in psn.log_text()
+        assert admin_hosts(psn) == {"pan1": "pan"}
+
+
+def test_node_remove_old_pan_on_promoted_san(lab):
+    """`san node remove pan1` on the promoted SAN drops the former primary
+    from the admin nodes: the PSNs' deployment.conf no longer names it,
+    the SAN stops probing it, also after a restart."""
+    pan, san, psns = deployment(lab)
+    import_store(lab, pan, san)
+    san.wait_events(pan)
+    pan.kill_group()
+    san.cli("promote", check=True)
+    for psn in psns:
+        wait_primary(psn, "san1", 2)
+        wait_for(lambda: admin_hosts(psn) == {"san1": "pan", "pan1": "san"}, LINK_TIMEOUT,
+                 f"{psn.hostname} to know pan1 as a secondary")
+    assert "Admin node:      pan1" in san.cli("status").stdout
+    p = san.cli("node", "remove", "pan1", check=True)
+    assert "pan1 removed from the admin nodes" in p.stdout, p.stdout
+    p = san.cli("node", "remove", "pan1", check=False)
+    assert p.returncode == 1 and "no node pan1" in p.stderr, p.stdout + p.stderr
+    for psn in psns:
+        wait_for(lambda: admin_hosts(psn) == {"san1": "pan"}, LINK_TIMEOUT,
+                 f"{psn.hostname} to drop pan1 from deployment.conf",
+                 detail=lambda: f"{admin_hosts(psn)}\n{psn.diagnostics()}")
+        assert primary_of(psn) == ("san1", 2)
+    assert "Admin node:" not in san.cli("status").stdout
+    assert "pan1" not in admin_hosts(san)
+    san.stop()
+    san.start()
+    wait_for(lambda: "Primary:         yes, epoch 2" in san.cli("status").stdout, 60,
+             "san1 to serve as the primary again", detail=san.diagnostics)
+    assert "Admin node:" not in san.cli("status").stdout
+    for psn in psns:
+        wait_for(lambda: "connected (primary san1, epoch 2)" in link_line(psn), LINK_TIMEOUT,
+                 f"{psn.hostname} back with san1")
+        assert admin_hosts(psn) == {"san1": "pan"}
