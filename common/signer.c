@@ -403,23 +403,16 @@ rollover_save(struct signer_proc *sp, const char *name, X509 *x,
 static int
 rollover_handover(struct signer_proc *sp, struct error *err)
 {
-	char path[SIGNER_PATH_MAX];
-	EVP_PKEY *key = NULL;
-	int rc = -1;
+	char from[SIGNER_PATH_MAX], to[SIGNER_PATH_MAX];
 
 	if (sp->handover.buf == NULL)
 		return 0;
-	if (next_path(sp, "ocsp-responder.key", path, sizeof(path), err) ==
+	if (next_path(sp, "ocsp-responder.key", from, sizeof(from), err) ==
 	        -1 ||
-	    (key = key_load(path, sp->pass.buf, sp->pass.len, err)) == NULL ||
-	    next_path(sp, SIGNER_OCSP_HANDOVER, path, sizeof(path), err) ==
-	        -1 ||
-	    key_save(key, path, sp->handover.buf, sp->handover.len, err) == -1)
-		goto out;
-	rc = 0;
-out:
-	EVP_PKEY_free(key);
-	return rc;
+	    next_path(sp, SIGNER_OCSP_HANDOVER, to, sizeof(to), err) == -1)
+		return -1;
+	return key_handover_copy(from, sp->pass.buf, sp->pass.len, to,
+	                         &sp->handover, err);
 }
 
 static int
@@ -712,7 +705,7 @@ signer_main(void *arg)
 	log_info(LOG_CA_SERVICE, "CA signer for %s serving ipc://%s/%s.sock",
 	         a->hostname, a->datadir, SIGNER_SOCKET_NAME);
 	signer_ready(a, "ok");
-	ret = proc_serve(rep, sigfd, false, signer_handle_cb, &sp) == 0 ? 0 : 1;
+	ret = proc_serve(rep, sigfd, false, NULL, signer_handle_cb, &sp) == 0 ? 0 : 1;
 	log_info(LOG_CA_SERVICE,
 	         "CA signer stopping: %llu issued, %llu refused, %llu bad "
 	         "messages",

@@ -504,8 +504,6 @@ int pan_ocsp_spawn(const char *datadir, const char *hostname,
                    const struct pan_ocsp_settings *set, const char *pass,
                    size_t passlen, const struct secret *handover, pid_t *pid,
                    struct error *err);
-/* Bytes of randomness in the hand-over secret. */
-#define PAN_HANDOVER_BYTES 32
 
 /*
  * rootchain.c: `pan ca replace-root-chain` and the members' renewals

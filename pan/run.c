@@ -551,7 +551,7 @@ run_daemon(struct pan *p, char *pass, size_t passlen, int readyfd)
 	         p->id.hostname, p->id.deployment_id, p->datadir);
 
 	/* Before any socket or store exists: the signer inherits neither. */
-	if (secret_random(&handover, PAN_HANDOVER_BYTES, &err) == -1 ||
+	if (secret_random(&handover, KEY_HANDOVER_BYTES, &err) == -1 ||
 	    signer_spawn(p->datadir, p->id.hostname, pass, passlen, &handover,
 	                 &p->signer_pid, &err) == -1)
 		goto out;

@@ -24,6 +24,8 @@ struct psn_rootchain {
 	pid_t worker;        /* the "ca-renew" process; 0 if none */
 	int64_t not_before;  /* mono ms: no step before */
 	uint64_t request_id; /* of the last RenewRequest */
+	bool worker_handover; /* the worker runs step "handover" */
+	bool handed_over;     /* this run's hand-over copies are written */
 };
 
 void psn_rootchain_init(struct psn_rootchain *rc, const char *datadir,
@@ -36,8 +38,10 @@ void psn_rootchain_target(struct psn_rootchain *rc, struct store *st);
  * took its place: the services must take the new files.  Returns ms
  * until it wants to run again, or -1.
  */
+struct psn_handover;
 int psn_rootchain_tick(struct psn_rootchain *rc, struct join_link *link,
-                       const char *pass, size_t passlen, int64_t now,
+                       const char *pass, size_t passlen,
+                       const struct psn_handover *ho, size_t nho, int64_t now,
                        bool *installed);
 /* A RenewResponse (or the Error to our request): 1 taken, 0 not ours. */
 int psn_rootchain_response(struct psn_rootchain *rc,

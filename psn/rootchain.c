@@ -22,9 +22,13 @@
  *           (rfc6960), EST server and EST client certificates, recorded in
  *           the store and queued for the PAN in one transaction, "issued"
  *           last.
+ *   handover "ca-renew" again, once per daemon run: each running
+ *           service's new key saved again under that service's hand-over
+ *           secret (services.h), the only way a new key reaches a process
+ *           that wiped the passphrase.
  *   install node_ca_install(): the old files go to D/ca/gen-<N-1>/, the
- *           new ones take their place; then the services are started
- *           again on them.
+ *           new ones take their place; then every service is told
+ *           (SIGHUP) to switch to them in place.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -46,6 +50,7 @@
 #include "outbox.h"
 #include "proc.h"
 #include "psn_rootchain.h"
+#include "services.h"
 #include "store.h"
 #include "util.h"
 
@@ -73,6 +78,10 @@ struct renew_args {
 	const char *pass;
 	size_t passlen;
 	bool legacy;
+	/* Step "handover": the copies the running services take. */
+	bool handover;
+	const struct psn_handover *ho;
+	size_t nho;
 };
 
 static int
@@ -298,6 +307,35 @@ out:
 	return rc;
 }
 
+/*
+ * Step "handover": each running service's new keys again under its
+ * hand-over secret (services.h), for it to switch in place once the
+ * files are installed.  Done by every daemon run before it installs: the
+ * secrets are those of the services running now.
+ */
+static int
+renew_handover(const struct renew_args *a, struct error *err)
+{
+	char from[RENEW_PATH_MAX], to[RENEW_PATH_MAX], name[64];
+	size_t i;
+
+	for (i = 0; i < a->nho; i++) {
+		snprintf(name, sizeof(name), "%s.key", a->ho[i].key);
+		if (next_path(a->datadir, name, from, sizeof(from), err) ==
+		        -1 ||
+		    psn_handover_path(a->datadir, a->ho[i].key,
+		                      a->ho[i].process, to, sizeof(to),
+		                      err) == -1 ||
+		    key_handover_copy(from, a->pass, a->passlen, to,
+		                      a->ho[i].secret, err) == -1) {
+			error_prefix(err, "hand-over copy for %s",
+			             a->ho[i].process);
+			return -1;
+		}
+	}
+	return 0;
+}
+
 /* The worker: whichever step is due. */
 static int
 renew_main(void *arg)
@@ -310,7 +348,9 @@ renew_main(void *arg)
 		log_error(LOG_CA_SERVICE, "%s", e.msg);
 		return 1;
 	}
-	if (!next_has(a->datadir, "ca.csr"))
+	if (a->handover)
+		rc = renew_handover(a, &e);
+	else if (!next_has(a->datadir, "ca.csr"))
 		rc = renew_keys(a, &e);
 	else
 		rc = renew_issue_all(a, &e);
@@ -365,11 +405,17 @@ psn_rootchain_owns(const struct psn_rootchain *rc, pid_t pid)
 void
 psn_rootchain_exited(struct psn_rootchain *rc, int status)
 {
+	bool handover = rc->worker_handover;
+
 	rc->worker = 0;
+	rc->worker_handover = false;
 	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
 		/* Logged by the worker; tried again after a pause. */
 		rc->not_before = time_mono_ms() + RENEW_RETRY_MS;
+		return;
 	}
+	if (handover)
+		rc->handed_over = true;
 }
 
 /* Send the CSRs to the PAN. */
@@ -549,7 +595,8 @@ renewed_generation(const char *datadir)
 
 int
 psn_rootchain_tick(struct psn_rootchain *rc, struct join_link *link,
-                   const char *pass, size_t passlen, int64_t now,
+                   const char *pass, size_t passlen,
+                   const struct psn_handover *ho, size_t nho, int64_t now,
                    bool *installed)
 {
 	struct renew_args a;
@@ -568,9 +615,14 @@ psn_rootchain_tick(struct psn_rootchain *rc, struct join_link *link,
 	a.pass = pass;
 	a.passlen = passlen;
 	a.legacy = rc->legacy;
+	a.handover = next_has(rc->datadir, "issued") && !rc->handed_over &&
+	             nho > 0;
+	a.ho = ho;
+	a.nho = nho;
 	if (!next_has(rc->datadir, "ca.csr") ||
 	    (next_has(rc->datadir, "renewed") &&
-	     !next_has(rc->datadir, "issued"))) {
+	     !next_has(rc->datadir, "issued")) ||
+	    a.handover) {
 		if (pass == NULL) {
 			log_error(LOG_CA_SERVICE, "no passphrase held: the "
 			                          "renewal waits for a restart");
@@ -582,7 +634,8 @@ psn_rootchain_tick(struct psn_rootchain *rc, struct join_link *link,
 			log_error(LOG_CA_SERVICE, "%s", e.msg);
 			rc->worker = 0;
 			rc->not_before = now + RENEW_RETRY_MS;
-		}
+		} else
+			rc->worker_handover = a.handover;
 		return -1;
 	}
 	if (!next_has(rc->datadir, "renewed")) {
@@ -619,6 +672,7 @@ psn_rootchain_tick(struct psn_rootchain *rc, struct join_link *link,
 	if (next_path(rc->datadir, "", path, sizeof(path), &e) == 0)
 		(void)rmdir(path);
 	rc->installed = gen;
+	rc->handed_over = false;
 	*installed = true;
 	log_info(LOG_CA_SERVICE,
 	         "root CA chain generation %u installed: new Endpoint Sub CA, "

@@ -268,8 +268,9 @@ psn_tick(struct join_daemon *d, void *arg, int64_t now)
 	struct psn_run *r = arg;
 
 	int64_t next, svc;
+	struct psn_handover ho[PSN_HANDOVERS_MAX];
 	const char *pass;
-	size_t passlen;
+	size_t passlen, nho;
 	bool installed;
 
 	if (!r->chain_read) {
@@ -277,10 +278,11 @@ psn_tick(struct join_daemon *d, void *arg, int64_t now)
 		r->chain_read = true;
 	}
 	pass = psn_services_pass(r->svcs, &passlen);
-	svc = psn_rootchain_tick(&r->chain, d->link, pass, passlen, now,
-	                         &installed);
+	nho = psn_services_handovers(r->svcs, ho);
+	svc = psn_rootchain_tick(&r->chain, d->link, pass, passlen, ho, nho,
+	                         now, &installed);
 	if (installed)
-		psn_services_restart(r->svcs, r->session, r->ca);
+		psn_services_renewed(r->svcs);
 	if (!r->outbox_ready) {
 		outbox_sender_init(&r->outbox, d->st, d->id.hostname, 0);
 		r->outbox_ready = true;

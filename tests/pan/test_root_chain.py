@@ -4,8 +4,18 @@ on the PAN, a running PSN renews its Endpoint Sub CA and its own
 certificates with new keys made on the PSN, new enrollments verify to the
 new root, what the old chain issued still verifies to the old root."""
 
+import base64
+import re
+import socket
+import ssl
 import sys
+import threading
+import time
 from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import pkcs7
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "psn"))
@@ -13,8 +23,20 @@ from iselab import LINK_TIMEOUT, lab, openssl, verify, wait_for  # noqa: E402,F4
 import test_est_psn as est  # noqa: E402
 from test_ocsp_pan import ocsp, status_of, url_of  # noqa: E402
 from test_replication import USER, PASSWORD, enroll_basic, running_psn  # noqa: E402
+from test_faults import _Https, make_csr  # noqa: E402
 
 RENEW_TIMEOUT = 120
+# EST clients enrolling in a loop across the replacement.
+LOAD_CLIENTS = 2
+# How long the load goes on once the PSN has switched.
+LOAD_AFTER_S = 3.0
+# One enrollment's or one keep-alive request's longest wait.
+HTTP_TIMEOUT = 60.0
+# Pause between two requests on the keep-alive connection (well below
+# est.timeout, the server's idle timeout).
+KEEPALIVE_EVERY_S = 0.5
+SERVICES = ("Certificate Authority Service", "EST Service", "OCSP Responder",
+            "Provisioning Service")
 
 
 def pubkey(path):
@@ -45,6 +67,228 @@ def enroll(lab, psn, cn):
     status, _, body = enroll_basic(lab, psn, USER, PASSWORD, cn)
     assert status == 200, (status, body)
     return est.issued_cert(lab, body, cn)
+
+
+def service_pids(node):
+    """{service row title: pid} of the running services (`psn status`)."""
+    st = node.status().stdout
+    pids = {}
+    for title in SERVICES:
+        m = re.search(rf"^{re.escape(title)}\s+running\s+(\d+)", st, re.M)
+        if m:
+            pids[title] = int(m.group(1))
+    return pids
+
+
+def wait_signing(psn, gen=2):
+    """Until psn's CA service signs with the Sub CA of generation gen."""
+    line = (f"ca-service INFO root CA chain generation {gen}: signing with the new "
+            "Endpoint Sub CA")
+    wait_for(lambda: line in psn.log_text(), RENEW_TIMEOUT,
+             f"{psn.hostname}'s CA service to sign with the new Sub CA", detail=psn.log_text)
+
+
+def served_cert(node, port=est.EST_PORT):
+    """The DER certificate a new TLS connection to node:port is given."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with socket.create_connection((node.address.ip, port), 10) as sock:
+        with ctx.wrap_socket(sock, server_hostname=node.hostname) as tls:
+            return tls.getpeercert(binary_form=True)
+
+
+def pem_der(path):
+    return x509.load_pem_x509_certificate(Path(path).read_bytes()).public_bytes(
+        serialization.Encoding.DER)
+
+
+class KeepAlive:
+    """One HTTPS connection to 8084, opened now, trusting the old root only:
+    GET /cacerts on it every KEEPALIVE_EVERY_S until stop(); http.client
+    would reconnect silently, so the socket object and its local port are
+    checked to stay the same at every request."""
+
+    def __init__(self, psn, root):
+        ctx = ssl.create_default_context(cafile=str(root))
+        self.c = _Https(psn.address.ip, est.EST_PORT, psn.hostname, ctx, HTTP_TIMEOUT)
+        self.c.connect()
+        self.sock = self.c.sock
+        self.local = self.sock.getsockname()
+        self.server_cert = self.sock.getpeercert(binary_form=True)
+        self.count, self.errors = 0, []
+        self.request()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def request(self):
+        self.c.request("GET", "/.well-known/est/cacerts")
+        r = self.c.getresponse()
+        body = r.read()
+        assert r.status == 200, (r.status, body[:200])
+        assert r.getheader("Connection", "").lower() != "close", r.getheaders()
+        assert self.c.sock is self.sock and self.sock.fileno() != -1, \
+            "the keep-alive connection was closed and made again"
+        assert self.sock.getsockname() == self.local
+        self.count += 1
+        return body
+
+    def _run(self):
+        while not self.done.wait(KEEPALIVE_EVERY_S):
+            try:
+                self.request()
+            except Exception as e:  # noqa: BLE001 (any failure counts)
+                self.errors.append(repr(e))
+                return
+
+    def stop(self):
+        self.done.set()
+        self.thread.join(HTTP_TIMEOUT)
+        assert not self.thread.is_alive(), "the keep-alive client hangs"
+        assert not self.errors, self.errors
+        body = self.request()  # once more, after the switch
+        self.c.close()
+        return body
+
+
+class EnrollLoad:
+    """LOAD_CLIENTS EST clients enrolling (HTTP Basic, a fresh key each
+    time) in a loop until stop(), each with a new connection; a client
+    trusts the old root and whatever root the PAN holds now (the new one
+    once it is made), as a device that fetched the new trust anchors would.
+    got: [(start monotonic, cn, PEM path)]; failures: one line each."""
+
+    def __init__(self, lab, psn, old_root, pan):
+        self.lab, self.psn, self.old_root, self.pan = lab, psn, old_root, pan
+        self.auth = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+        self.lock = threading.Lock()
+        self.got, self.failures, self.n = [], [], 0
+        self.done = threading.Event()
+        self.threads = [threading.Thread(target=self._run, daemon=True)
+                        for _ in range(LOAD_CLIENTS)]
+        for t in self.threads:
+            t.start()
+
+    def _roots(self):
+        old = Path(self.old_root).read_text()
+        now = (self.pan.datadir / "ca" / "root-ca.crt").read_text()
+        return old if now == old else old + now
+
+    def _enroll(self, cn):
+        key, der = make_csr(cn)
+        ctx = ssl.create_default_context(cadata=self._roots())
+        c = _Https(self.psn.address.ip, est.EST_PORT, self.psn.hostname, ctx, HTTP_TIMEOUT)
+        try:
+            c.request("POST", "/.well-known/est/simpleenroll", body=base64.encodebytes(der),
+                      headers={"Content-Type": "application/pkcs10",
+                               "Authorization": "Basic " + self.auth})
+            r = c.getresponse()
+            body = r.read()
+        finally:
+            c.close()
+        assert r.status == 200, f"HTTP {r.status} {body[:200]!r}"
+        certs = pkcs7.load_der_pkcs7_certificates(base64.b64decode(body))
+        assert len(certs) == 1 and certs[0].public_key().public_numbers() == \
+            key.public_key().public_numbers(), cn
+        return certs[0].public_bytes(serialization.Encoding.PEM)
+
+    def _run(self):
+        while not self.done.is_set():
+            with self.lock:
+                self.n += 1
+                cn = f"load-{self.n:04d}"
+            start = time.monotonic()
+            try:
+                pem = self._enroll(cn)
+            except Exception as e:  # noqa: BLE001 (every failure counts)
+                with self.lock:
+                    self.failures.append(f"{cn}: {e!r}")
+                continue
+            path = self.lab.tmp / f"{cn}.pem"
+            path.write_bytes(pem)
+            with self.lock:
+                self.got.append((start, cn, path))
+
+    def stop(self):
+        self.done.set()
+        for t in self.threads:
+            t.join(HTTP_TIMEOUT * 2)
+            assert not t.is_alive(), "an EST client thread hangs"
+
+
+def test_services_switch_in_place(lab):
+    """The running services take the new certificates without a restart:
+    same PIDs, a keep-alive connection opened before goes on working on
+    the same socket, new connections get the new EST server certificate,
+    and enrollments running all along never fail (each verifies to the old
+    or the new root; those begun once the CA service signs with the new
+    Sub CA verify to the new root)."""
+    pan, psn = running_psn(lab)
+    pan.user_add(USER, PASSWORD)
+    psn.wait_events(pan)
+    ca = psn.datadir / "ca"
+    old_root = lab.tmp / "old-root.pem"
+    old_root.write_text((pan.datadir / "ca" / "root-ca.crt").read_text())
+    old_untrusted = lab.tmp / "old-untrusted.pem"
+    old_untrusted.write_text((ca / "chain.pem").read_text() + (ca / "endpoint-sub-ca.crt").read_text())
+    pids = service_pids(psn)
+    assert set(pids) == set(SERVICES), psn.status().stdout
+    old_est = served_cert(psn)
+    assert old_est == pem_der(ca / "est-server.crt")
+    old_portal = served_cert(psn, 8443)
+
+    alive = KeepAlive(psn, old_root)
+    load = EnrollLoad(lab, psn, old_root, pan)
+    wait_for(lambda: len(load.got) + len(load.failures) >= LOAD_CLIENTS, HTTP_TIMEOUT,
+             "the load to get going")
+
+    pan.cli("ca", "replace-root-chain", check=True, timeout=400)
+    new_root = pan.datadir / "ca" / "root-ca.crt"
+    wait_for(lambda: generation(psn) == "2", RENEW_TIMEOUT, "psn1 to install generation 2",
+             detail=psn.log_text)
+    wait_signing(psn)
+    switched = time.monotonic()
+    new_est = pem_der(ca / "est-server.crt")
+    assert new_est != old_est
+    wait_for(lambda: served_cert(psn) == new_est, RENEW_TIMEOUT,
+             "new EST connections to get the new certificate", detail=psn.log_text)
+    wait_for(lambda: served_cert(psn, 8443) != old_portal, RENEW_TIMEOUT,
+             "new portal connections to get the new certificate", detail=psn.log_text)
+    assert served_cert(psn, 8443) == new_est  # the portal serves the EST server's
+    time.sleep(LOAD_AFTER_S)  # the load goes on a while on the new chain
+    load.stop()
+    body = alive.stop()
+
+    # The connection opened before kept its certificate and its socket,
+    # and /cacerts on it now holds the new chain.
+    assert alive.server_cert == old_est
+    assert alive.count > 2, alive.count
+    cc = lab.tmp / "cacerts-alive.b64"
+    cc.write_bytes(body)
+    got = {pubkey_pem(pem) for pem in est.pkcs7_certs(lab, body, "alive")}
+    assert pubkey(ca / "endpoint-sub-ca.crt") in got
+
+    assert service_pids(psn) == pids, "a service was restarted"
+    assert "will be restarted" not in psn.log_text()
+
+    assert not load.failures, load.failures
+    assert load.got, "no enrollment during the replacement"
+    new_untrusted = lab.tmp / "new-untrusted.pem"
+    new_untrusted.write_text((ca / "chain.pem").read_text() + (ca / "endpoint-sub-ca.crt").read_text())
+    late = 0
+    for start, cn, path in load.got:
+        new_ok = verify(new_root, path, untrusted=new_untrusted).returncode == 0
+        old_ok = verify(old_root, path, untrusted=old_untrusted).returncode == 0
+        assert new_ok or old_ok, f"{cn} verifies to neither root"
+        if start > switched:
+            late += 1
+            assert new_ok, f"{cn}, begun after the switch, is not under the new root"
+    assert late > 0, "no enrollment after the switch"
+
+
+def pubkey_pem(pem):
+    return openssl("x509", "-noout", "-pubkey", input=pem).stdout
 
 
 def test_replace_root_chain_renews_psn(lab):
@@ -85,10 +329,11 @@ def test_replace_root_chain_renews_psn(lab):
     assert verify(new_root, ca / "endpoint-sub-ca.crt", untrusted=untrusted).returncode == 0
     assert (ca / "gen-1" / "endpoint-sub-ca.crt").exists()
 
-    # The services run on the new certificates: a new enrollment verifies
-    # to the new root, and not to the old one.
-    wait_for(lambda: est.tcp_listening(psn.address.ip), est.START_TIMEOUT,
-             "psn1 to serve EST again", detail=psn.log_text)
+    # The services switch to the new certificates (SIGHUP after the
+    # install): a new enrollment verifies to the new root, not the old one.
+    wait_for(lambda: served_cert(psn) == pem_der(ca / "est-server.crt"), RENEW_TIMEOUT,
+             "psn1's EST server to switch", detail=psn.log_text)
+    wait_signing(psn)
     lab_est = est.Est(lab, psn, psn.address)
 
     def enrolled():
