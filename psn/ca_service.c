@@ -569,7 +569,7 @@ ca_load(struct ca_proc *cp, struct error *err)
 }
 
 /*
- * SIGHUP: a newer root CA chain generation installed (psn_rootchain.h)?
+ * SIGHUP: a newer root CA chain generation installed (member_rootchain.h)?
  * Then the new Sub CA certificate, with its key from our hand-over copy
  * (services.h), replaces the old one between two requests: what is
  * issued from now on chains to the new root.  -1 (logged) when it cannot
@@ -594,7 +594,7 @@ ca_take_generation(void *arg)
 	if (node_path(path, sizeof(path), d,
 	              NODE_CA_DIR "/endpoint-sub-ca.crt", &e) == -1 ||
 	    (sub = cert_load_pem(path, &e)) == NULL ||
-	    psn_handover_path(d, "endpoint-sub-ca", CA_SERVICE_PROCESS, path,
+	    member_handover_path(d, "endpoint-sub-ca", CA_SERVICE_PROCESS, path,
 	                      sizeof(path), &e) == -1 ||
 	    (key = key_handover_take(path, &cp->args->own, &e)) == NULL)
 		goto fail;

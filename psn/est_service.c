@@ -21,7 +21,10 @@
  *     service down is 503 with the reason.  serverkeygen makes the key
  *     here, in the EST process, never in the CA service.
  * After every good refresh the TLS context is rebuilt with the new chain
- * and swapped in (Redis' tlsConfigure pattern).
+ * and swapped in (Redis' tlsConfigure pattern).  After a root CA chain
+ * replacement (SIGHUP with a newer D/ca/generation) the new TLS key comes
+ * from its hand-over copy (services.h) and the same swap puts the new
+ * certificate in place for new connections; open ones keep theirs.
  */
 #include <errno.h>
 #include <limits.h>
@@ -693,7 +696,7 @@ est_svc_load(struct est_svc *s, struct error *err)
 }
 
 /*
- * SIGHUP: a newer root CA chain generation installed (psn_rootchain.h)?
+ * SIGHUP: a newer root CA chain generation installed (member_rootchain.h)?
  * Then take it in place: the new TLS certificate with its key from our
  * hand-over copy (services.h), the new Sub CA and the earlier
  * generations, swapped in whole; the chain fetched again from the CA
@@ -720,7 +723,7 @@ est_svc_take_generation(struct est_svc *s)
 	if (node_path(path, sizeof(path), d, NODE_CA_DIR "/est-server.crt",
 	              &e) == -1 ||
 	    (cert = cert_load_pem(path, &e)) == NULL ||
-	    psn_handover_path(d, "est-server", EST_SERVICE_PROCESS, path,
+	    member_handover_path(d, "est-server", EST_SERVICE_PROCESS, path,
 	                      sizeof(path), &e) == -1 ||
 	    (key = key_handover_take(path, &s->args->own, &e)) == NULL)
 		goto fail;

@@ -217,7 +217,7 @@ ocsp_svc_key_alarm(struct ocsp_svc *s)
 }
 
 /*
- * SIGHUP: a newer root CA chain generation installed (psn_rootchain.h)?
+ * SIGHUP: a newer root CA chain generation installed (member_rootchain.h)?
  * Then a responder for the new Sub CA, signing with the new responder
  * certificate and its key from our hand-over copy (services.h), takes
  * the old one (with its own older ones) as its older and replaces it for
@@ -245,7 +245,7 @@ ocsp_svc_take_generation(struct ocsp_svc *s)
 	    node_path(path, sizeof(path), d, NODE_CA_DIR "/ocsp-responder.crt",
 	              &e) == -1 ||
 	    (signer = cert_load_pem(path, &e)) == NULL ||
-	    psn_handover_path(d, "ocsp-responder", OCSP_SERVICE_PROCESS, path,
+	    member_handover_path(d, "ocsp-responder", OCSP_SERVICE_PROCESS, path,
 	                      sizeof(path), &e) == -1 ||
 	    (key = key_handover_take(path, &s->args->own, &e)) == NULL)
 		goto fail;

@@ -1534,7 +1534,7 @@ prov_load(struct prov *p, struct error *err)
 }
 
 /*
- * SIGHUP: a newer root CA chain generation installed (psn_rootchain.h)?
+ * SIGHUP: a newer root CA chain generation installed (member_rootchain.h)?
  * Then take it in place: both keys from our hand-over copies
  * (services.h), the portal's new TLS context swapped in once complete
  * (open connections keep theirs), and the EST client's new identity for
@@ -1557,10 +1557,10 @@ prov_take_generation(struct prov *p)
 
 	if (gen <= p->gen)
 		return 0;
-	if (psn_handover_path(d, "est-client", PROVISIONING_PROCESS, path,
+	if (member_handover_path(d, "est-client", PROVISIONING_PROCESS, path,
 	                      sizeof(path), &e) == -1 ||
 	    (client_key = key_handover_take(path, &p->args->own, &e)) == NULL ||
-	    psn_handover_path(d, "est-server", PROVISIONING_PROCESS, path,
+	    member_handover_path(d, "est-server", PROVISIONING_PROCESS, path,
 	                      sizeof(path), &e) == -1 ||
 	    (tls_key = key_handover_take(path, &p->args->own, &e)) == NULL) {
 		EVP_PKEY_free(client_key);

@@ -14,6 +14,14 @@
  * keeps the node passphrase: in its own locked page, left out of core
  * dumps, wiped at stop.  (The alternative, a key-holding parent of the CA
  * service, would be one more process for the same secret.)
+ *
+ * Each service also gets at fork a hand-over secret of its own (keys.h),
+ * made at start and kept for the supervisor's life, so that a restarted
+ * service has the same one: after a root CA chain replacement the renewal
+ * worker leaves the service's new key encrypted under it, and SIGHUP
+ * tells the service, which wiped the passphrase, to switch in place
+ * (psn_services_renewed()).  A service copies its own secret and wipes
+ * the others it inherited (psn_service_secrets()).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -192,14 +200,6 @@ psn_service_secrets(struct psn_service_args *a, struct error *err)
 		secret_wipe(&a->inherited[i]);
 	a->handover = NULL;
 	return rc;
-}
-
-int
-psn_handover_path(const char *datadir, const char *key, const char *process,
-                  char *buf, size_t len, struct error *err)
-{
-	return node_ca_path(datadir, buf, len, err, "%s/%s.%s.handover",
-	                    NODE_CA_DIR, key, process);
 }
 
 int
@@ -736,6 +736,25 @@ svc_wanted(size_t i, bool session, bool ca)
 	}
 }
 
+/*
+ * Hand-over copies an earlier run left (it stopped before its services
+ * took them): under secrets that are gone, of no use to anybody.
+ */
+static void
+svc_handover_clean(const struct psn_services *s)
+{
+	char path[SVC_PATH_MAX];
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(svc_handover_keys); i++)
+		if (member_handover_path(s->datadir, svc_handover_keys[i].key,
+		                      s->svc[svc_handover_keys[i].id].name,
+		                      path, sizeof(path), NULL) == 0 &&
+		    unlink(path) == 0)
+			log_info(LOG_MAIN, "removed a stale hand-over copy %s",
+			         path);
+}
+
 static int
 svc_start(struct psn_services **out, const char *datadir,
           const struct node_identity *id, const struct config *cfg,
@@ -792,6 +811,7 @@ svc_start(struct psn_services **out, const char *datadir,
 		if (secret_random(&s->handover[i], KEY_HANDOVER_BYTES, err) ==
 		    -1)
 			goto fail;
+	svc_handover_clean(s);
 	/*
 	 * CA first: EST follows CA, and asks it for the chain at start.
 	 * Provisioning last: its EST client calls cacerts before anything.
@@ -882,12 +902,12 @@ psn_services_pass(const struct psn_services *s, size_t *len)
 
 size_t
 psn_services_handovers(const struct psn_services *s,
-                       struct psn_handover *out)
+                       struct member_handover *out)
 {
 	size_t i, n = 0;
 
 	for (i = 0; s != NULL && i < ARRAY_SIZE(svc_handover_keys) &&
-	            n < PSN_HANDOVERS_MAX;
+	            n < MEMBER_HANDOVERS_MAX;
 	     i++) {
 		const struct psn_svc *v = &s->svc[svc_handover_keys[i].id];
 

@@ -38,6 +38,7 @@
 #include "cert.h"
 #include "config.h"
 #include "enroll.h"
+#include "member_rootchain.h"
 #include "node.h"
 #include "util.h"
 
@@ -125,23 +126,6 @@ struct psn_service_args {
  */
 int psn_service_secrets(struct psn_service_args *a, struct error *err);
 
-/*
- * A new key for a running service (docs/certificates.md "Replacing the
- * root CA chain"): the renewal worker saves the new D/ca/<key>.key again
- * at D/ca/<key>.<process>.handover under the service's hand-over secret;
- * the service, told by SIGHUP that a newer generation is installed, takes
- * it with key_handover_take().  The path of that copy:
- */
-int psn_handover_path(const char *datadir, const char *key,
-                      const char *process, char *buf, size_t len,
-                      struct error *err);
-/* One hand-over copy to write, and the most there are. */
-struct psn_handover {
-	const char *key;     /* "est-server": D/ca/est-server.key */
-	const char *process; /* "est" */
-	const struct secret *secret;
-};
-#define PSN_HANDOVERS_MAX 5
 
 /*
  * What every service process does (services.c):
@@ -272,17 +256,17 @@ int psn_services_start_as(struct psn_services **out, const char *datadir,
 void psn_services_set(struct psn_services *s, bool session, bool ca);
 /*
  * The node passphrase the supervisor keeps (NULL when s is), for the
- * CA renewal worker (psn_rootchain.h).
+ * CA renewal worker (member_rootchain.h).
  */
 const char *psn_services_pass(const struct psn_services *s, size_t *len);
 /*
  * The hand-over copies the services that may run need (into out, at most
- * PSN_HANDOVERS_MAX); how many.
+ * MEMBER_HANDOVERS_MAX); how many.
  */
 size_t psn_services_handovers(const struct psn_services *s,
-                              struct psn_handover *out);
+                              struct member_handover *out);
 /*
- * A new root CA chain generation is installed (psn_rootchain.h): SIGHUP
+ * A new root CA chain generation is installed (member_rootchain.h): SIGHUP
  * to every service that runs, in start order (the CA service first), so
  * that each switches to the new files in place, its key from its
  * hand-over copy; one that cannot ends and is started again on them.

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "psn"))
-from iselab import LINK_TIMEOUT, lab, openssl, verify, wait_for  # noqa: E402,F401
+from iselab import LINK_TIMEOUT, PASSPHRASE, lab, openssl, verify, wait_for  # noqa: E402,F401
 import test_est_psn as est  # noqa: E402
 from test_ocsp_pan import ocsp, status_of, url_of  # noqa: E402
 from test_replication import USER, PASSWORD, enroll_basic, running_psn  # noqa: E402
@@ -287,12 +287,26 @@ def test_services_switch_in_place(lab):
     assert late > 0, "no enrollment after the switch"
 
 
+def private_key_matches(key, cert):
+    """Whether the encrypted key at key is cert's (decrypted with the lab's
+    passphrase)."""
+    p = openssl("pkey", "-in", str(key), "-passin", f"pass:{PASSPHRASE}", "-pubout",
+                check=None)
+    return p.returncode == 0 and p.stdout == pubkey(cert)
+
+
 def pubkey_pem(pem):
     return openssl("x509", "-noout", "-pubkey", input=pem).stdout
 
 
 def test_replace_root_chain_renews_psn(lab):
     pan, psn = running_psn(lab)
+    # A SAN running during the replacement: it renews its Node CA.
+    san = lab.san("san1")
+    san.join(pan.node_add("san1", "san"), check=True)
+    san.start()
+    sca = san.datadir / "ca"
+    old_san_key = pubkey(sca / "node-ca.crt")
     # psn2 joined, and down during the replacement.
     psn2 = lab.psn("psn2")
     psn2.join(pan.node_add("psn2", "psn"), check=True)
@@ -328,6 +342,18 @@ def test_replace_root_chain_renews_psn(lab):
     untrusted.write_text((ca / "chain.pem").read_text())
     assert verify(new_root, ca / "endpoint-sub-ca.crt", untrusted=untrusted).returncode == 0
     assert (ca / "gen-1" / "endpoint-sub-ca.crt").exists()
+
+    # The SAN: a new Node CA, its key made on the SAN, under the new root;
+    # the old one kept in gen-1.
+    wait_for(lambda: generation(san) == "2", RENEW_TIMEOUT, "san1 to install generation 2",
+             detail=san.log_text)
+    assert pubkey(sca / "node-ca.crt") != old_san_key
+    assert verify(new_root, sca / "node-ca.crt").returncode == 0
+    assert verify(old_root, sca / "node-ca.crt").returncode != 0
+    assert pubkey(sca / "gen-1" / "node-ca.crt") == old_san_key
+    assert (sca / "root-ca.crt").read_text() == new_root.read_text()
+    assert private_key_matches(sca / "node-ca.key", sca / "node-ca.crt")
+    assert "renewed the node-ca of san1" in pan.log_text()
 
     # The services switch to the new certificates (SIGHUP after the
     # install): a new enrollment verifies to the new root, not the old one.
