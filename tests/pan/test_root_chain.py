@@ -414,6 +414,23 @@ def test_replace_root_chain_renews_psn(lab):
                                       str(lab.tmp / "before.key"), data=csr)
     assert status in (401, 403), (status, body)
 
+    # `pan ca certs` shows both generations, the old one marked; --verify
+    # trusts the old chain: psn2, down, is not renewed yet, not invalid.
+    tree = pan.cli("ca", "certs", check=True).stdout
+    assert "Root CA chain generation 1 (old" in tree, tree
+    old_part = tree.split("Root CA chain generation 1 (old")[1]
+    assert "generation 1, old" in old_part and "psn1" in old_part and "san1" in old_part, tree
+    assert re.search(r"Endpoint Sub CA - psn2\n\S*\s+not renewed yet \(generation 1\)",
+                     tree.split("Root CA chain generation 1")[0]), tree
+    p = pan.cli("ca", "certs", "--verify")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert re.search(r"^psn1\s+psn\s+Endpoint Sub CA\s+valid up to the Root CA", p.stdout, re.M), \
+        p.stdout
+    assert re.search(r"^san1\s+san\s+Node CA\s+valid up to the Root CA", p.stdout, re.M), p.stdout
+    assert re.search(r"^psn2\s+psn\s+Endpoint Sub CA\s+not renewed yet \(generation 1\)",
+                     p.stdout, re.M), p.stdout
+    assert "INVALID" not in p.stdout, p.stdout
+
     # The PSN that was down renews by itself when it starts again.
     psn2.start()
     ca2 = psn2.datadir / "ca"
@@ -422,6 +439,9 @@ def test_replace_root_chain_renews_psn(lab):
     assert pubkey(ca2 / "endpoint-sub-ca.crt") != old_sub2
     untrusted.write_text((ca2 / "chain.pem").read_text())
     assert verify(new_root, ca2 / "endpoint-sub-ca.crt", untrusted=untrusted).returncode == 0
+    p = pan.cli("ca", "certs", "--verify", check=True)
+    assert re.search(r"^psn2\s+psn\s+Endpoint Sub CA\s+valid up to the Root CA", p.stdout, re.M), \
+        p.stdout
 
 
 def test_replace_root_chain_refused_without_daemon(lab):
