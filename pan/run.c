@@ -427,8 +427,9 @@ run_tick(struct pan *p)
 static void
 run_loop(struct pan *p)
 {
-	zmq_pollitem_t items[4];
-	int64_t next_tick, now, wait;
+	zmq_pollitem_t items[5];
+	int64_t next_tick, now, wait, left;
+	size_t nitems;
 	int n;
 
 	memset(items, 0, sizeof(items));
@@ -440,11 +441,24 @@ run_loop(struct pan *p)
 	items[2].events = ZMQ_POLLIN;
 	items[3].fd = p->sigfd;
 	items[3].events = ZMQ_POLLIN;
+	items[4].events = ZMQ_POLLIN;
 	next_tick = time_mono_ms() + run_tick(p);
 	while (!p->stop) {
 		now = time_mono_ms();
 		wait = next_tick > now ? next_tick - now : 0;
-		n = zmq_poll(items, ARRAY_SIZE(items), (long)wait);
+		/* A REP socket owes its answer before it takes a request. */
+		items[2].events = p->control_deferred ? 0 : ZMQ_POLLIN;
+		/* A root CA chain replacement: the signer's answer too. */
+		nitems = 4;
+		if (p->rollover &&
+		    (items[4].socket = signer_busy_socket(p->signer)) != NULL) {
+			nitems = 5;
+			left = signer_busy_ms(p->signer);
+			if (left >= 0 && left < wait)
+				wait = left;
+		}
+		items[4].revents = 0;
+		n = zmq_poll(items, (int)nitems, (long)wait);
 		if (n == -1) {
 			if (errno == EINTR)
 				continue;
@@ -464,6 +478,9 @@ run_loop(struct pan *p)
 			messaging_router(p);
 		if (items[2].revents & ZMQ_POLLIN)
 			control_serve(p);
+		if (p->rollover && ((items[4].revents & ZMQ_POLLIN) ||
+		                    signer_busy_ms(p->signer) == 0))
+			rootchain_poll(p);
 		if (time_mono_ms() >= next_tick)
 			next_tick = time_mono_ms() + run_tick(p);
 	}

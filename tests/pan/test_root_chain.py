@@ -11,7 +11,10 @@ import ssl
 import sys
 import threading
 import time
+from datetime import datetime, timezone
 from pathlib import Path
+
+import pytest
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -442,6 +445,57 @@ def test_replace_root_chain_renews_psn(lab):
     p = pan.cli("ca", "certs", "--verify", check=True)
     assert re.search(r"^psn2\s+psn\s+Endpoint Sub CA\s+valid up to the Root CA", p.stdout, re.M), \
         p.stdout
+
+
+def log_ms(line):
+    """Epoch ms of a log line's timestamp (2026-11-28T14:04:13.730Z ...)."""
+    stamp = line.split()[0]
+    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+        tzinfo=timezone.utc).timestamp() * 1000
+
+
+def test_daemon_serves_while_the_signer_makes_keys(lab):
+    """RSA 4096 keys take the signer seconds: the PAN's daemon goes on
+    answering heartbeats meanwhile (a PSN beating every second sees acks
+    dated inside the signer's work), and the command still answers."""
+    pan = lab.pan(ca_key="rsa:4096")
+    psn = lab.psn("psn1")
+    psn.join(pan.node_add("psn1", "psn"), check=True)
+    psn.start("--set", "heartbeat.interval=1s")
+    ack = re.compile(r"connected, last heartbeat ack (\S+ \S+) UTC")
+    wait_for(lambda: ack.search(psn.status().stdout), LINK_TIMEOUT, "psn1's link",
+             detail=psn.log_text)
+
+    result = {}
+    cli = threading.Thread(target=lambda: result.setdefault(
+        "p", pan.cli("ca", "replace-root-chain", timeout=400)), daemon=True)
+    cli.start()
+    acks = set()
+    while cli.is_alive():
+        m = ack.search(psn.status().stdout)
+        if m:
+            acks.add(m.group(1))
+        time.sleep(0.2)
+    cli.join()
+    p = result["p"]
+    assert p.returncode == 0 and "generation 2" in p.stdout, p.stdout + p.stderr
+
+    log = pan.log_text().splitlines()
+    began = [log_ms(ln) for ln in log if "replacing the root CA chain: generation 2" in ln]
+    done = [ln for ln in log if "the CA signer made generation 2's keys in" in ln]
+    assert began and done, "\n".join(log[-40:])
+    assert "the daemon served meanwhile" in done[0]
+    start, end = began[0], log_ms(done[0])
+    if end - start < 2500:
+        pytest.skip(f"the signer was done in {end - start:.0f} ms: too short to tell")
+    inside = [a for a in acks
+              if start < datetime.strptime(a, "%Y-%m-%d %H:%M:%S").replace(
+                  tzinfo=timezone.utc).timestamp() * 1000 and
+              datetime.strptime(a, "%Y-%m-%d %H:%M:%S").replace(
+                  tzinfo=timezone.utc).timestamp() * 1000 + 1000 <= end]
+    assert inside, f"no heartbeat ack while the signer worked ({start:.0f}..{end:.0f}): {acks}"
+    wait_for(lambda: generation(psn) == "2", RENEW_TIMEOUT, "psn1 to install generation 2",
+             detail=psn.log_text)
 
 
 def test_replace_root_chain_refused_without_daemon(lab):
