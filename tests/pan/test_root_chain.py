@@ -310,6 +310,10 @@ def test_replace_root_chain_renews_psn(lab):
     san.start()
     sca = san.datadir / "ca"
     old_san_key = pubkey(sca / "node-ca.crt")
+    # san2 joined, and down during the replacement.
+    san2 = lab.san("san2")
+    san2.join(pan.node_add("san2", "san"), check=True)
+    old_san2_key = pubkey(san2.datadir / "ca" / "node-ca.crt")
     # psn2 joined, and down during the replacement.
     psn2 = lab.psn("psn2")
     psn2.join(pan.node_add("psn2", "psn"), check=True)
@@ -445,6 +449,17 @@ def test_replace_root_chain_renews_psn(lab):
     p = pan.cli("ca", "certs", "--verify", check=True)
     assert re.search(r"^psn2\s+psn\s+Endpoint Sub CA\s+valid up to the Root CA", p.stdout, re.M), \
         p.stdout
+
+    # So does the SAN that was down.
+    assert re.search(r"^san2\s+san\s+Node CA\s+not renewed yet \(generation 1\)", p.stdout,
+                     re.M), p.stdout
+    san2.start()
+    wait_for(lambda: generation(san2) == "2", RENEW_TIMEOUT, "san2 to install generation 2",
+             detail=san2.log_text)
+    s2 = san2.datadir / "ca"
+    assert pubkey(s2 / "node-ca.crt") != old_san2_key
+    assert verify(new_root, s2 / "node-ca.crt").returncode == 0
+    assert private_key_matches(s2 / "node-ca.key", s2 / "node-ca.crt")
 
 
 def log_ms(line):
