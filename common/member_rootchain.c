@@ -360,8 +360,8 @@ renew_handover(const struct renew_args *a, struct error *err)
 		if (next_path(a->datadir, name, from, sizeof(from), err) ==
 		        -1 ||
 		    member_handover_path(a->datadir, a->ho[i].key,
-		                      a->ho[i].process, to, sizeof(to),
-		                      err) == -1 ||
+		                         a->ho[i].process, to, sizeof(to),
+		                         err) == -1 ||
 		    key_handover_copy(from, a->pass, a->passlen, to,
 		                      a->ho[i].secret, err) == -1) {
 			error_prefix(err, "hand-over copy for %s",
@@ -510,7 +510,8 @@ renew_save(const char *datadir, const char *name, X509 *x, struct error *err)
 }
 
 int
-member_rootchain_response(struct member_rootchain *rc, const Iselab__Envelope *env)
+member_rootchain_response(struct member_rootchain *rc,
+                          const Iselab__Envelope *env)
 {
 	const Iselab__RenewResponse *rr;
 	STACK_OF(X509) *chain = NULL;
@@ -642,9 +643,9 @@ renewed_generation(const char *datadir)
 
 int
 member_rootchain_tick(struct member_rootchain *rc, struct join_link *link,
-                   const char *pass, size_t passlen,
-                   const struct member_handover *ho, size_t nho, int64_t now,
-                   bool *installed)
+                      const char *pass, size_t passlen,
+                      const struct member_handover *ho, size_t nho,
+                      int64_t now, bool *installed)
 {
 	struct renew_args a;
 	struct error e = {{0}};

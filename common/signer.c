@@ -721,7 +721,9 @@ signer_main(void *arg)
 	log_info(LOG_CA_SERVICE, "CA signer for %s serving ipc://%s/%s.sock",
 	         a->hostname, a->datadir, SIGNER_SOCKET_NAME);
 	signer_ready(a, "ok");
-	ret = proc_serve(rep, sigfd, false, NULL, signer_handle_cb, &sp) == 0 ? 0 : 1;
+	ret = proc_serve(rep, sigfd, false, NULL, signer_handle_cb, &sp) == 0
+	          ? 0
+	          : 1;
 	log_info(LOG_CA_SERVICE,
 	         "CA signer stopping: %llu issued, %llu refused, %llu bad "
 	         "messages",

@@ -488,8 +488,8 @@ ca_trees(struct pan *p, const struct ca_gens *gs, struct ca_node *v,
 			if (old[m].ocsp == NULL &&
 			    v[i].node->role == NODE_ROLE_PSN &&
 			    v[i].node->link != PAN_LINK_REMOVED)
-				old[m].ocsp =
-				    ca_find_ocsp(p, v[i].old, v[i].node->hostname);
+				old[m].ocsp = ca_find_ocsp(
+				    p, v[i].old, v[i].node->hostname);
 			m++;
 		}
 		snprintf(note, sizeof(note), "generation %u, old",
@@ -641,7 +641,8 @@ ca_verify_line(struct pan *p, const struct ca_gens *gs, size_t g, FILE *out,
 		pan_format_time(na, when, sizeof(when));
 	if (g == 0)
 		fprintf(out,
-		        "%-16s %-4s %-16s valid up to the Root CA, expires %s\n",
+		        "%-16s %-4s %-16s valid up to the Root CA, expires "
+		        "%s\n",
 		        host, role, label, when);
 	else
 		fprintf(out,
@@ -698,8 +699,9 @@ ca_verify(struct pan *p, FILE *out, FILE *errf)
 			                      "not renewed yet") != 0;
 		else
 			bad += ca_verify_line(p, &gs, 0, out,
-			                      v[i].node->hostname, role, v[i].ca,
-			                      v[i].ca_status, label, NULL) != 0;
+			                      v[i].node->hostname, role,
+			                      v[i].ca, v[i].ca_status, label,
+			                      NULL) != 0;
 	}
 	if (bad == 0)
 		fprintf(out, "All %zu CA certificates are valid.\n", total);

@@ -594,8 +594,8 @@ ca_take_generation(void *arg)
 	if (node_path(path, sizeof(path), d,
 	              NODE_CA_DIR "/endpoint-sub-ca.crt", &e) == -1 ||
 	    (sub = cert_load_pem(path, &e)) == NULL ||
-	    member_handover_path(d, "endpoint-sub-ca", CA_SERVICE_PROCESS, path,
-	                      sizeof(path), &e) == -1 ||
+	    member_handover_path(d, "endpoint-sub-ca", CA_SERVICE_PROCESS,
+	                         path, sizeof(path), &e) == -1 ||
 	    (key = key_handover_take(path, &cp->args->own, &e)) == NULL)
 		goto fail;
 	if (X509_check_private_key(sub, key) != 1) {

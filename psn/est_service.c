@@ -723,8 +723,8 @@ est_svc_take_generation(struct est_svc *s)
 	if (node_path(path, sizeof(path), d, NODE_CA_DIR "/est-server.crt",
 	              &e) == -1 ||
 	    (cert = cert_load_pem(path, &e)) == NULL ||
-	    member_handover_path(d, "est-server", EST_SERVICE_PROCESS, path,
-	                      sizeof(path), &e) == -1 ||
+	    member_handover_path(d, "est-server", EST_SERVICE_PROCESS,
+	                         path, sizeof(path), &e) == -1 ||
 	    (key = key_handover_take(path, &s->args->own, &e)) == NULL)
 		goto fail;
 	if (X509_check_private_key(cert, key) != 1) {

@@ -245,8 +245,8 @@ ocsp_svc_take_generation(struct ocsp_svc *s)
 	    node_path(path, sizeof(path), d, NODE_CA_DIR "/ocsp-responder.crt",
 	              &e) == -1 ||
 	    (signer = cert_load_pem(path, &e)) == NULL ||
-	    member_handover_path(d, "ocsp-responder", OCSP_SERVICE_PROCESS, path,
-	                      sizeof(path), &e) == -1 ||
+	    member_handover_path(d, "ocsp-responder", OCSP_SERVICE_PROCESS,
+	                         path, sizeof(path), &e) == -1 ||
 	    (key = key_handover_take(path, &s->args->own, &e)) == NULL)
 		goto fail;
 	ocsp_svc_config(s, &oc);

@@ -1464,8 +1464,8 @@ prov_load_files(const char *datadir, EVP_PKEY *client_key, EVP_PKEY *tls_key,
 	if (node_path(path, sizeof(path), datadir, NODE_CA_DIR "/root-ca.crt",
 	              err) == -1 ||
 	    (id->root = cert_load_pem(path, err)) == NULL ||
-	    (id->root_pem =
-	         file_read(path, CERT_FILE_MAX, &id->root_pem_len, err)) == NULL)
+	    (id->root_pem = file_read(path, CERT_FILE_MAX, &id->root_pem_len,
+	                              err)) == NULL)
 		goto out;
 	if ((sk = sk_X509_new_null()) == NULL) {
 		error_set(err, "out of memory");
@@ -1558,10 +1558,10 @@ prov_take_generation(struct prov *p)
 	if (gen <= p->gen)
 		return 0;
 	if (member_handover_path(d, "est-client", PROVISIONING_PROCESS, path,
-	                      sizeof(path), &e) == -1 ||
+	                         sizeof(path), &e) == -1 ||
 	    (client_key = key_handover_take(path, &p->args->own, &e)) == NULL ||
 	    member_handover_path(d, "est-server", PROVISIONING_PROCESS, path,
-	                      sizeof(path), &e) == -1 ||
+	                         sizeof(path), &e) == -1 ||
 	    (tls_key = key_handover_take(path, &p->args->own, &e)) == NULL) {
 		EVP_PKEY_free(client_key);
 		goto fail;

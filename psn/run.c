@@ -87,7 +87,7 @@ struct psn_run {
 	int64_t down_since[3];       /* mono ms a service left "running" */
 	bool session;                /* session services on (the settings) */
 	bool ca;                     /* CA service enabled (the settings) */
-	struct member_rootchain chain;  /* renewal after a root CA replacement */
+	struct member_rootchain chain; /* renewal after a root CA change */
 	bool chain_read;             /* chain.target read from the store */
 };
 
@@ -281,7 +281,7 @@ psn_tick(struct join_daemon *d, void *arg, int64_t now)
 	pass = psn_services_pass(r->svcs, &passlen);
 	nho = psn_services_handovers(r->svcs, ho);
 	svc = member_rootchain_tick(&r->chain, d->link, pass, passlen, ho, nho,
-	                         now, &installed);
+	                            now, &installed);
 	if (installed)
 		psn_services_renewed(r->svcs);
 	if (!r->outbox_ready) {

@@ -748,8 +748,8 @@ svc_handover_clean(const struct psn_services *s)
 
 	for (i = 0; i < ARRAY_SIZE(svc_handover_keys); i++)
 		if (member_handover_path(s->datadir, svc_handover_keys[i].key,
-		                      s->svc[svc_handover_keys[i].id].name,
-		                      path, sizeof(path), NULL) == 0 &&
+		                         s->svc[svc_handover_keys[i].id].name,
+		                         path, sizeof(path), NULL) == 0 &&
 		    unlink(path) == 0)
 			log_info(LOG_MAIN, "removed a stale hand-over copy %s",
 			         path);

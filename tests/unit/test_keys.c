@@ -263,8 +263,8 @@ test_handover(void **state)
 	assert_int_equal(
 	    key_handover_copy(from, "wrong", 5, to, &mine, &err), -1);
 	assert_int_equal(access(to, F_OK), -1);
-	assert_int_equal(key_handover_copy(from, PASS, PASSLEN, to, &mine, &err),
-	                 0);
+	assert_int_equal(
+	    key_handover_copy(from, PASS, PASSLEN, to, &mine, &err), 0);
 	/* Another service's secret cannot read it, and leaves it there. */
 	assert_null(key_handover_take(to, &other, &err));
 	assert_err(&err, "wrong passphrase");
