@@ -31,8 +31,8 @@ from test_faults import _Https, make_csr  # noqa: E402
 RENEW_TIMEOUT = 120
 # EST clients enrolling in a loop across the replacement.
 LOAD_CLIENTS = 2
-# How long the load goes on once the PSN has switched.
-LOAD_AFTER_S = 3.0
+# Enrollments begun once the PSN has switched before the load stops.
+LOAD_AFTER = 6
 # One enrollment's or one keep-alive request's longest wait.
 HTTP_TIMEOUT = 60.0
 # Pause between two requests on the keep-alive connection (well below
@@ -259,7 +259,10 @@ def test_services_switch_in_place(lab):
     wait_for(lambda: served_cert(psn, 8443) != old_portal, RENEW_TIMEOUT,
              "new portal connections to get the new certificate", detail=psn.log_text)
     assert served_cert(psn, 8443) == new_est  # the portal serves the EST server's
-    time.sleep(LOAD_AFTER_S)  # the load goes on a while on the new chain
+    # The load goes on a while on the new chain.
+    wait_for(lambda: sum(1 for start, _, _ in list(load.got) if start > switched)
+             >= LOAD_AFTER, HTTP_TIMEOUT * 2, f"{LOAD_AFTER} enrollments after the switch",
+             detail=lambda: "\n".join(load.failures))
     load.stop()
     body = alive.stop()
 
