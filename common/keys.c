@@ -770,3 +770,45 @@ out:
 	OPENSSL_free(spki);
 	return rc;
 }
+
+int
+key_handover_copy(const char *from, const char *pass, size_t passlen,
+                  const char *to, const struct secret *handover,
+                  struct error *err)
+{
+	EVP_PKEY *key;
+	int rc;
+
+	if (handover == NULL || handover->buf == NULL) {
+		error_set(err, "%s: no hand-over secret", to);
+		return -1;
+	}
+	if ((key = key_load(from, pass, passlen, err)) == NULL)
+		return -1;
+	rc = key_save(key, to, handover->buf, handover->len, err);
+	EVP_PKEY_free(key);
+	return rc;
+}
+
+EVP_PKEY *
+key_handover_take(const char *path, const struct secret *handover,
+                  struct error *err)
+{
+	EVP_PKEY *key;
+
+	if (handover == NULL || handover->buf == NULL) {
+		error_set(err, "no hand-over secret held (a service started "
+		               "outside the supervisor)");
+		return NULL;
+	}
+	if (!file_exists(path)) {
+		error_set(err, "%s: no hand-over copy", path);
+		return NULL;
+	}
+	if ((key = key_load(path, handover->buf, handover->len, err)) == NULL)
+		return NULL;
+	/* Read once: the copy has no use after this. */
+	if (unlink(path) == -1)
+		log_warn(LOG_MAIN, "%s: %s", path, strerror(errno));
+	return key;
+}

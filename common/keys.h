@@ -69,6 +69,25 @@ EVP_PKEY *key_load(const char *path, const char *passphrase, size_t passlen,
                    struct error *err);
 
 /*
+ * Hand-over copies (docs/certificates.md "Hand-over secret"): a process
+ * that wiped the node passphrase once its key was loaded gets, at fork, a
+ * random secret of its own (secret_random(KEY_HANDOVER_BYTES)); whoever
+ * makes a new key for it leaves a copy encrypted under that secret, which
+ * the process reads (and removes) when told to take a new generation.
+ *
+ * key_handover_copy: the key at from (encrypted under pass) saved again
+ * at to under handover.  key_handover_take: the key at path under
+ * handover, the file removed once read.
+ */
+#define KEY_HANDOVER_BYTES 32
+struct secret;
+int key_handover_copy(const char *from, const char *pass, size_t passlen,
+                      const char *to, const struct secret *handover,
+                      struct error *err);
+EVP_PKEY *key_handover_take(const char *path, const struct secret *handover,
+                            struct error *err);
+
+/*
  * The node's passphrase: from file (when not NULL; trailing newline removed;
  * the file must not be readable by group or others) else from the
  * environment variable env.  Returns a malloc'd NUL-terminated string that

@@ -178,6 +178,20 @@ http_ocsp_post(struct ocsp_responder *r, struct http_request *req)
 }
 
 void
+ocsp_http_slot_set(struct ocsp_http_slot *slot, struct ocsp_responder *r)
+{
+	atomic_store(&slot->r, r);
+}
+
+void
+ocsp_http_handle_slot(struct http_request *req, void *arg)
+{
+	struct ocsp_http_slot *slot = arg;
+
+	ocsp_http_handle(req, atomic_load(&slot->r));
+}
+
+void
 ocsp_http_handle(struct http_request *req, void *arg)
 {
 	struct ocsp_responder *r = arg;

@@ -19,6 +19,7 @@
 #ifndef ISELAB_OCSP_HTTP_H
 #define ISELAB_OCSP_HTTP_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stddef.h>
@@ -64,6 +65,20 @@ struct store;
  * (thread-safe, so the HTTP workers share it).
  */
 void ocsp_http_handle(struct http_request *req, void *arg);
+
+/*
+ * A responder that is replaced while the HTTP workers serve (a new root
+ * CA chain generation taken in place): ocsp_http_handle_slot is the
+ * http_handler, arg the slot.  Whoever sets a new responder keeps the
+ * one it replaces alive (as the new one's older, ocsp_responder_set_older,
+ * which also answers for the old generation): a worker may still be
+ * answering with it.
+ */
+struct ocsp_http_slot {
+	_Atomic(struct ocsp_responder *) r;
+};
+void ocsp_http_slot_set(struct ocsp_http_slot *slot, struct ocsp_responder *r);
+void ocsp_http_handle_slot(struct http_request *req, void *arg);
 
 /*
  * One ocsp_responder_refresh(), logged: always when verbose, else only

@@ -933,7 +933,7 @@ proc_req_socket(void *zmq_ctx, const char *endpoint, int timeout_ms,
 }
 
 int
-proc_serve(void *rep, int sigfd, bool stop_on_sigint,
+proc_serve(void *rep, int sigfd, bool stop_on_sigint, int (*on_hup)(void *ctx),
            void (*handle)(void *ctx, void *rep), void *ctx)
 {
 	zmq_pollitem_t items[2];
@@ -958,6 +958,11 @@ proc_serve(void *rep, int sigfd, bool stop_on_sigint,
 				if (sig == SIGTERM ||
 				    (sig == SIGINT && stop_on_sigint))
 					return 0;
+				if (sig == SIGHUP && on_hup != NULL) {
+					if (on_hup(ctx) == -1)
+						return -1;
+					continue;
+				}
 				/*
 				 * SIGINT from a terminal reaches the whole
 				 * process group: the parent decides when we

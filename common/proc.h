@@ -202,10 +202,12 @@ void *proc_req_socket(void *zmq_ctx, const char *endpoint, int timeout_ms,
  * The loop of a node's own ipc service (CA signer, CA service): poll the
  * REP socket and the signalfd, call handle(ctx, rep) for each request,
  * return 0 on SIGTERM (and on SIGINT when stop_on_sigint: in the
- * foreground), -1 on a poll or signalfd failure.  Other signals are
- * ignored: the parent decides when a service stops.
+ * foreground), -1 on a poll or signalfd failure.  SIGHUP calls
+ * on_hup(ctx) when given (-1 from it ends the loop with -1); other
+ * signals are ignored: the parent decides when a service stops.
  */
 int proc_serve(void *rep, int sigfd, bool stop_on_sigint,
+               int (*on_hup)(void *ctx),
                void (*handle)(void *ctx, void *rep), void *ctx);
 
 #endif

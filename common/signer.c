@@ -106,7 +106,23 @@ struct signer {
 	void *sock;                            /* REQ, remade on timeout */
 	char endpoint[PROC_ENDPOINT_MAX + 64]; /* ipc://D/signer.sock */
 	int timeout_ms;                        /* answer timeout */
+	/* A rollover sent and not answered yet (signer_rollover_start()). */
+	bool busy;
+	uint64_t busy_id;      /* its request id */
+	int64_t busy_deadline; /* mono ms */
 };
+
+/* Refused at once while the signer makes a new generation's keys. */
+static int
+signer_check_busy(const struct signer *s, struct error *err)
+{
+	if (s != NULL && s->busy) {
+		error_set(err, "the CA signer is busy making the keys of a new "
+		               "root CA chain; try again shortly");
+		return -1;
+	}
+	return 0;
+}
 
 /* --- the signer process --- */
 
@@ -403,23 +419,16 @@ rollover_save(struct signer_proc *sp, const char *name, X509 *x,
 static int
 rollover_handover(struct signer_proc *sp, struct error *err)
 {
-	char path[SIGNER_PATH_MAX];
-	EVP_PKEY *key = NULL;
-	int rc = -1;
+	char from[SIGNER_PATH_MAX], to[SIGNER_PATH_MAX];
 
 	if (sp->handover.buf == NULL)
 		return 0;
-	if (next_path(sp, "ocsp-responder.key", path, sizeof(path), err) ==
+	if (next_path(sp, "ocsp-responder.key", from, sizeof(from), err) ==
 	        -1 ||
-	    (key = key_load(path, sp->pass.buf, sp->pass.len, err)) == NULL ||
-	    next_path(sp, SIGNER_OCSP_HANDOVER, path, sizeof(path), err) ==
-	        -1 ||
-	    key_save(key, path, sp->handover.buf, sp->handover.len, err) == -1)
-		goto out;
-	rc = 0;
-out:
-	EVP_PKEY_free(key);
-	return rc;
+	    next_path(sp, SIGNER_OCSP_HANDOVER, to, sizeof(to), err) == -1)
+		return -1;
+	return key_handover_copy(from, sp->pass.buf, sp->pass.len, to,
+	                         &sp->handover, err);
 }
 
 static int
@@ -712,7 +721,9 @@ signer_main(void *arg)
 	log_info(LOG_CA_SERVICE, "CA signer for %s serving ipc://%s/%s.sock",
 	         a->hostname, a->datadir, SIGNER_SOCKET_NAME);
 	signer_ready(a, "ok");
-	ret = proc_serve(rep, sigfd, false, signer_handle_cb, &sp) == 0 ? 0 : 1;
+	ret = proc_serve(rep, sigfd, false, NULL, signer_handle_cb, &sp) == 0
+	          ? 0
+	          : 1;
 	log_info(LOG_CA_SERVICE,
 	         "CA signer stopping: %llu issued, %llu refused, %llu bad "
 	         "messages",
@@ -912,6 +923,8 @@ signer_sign(struct signer *s, const char *profile, const char *issuer,
 		error_set(err, "signer_sign: missing argument");
 		return -1;
 	}
+	if (signer_check_busy(s, err) == -1)
+		return -1;
 	if (s->sock == NULL && signer_socket(s, err) == -1)
 		return -1;
 	(void)getrandom(&id, sizeof(id), 0);
@@ -974,45 +987,85 @@ out:
 	return ret;
 }
 
+/* Send one control request; *id gets its request id. */
+static int
+signer_control_send(struct signer *s, char **argv, size_t argc, uint64_t *id,
+                    struct error *err)
+{
+	Iselab__Envelope env;
+	Iselab__ControlRequest req = ISELAB__CONTROL_REQUEST__INIT;
+	struct error e = {{0}};
+
+	if (signer_check_busy(s, err) == -1)
+		return -1;
+	if (s->sock == NULL && signer_socket(s, err) == -1)
+		return -1;
+	*id = 0;
+	(void)getrandom(id, sizeof(*id), 0);
+	msg_init(&env, *id, NULL);
+	req.argv = argv;
+	req.n_argv = argc;
+	env.body_case = ISELAB__ENVELOPE__BODY_CONTROL_REQUEST;
+	env.control_request = &req;
+	if (proc_send(s->sock, &env, &e) == -1) {
+		error_set(err, "CA signer: %s", e.msg);
+		if (signer_socket(s, &e) == -1)
+			log_error(LOG_CA_SERVICE, "%s", e.msg);
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * The answer to control request id (resp NULL: none came, timed_out
+ * saying whether for want of time, e why not); 0 when it was done.  A
+ * lost answer leaves a REQ socket that refuses to send: a new one is made.
+ */
+static int
+signer_control_answer(struct signer *s, Iselab__Envelope *resp, uint64_t id,
+                      bool timed_out, const struct error *e,
+                      struct error *err)
+{
+	struct error se = {{0}};
+
+	if (resp == NULL || resp->request_id != id) {
+		error_set(err, "CA signer: %s",
+		          timed_out ? "no answer in time"
+		          : resp != NULL ? "answered another request"
+		                         : e->msg);
+		if (signer_socket(s, &se) == -1)
+			log_error(LOG_CA_SERVICE, "%s", se.msg);
+		return -1;
+	}
+	if (resp->body_case == ISELAB__ENVELOPE__BODY_ERROR) {
+		error_set(err, "%s", resp->error->message);
+		return -1;
+	}
+	if (resp->body_case != ISELAB__ENVELOPE__BODY_CONTROL_RESPONSE) {
+		error_set(err, "CA signer sent a %s message",
+		          msg_body_name(resp->body_case));
+		return -1;
+	}
+	return 0;
+}
+
 /* One control request to the signer; 0 when it did it. */
 static int
 signer_control(struct signer *s, char **argv, size_t argc, int timeout_ms,
                struct error *err)
 {
-	Iselab__Envelope env, *resp = NULL;
-	Iselab__ControlRequest req = ISELAB__CONTROL_REQUEST__INIT;
+	Iselab__Envelope *resp = NULL;
 	struct error e = {{0}};
 	uint64_t id = 0;
 	bool timed_out = false;
 	int ret = -1, saved = s->timeout_ms;
 
-	if (s->sock == NULL && signer_socket(s, err) == -1)
-		return -1;
 	/* Making RSA keys takes longer than signing. */
 	signer_set_timeout(s, timeout_ms);
-	(void)getrandom(&id, sizeof(id), 0);
-	msg_init(&env, id, NULL);
-	req.argv = argv;
-	req.n_argv = argc;
-	env.body_case = ISELAB__ENVELOPE__BODY_CONTROL_REQUEST;
-	env.control_request = &req;
-	if (proc_send(s->sock, &env, &e) == -1 ||
-	    (resp = proc_recv(s->sock, NULL, &timed_out, &e)) == NULL ||
-	    resp->request_id != id) {
-		error_set(err, "CA signer: %s",
-		          timed_out ? "no answer in time" : e.msg);
-		if (signer_socket(s, &e) == -1)
-			log_error(LOG_CA_SERVICE, "%s", e.msg);
-		goto out;
+	if (signer_control_send(s, argv, argc, &id, err) == 0) {
+		resp = proc_recv(s->sock, NULL, &timed_out, &e);
+		ret = signer_control_answer(s, resp, id, timed_out, &e, err);
 	}
-	if (resp->body_case == ISELAB__ENVELOPE__BODY_ERROR)
-		error_set(err, "%s", resp->error->message);
-	else if (resp->body_case != ISELAB__ENVELOPE__BODY_CONTROL_RESPONSE)
-		error_set(err, "CA signer sent a %s message",
-		          msg_body_name(resp->body_case));
-	else
-		ret = 0;
-out:
 	signer_set_timeout(s, saved);
 	msg_free(resp);
 	return ret;
@@ -1025,6 +1078,74 @@ signer_rollover(struct signer *s, unsigned gen, struct error *err)
 
 	snprintf(num, sizeof(num), "%u", gen);
 	return signer_control(s, argv, 2, SIGNER_ROLLOVER_TIMEOUT_MS, err);
+}
+
+int
+signer_rollover_start(struct signer *s, unsigned gen, struct error *err)
+{
+	char num[16], *argv[2] = {(char *)"rollover", num};
+
+	snprintf(num, sizeof(num), "%u", gen);
+	if (signer_control_send(s, argv, 2, &s->busy_id, err) == -1)
+		return -1;
+	s->busy = true;
+	s->busy_deadline = time_mono_ms() + SIGNER_ROLLOVER_TIMEOUT_MS;
+	return 0;
+}
+
+void *
+signer_busy_socket(const struct signer *s)
+{
+	return s != NULL && s->busy ? s->sock : NULL;
+}
+
+int64_t
+signer_busy_ms(const struct signer *s)
+{
+	int64_t left;
+
+	if (s == NULL || !s->busy)
+		return -1;
+	left = s->busy_deadline - time_mono_ms();
+	return left > 0 ? left : 0;
+}
+
+int
+signer_rollover_poll(struct signer *s, bool *done, struct error *err)
+{
+	Iselab__Envelope *resp = NULL;
+	struct error e = {{0}};
+	bool timed_out = false;
+	int flags = ZMQ_DONTWAIT, rc;
+	zmq_msg_t m;
+
+	*done = false;
+	if (s == NULL || !s->busy) {
+		error_set(err, "no root CA chain rollover under way");
+		*done = true;
+		return -1;
+	}
+	/* Nothing yet, and still time: keep waiting. */
+	zmq_msg_init(&m);
+	rc = zmq_msg_recv(&m, s->sock, flags);
+	if (rc == -1 && errno == EAGAIN && time_mono_ms() < s->busy_deadline) {
+		zmq_msg_close(&m);
+		return 0;
+	}
+	if (rc == -1) {
+		timed_out = errno == EAGAIN;
+		error_set(&e, "zmq_msg_recv: %s", zmq_strerror(errno));
+	} else if (zmq_msg_more(&m)) {
+		error_set(&e, "a multipart answer");
+		/* The REQ socket is made again below: the rest goes with it. */
+	} else
+		resp = msg_unpack(zmq_msg_data(&m), zmq_msg_size(&m), NULL, &e);
+	zmq_msg_close(&m);
+	s->busy = false;
+	*done = true;
+	rc = signer_control_answer(s, resp, s->busy_id, timed_out, &e, err);
+	msg_free(resp);
+	return rc;
 }
 
 int

@@ -21,6 +21,7 @@
 #define ISELAB_SIGNER_H
 
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -105,6 +106,20 @@ int signer_sign(struct signer *s, const char *profile, const char *issuer,
 
 int signer_rollover(struct signer *s, unsigned gen, struct error *err);
 int signer_reload(struct signer *s, struct error *err);
+/*
+ * The same rollover without waiting for it (making RSA 4096 keys takes
+ * seconds, and the caller's loop must go on serving): start sends it;
+ * while it runs, every other call to the signer is refused at once
+ * ("busy"), busy_socket is the socket to poll for the answer (NULL when
+ * none is awaited) and busy_ms the time left before it is given up
+ * (SIGNER_ROLLOVER_TIMEOUT_MS; -1: none awaited).  poll takes the answer
+ * when there is one: *done false, 0: not yet; *done true: 0 done, -1 not
+ * (err says why, the timeout included).
+ */
+int signer_rollover_start(struct signer *s, unsigned gen, struct error *err);
+void *signer_busy_socket(const struct signer *s);
+int64_t signer_busy_ms(const struct signer *s);
+int signer_rollover_poll(struct signer *s, bool *done, struct error *err);
 
 /* Change the answer timeout (tests; SIGNER_TIMEOUT_MS by default). */
 void signer_set_timeout(struct signer *s, int timeout_ms);

@@ -18,10 +18,12 @@
  */
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
@@ -39,15 +41,112 @@
 /* Longest tree prefix (depth 4, a few bytes of box drawing each). */
 #define CA_PREFIX_MAX 64
 
+/* Most earlier root CA chain generations shown (as OCSP_GENERATIONS_MAX). */
+#define CA_GENS_MAX 16
+
+/*
+ * An earlier root CA chain generation (`pan ca replace-root-chain`,
+ * docs/certificates.md): its Root CA and the PAN's Node CA of then, as
+ * D/ca/gen-K/ keeps them.  What they issued stays trusted until it
+ * expires.
+ */
+struct ca_gen {
+	unsigned gen;
+	X509 *root;
+	X509 *node_ca;
+};
+
+/* The generations: [0] the current one (p's), then older, newest first. */
+struct ca_gens {
+	struct ca_gen g[CA_GENS_MAX + 1];
+	size_t n;
+};
+
 /* What one node contributes to the tree. */
 struct ca_node {
 	const struct pan_node *node;
-	X509 *ca;          /* its Node CA or Endpoint Sub CA */
+	X509 *ca;          /* its Node CA or Endpoint Sub CA (current chain) */
 	X509 *ocsp;        /* its OCSP responder certificate, if known */
 	bool ocsp_by_node; /* legacy: issued by the PAN's Node CA */
 	int ca_status;     /* enum store_cert_status */
 	int ocsp_status;   /* the same, when ocsp_by_node */
+	/* Its CA of the newest earlier generation, when it had one. */
+	X509 *old;
+	X509 *old_ocsp; /* legacy: that generation's responder */
+	int old_status;
+	int old_ocsp_status;
+	size_t old_gen; /* index into struct ca_gens */
 };
+
+static void
+ca_gens_free(struct ca_gens *gs)
+{
+	size_t i;
+
+	/* [0] borrows p's. */
+	for (i = 1; i < gs->n; i++) {
+		X509_free(gs->g[i].root);
+		X509_free(gs->g[i].node_ca);
+	}
+	gs->n = 0;
+}
+
+/* The current generation and the earlier ones D/ca/gen-K/ holds. */
+static void
+ca_gens_load(struct pan *p, struct ca_gens *gs)
+{
+	char path[PATH_MAX];
+	struct error e = {{0}};
+	unsigned cur = rootchain_generation(p->datadir), k;
+	struct ca_gen *g;
+
+	memset(gs, 0, sizeof(*gs));
+	gs->g[0].gen = cur;
+	gs->g[0].root = p->root_ca;
+	gs->g[0].node_ca = p->node_ca;
+	gs->n = 1;
+	for (k = cur - 1; k >= 1 && gs->n <= CA_GENS_MAX; k--) {
+		g = &gs->g[gs->n];
+		g->gen = k;
+		if (node_ca_path(p->datadir, path, sizeof(path), &e,
+		                 "%s/gen-%u/root-ca.crt", NODE_CA_DIR, k) ==
+		        -1 ||
+		    (g->root = cert_load_pem(path, &e)) == NULL ||
+		    node_ca_path(p->datadir, path, sizeof(path), &e,
+		                 "%s/gen-%u/node-ca.crt", NODE_CA_DIR, k) ==
+		        -1 ||
+		    (g->node_ca = cert_load_pem(path, &e)) == NULL) {
+			log_warn(LOG_MAIN, "root CA chain generation %u: %s", k,
+			         e.msg);
+			X509_free(g->root);
+			memset(g, 0, sizeof(*g));
+			continue;
+		}
+		gs->n++;
+	}
+}
+
+/*
+ * The generation (index into gs) whose CA signed x: the Root CA for a
+ * SAN's Node CA, the PAN's Node CA otherwise.  Old and new CAs share their
+ * names: the signature tells them apart.  -1: none of them.
+ */
+static int
+ca_gen_of(const struct ca_gens *gs, X509 *x, bool by_root)
+{
+	size_t i;
+	X509 *issuer;
+
+	for (i = 0; i < gs->n; i++) {
+		issuer = by_root ? gs->g[i].root : gs->g[i].node_ca;
+		if (issuer != NULL &&
+		    X509_check_issued(issuer, x) == X509_V_OK &&
+		    X509_verify(x, X509_get0_pubkey(issuer)) == 1)
+			return (int)i;
+	}
+	ERR_clear_error();
+	return -1;
+}
 
 static X509 *
 ca_fetch(struct pan *p, const uint8_t *kid, const uint8_t *serial,
@@ -146,11 +245,14 @@ ca_node_cmp(const void *a, const void *b)
  * keep_missing (then its ca is NULL).
  */
 static struct ca_node *
-ca_collect(struct pan *p, bool keep_missing, size_t *count)
+ca_collect(struct pan *p, const struct ca_gens *gs, bool keep_missing,
+           size_t *count)
 {
 	struct ca_node *v;
 	Iselab__NodeRecord *r;
 	size_t i, j, n = 0;
+	int g;
+	bool ocsp;
 
 	if ((v = calloc(p->nnodes + 1, sizeof(*v))) == NULL)
 		return NULL;
@@ -174,21 +276,44 @@ ca_collect(struct pan *p, bool keep_missing, size_t *count)
 			             ref->serial.data, ref->serial.len, &st);
 			if (x == NULL)
 				continue;
-			if (strcmp(ref->profile,
-			           cert_profile_name(
-			               CERT_PROFILE_OCSP_RESPONDER)) == 0 &&
-			    c->ocsp == NULL) {
+			ocsp = strcmp(ref->profile,
+			              cert_profile_name(
+			                  CERT_PROFILE_OCSP_RESPONDER)) == 0;
+			/* One generation only: what there is is current. */
+			g = gs->n <= 1 ? 0
+			               : ca_gen_of(gs, x,
+			                           !ocsp && pn->role ==
+			                                        NODE_ROLE_SAN);
+			if (g > 0) {
+				/* The newest earlier generation's. */
+				if (c->old != NULL && ocsp &&
+				    (size_t)g == c->old_gen &&
+				    c->old_ocsp == NULL) {
+					c->old_ocsp = x;
+					c->old_ocsp_status = st;
+				} else if (!ocsp &&
+				           (c->old == NULL ||
+				            (size_t)g < c->old_gen)) {
+					X509_free(c->old);
+					X509_free(c->old_ocsp);
+					c->old_ocsp = NULL;
+					c->old = x;
+					c->old_status = st;
+					c->old_gen = (size_t)g;
+				} else
+					X509_free(x);
+			} else if (ocsp && c->ocsp == NULL) {
 				c->ocsp = x;
 				c->ocsp_by_node = true;
 				c->ocsp_status = st;
-			} else if (c->ca == NULL) {
+			} else if (!ocsp && c->ca == NULL) {
 				c->ca = x;
 				c->ca_status = st;
 			} else
 				X509_free(x);
 		}
 		iselab__node_record__free_unpacked(r, NULL);
-		if (c->ca == NULL && !keep_missing) {
+		if (c->ca == NULL && c->old == NULL && !keep_missing) {
 			X509_free(c->ocsp);
 			memset(c, 0, sizeof(*c));
 			continue;
@@ -204,10 +329,35 @@ ca_collect(struct pan *p, bool keep_missing, size_t *count)
 	return v;
 }
 
-static void
-ca_tree(struct pan *p, struct ca_node *v, size_t n, FILE *out)
+/* A note of status and generation: "(REVOKED; generation 1, old)". */
+static const char *
+ca_note(char *buf, size_t len, int status, const char *gen_note)
 {
-	char prefix[CA_PREFIX_MAX], title[CERT_CN_BUF + 64];
+	const char *st = ca_status_note(status);
+
+	if (gen_note == NULL)
+		return st;
+	if (st == NULL)
+		snprintf(buf, len, "(%s)", gen_note);
+	else
+		snprintf(buf, len, "(%.*s; %s)", (int)strlen(st) - 2, st + 1,
+		         gen_note);
+	return buf;
+}
+
+/*
+ * The tree of one generation: root, the PAN's node_ca, and the nodes' CAs
+ * of that generation (v[i].ca).  gen_note marks every line of an earlier
+ * generation ("generation 1, old").  A node whose CA of this generation
+ * is missing while it has an earlier one (v[i].old) is shown as not
+ * renewed yet.
+ */
+static void
+ca_tree(const struct ca_gens *gs, X509 *root, X509 *node_ca,
+        struct ca_node *v, size_t n, const char *gen_note, FILE *out)
+{
+	char prefix[CA_PREFIX_MAX], title[CERT_CN_BUF + 64], nb[128];
+	char pending[128];
 	size_t i, nsan = 0, npsn_items = 0, k;
 	bool last;
 
@@ -217,10 +367,13 @@ ca_tree(struct pan *p, struct ca_node *v, size_t n, FILE *out)
 		else
 			npsn_items += 1 + (v[i].ocsp_by_node ? 1 : 0);
 	}
-	ca_line(out, "", "", "", p->root_ca, NULL, NULL);
+	ca_line(out, "", "", "", root, NULL, ca_note(nb, sizeof(nb),
+	                                             STORE_STATUS_GOOD,
+	                                             gen_note));
 	/* Under the root: this PAN's Node CA, then each SAN's. */
 	ca_line(out, "", nsan > 0 ? "├─ " : "└─ ", nsan > 0 ? "│  " : "   ",
-	        p->node_ca, NULL, NULL);
+	        node_ca, NULL,
+	        ca_note(nb, sizeof(nb), STORE_STATUS_GOOD, gen_note));
 	snprintf(prefix, sizeof(prefix), "%s", nsan > 0 ? "│  " : "   ");
 	for (i = 0, k = 0; i < n; i++) {
 		struct ca_node *c = &v[i];
@@ -229,8 +382,22 @@ ca_tree(struct pan *p, struct ca_node *v, size_t n, FILE *out)
 		if (c->node->role != NODE_ROLE_PSN)
 			continue;
 		last = ++k == npsn_items;
+		if (c->ca == NULL) {
+			if (cert_profile_cn(CERT_PROFILE_ENDPOINT_SUB_CA,
+			                    c->node->hostname, title,
+			                    sizeof(title), NULL) == -1)
+				snprintf(title, sizeof(title), "%s",
+				         c->node->hostname);
+			snprintf(pending, sizeof(pending),
+			         "not renewed yet (generation %u)",
+			         c->old != NULL ? gs->g[c->old_gen].gen : 0);
+			ca_line(out, prefix, last ? "└─ " : "├─ ",
+			        last ? "   " : "│  ", NULL, title, pending);
+			continue;
+		}
 		ca_line(out, prefix, last ? "└─ " : "├─ ", last ? "   " : "│  ",
-		        c->ca, NULL, ca_status_note(c->ca_status));
+		        c->ca, NULL,
+		        ca_note(nb, sizeof(nb), c->ca_status, gen_note));
 		snprintf(sub, sizeof(sub), "%s%s", prefix,
 		         last ? "   " : "│  ");
 		if (!c->ocsp_by_node && c->node->link != PAN_LINK_REMOVED) {
@@ -248,24 +415,95 @@ ca_tree(struct pan *p, struct ca_node *v, size_t n, FILE *out)
 			         "delivery from %s",
 			         c->node->hostname);
 			ca_line(out, sub, "└─ ", "   ", c->ocsp, title,
-			        c->ocsp != NULL ? NULL : note);
+			        c->ocsp != NULL
+			            ? ca_note(nb, sizeof(nb), STORE_STATUS_GOOD,
+			                      gen_note)
+			            : note);
 		}
 		if (c->ocsp_by_node) {
 			last = ++k == npsn_items;
+			snprintf(title, sizeof(title), "legacy hierarchy%s%s%s",
+			         c->ocsp_status != STORE_STATUS_GOOD
+			             ? ", REVOKED"
+			             : "",
+			         gen_note != NULL ? "; " : "",
+			         gen_note != NULL ? gen_note : "");
+			snprintf(nb, sizeof(nb), "(%s)", title);
 			ca_line(out, prefix, last ? "└─ " : "├─ ",
-			        last ? "   " : "│  ", c->ocsp, NULL,
-			        c->ocsp_status != STORE_STATUS_GOOD
-			            ? "(legacy hierarchy, REVOKED)"
-			            : "(legacy hierarchy)");
+			        last ? "   " : "│  ", c->ocsp, NULL, nb);
 		}
 	}
 	for (i = 0, k = 0; i < n; i++) {
-		if (v[i].node->role != NODE_ROLE_SAN)
+		struct ca_node *c = &v[i];
+
+		if (c->node->role != NODE_ROLE_SAN)
 			continue;
 		last = ++k == nsan;
+		if (c->ca == NULL) {
+			if (cert_profile_cn(CERT_PROFILE_NODE_CA,
+			                    c->node->hostname, title,
+			                    sizeof(title), NULL) == -1)
+				snprintf(title, sizeof(title), "%s",
+				         c->node->hostname);
+			snprintf(pending, sizeof(pending),
+			         "not renewed yet (generation %u)",
+			         c->old != NULL ? gs->g[c->old_gen].gen : 0);
+			ca_line(out, "", last ? "└─ " : "├─ ",
+			        last ? "   " : "│  ", NULL, title, pending);
+			continue;
+		}
 		ca_line(out, "", last ? "└─ " : "├─ ", last ? "   " : "│  ",
-		        v[i].ca, NULL, ca_status_note(v[i].ca_status));
+		        c->ca, NULL,
+		        ca_note(nb, sizeof(nb), c->ca_status, gen_note));
 	}
+}
+
+/*
+ * `pan ca certs`: the current generation's tree, then each earlier
+ * generation's (its certificates are still trusted until they expire),
+ * every line of those marked old.
+ */
+static void
+ca_trees(struct pan *p, const struct ca_gens *gs, struct ca_node *v,
+         size_t n, FILE *out)
+{
+	struct ca_node *old;
+	char note[64];
+	size_t i, j, m;
+
+	ca_tree(gs, p->root_ca, p->node_ca, v, n, NULL, out);
+	if (gs->n <= 1 || (old = calloc(n + 1, sizeof(*old))) == NULL)
+		return;
+	for (j = 1; j < gs->n; j++) {
+		for (i = 0, m = 0; i < n; i++) {
+			if (v[i].old == NULL || v[i].old_gen != j)
+				continue;
+			old[m].node = v[i].node;
+			old[m].ca = v[i].old;
+			old[m].ca_status = v[i].old_status;
+			old[m].ocsp = v[i].old_ocsp;
+			old[m].ocsp_by_node = v[i].old_ocsp != NULL;
+			old[m].ocsp_status = v[i].old_ocsp_status;
+			/* rfc6960: that Sub CA's own responder. */
+			if (old[m].ocsp == NULL &&
+			    v[i].node->role == NODE_ROLE_PSN &&
+			    v[i].node->link != PAN_LINK_REMOVED)
+				old[m].ocsp = ca_find_ocsp(
+				    p, v[i].old, v[i].node->hostname);
+			m++;
+		}
+		snprintf(note, sizeof(note), "generation %u, old",
+		         gs->g[j].gen);
+		fprintf(out, "\nRoot CA chain generation %u (old: what it "
+		             "issued is trusted until it expires):\n",
+		        gs->g[j].gen);
+		ca_tree(gs, gs->g[j].root, gs->g[j].node_ca, old, m, note, out);
+		for (i = 0; i < m; i++)
+			if (!old[i].ocsp_by_node)
+				X509_free(old[i].ocsp);
+		memset(old, 0, (n + 1) * sizeof(*old));
+	}
+	free(old);
 }
 
 static void
@@ -276,6 +514,8 @@ ca_nodes_free(struct ca_node *v, size_t n)
 	for (i = 0; i < n && v != NULL; i++) {
 		X509_free(v[i].ca);
 		X509_free(v[i].ocsp);
+		X509_free(v[i].old);
+		X509_free(v[i].old_ocsp);
 	}
 	free(v);
 }
@@ -291,8 +531,8 @@ ca_nodes_free(struct ca_node *v, size_t n)
  * psn1 expired on ...").
  */
 static int
-ca_verify_one(struct pan *p, X509 *x, const char *label, const char *host,
-              char *why, size_t whylen)
+ca_verify_one(struct pan *p, const struct ca_gen *g, X509 *x,
+              const char *label, const char *host, char *why, size_t whylen)
 {
 	STACK_OF(X509) *anchors = NULL, *untrusted = NULL;
 	struct error e = {{0}};
@@ -337,20 +577,20 @@ ca_verify_one(struct pan *p, X509 *x, const char *label, const char *host,
 		         label, host);
 		return -1;
 	}
-	if (p->root_ca == NULL) {
+	if (g->root == NULL) {
 		snprintf(why, whylen, "Root CA of %s not found", p->id.hostname);
 		return -1;
 	}
 	if ((anchors = sk_X509_new_null()) == NULL ||
 	    (untrusted = sk_X509_new_null()) == NULL ||
-	    !sk_X509_push(anchors, p->root_ca) ||
-	    (p->node_ca != NULL && !sk_X509_push(untrusted, p->node_ca))) {
+	    !sk_X509_push(anchors, g->root) ||
+	    (g->node_ca != NULL && !sk_X509_push(untrusted, g->node_ca))) {
 		snprintf(why, whylen, "out of memory");
 		goto out;
 	}
-	if (X509_check_issued(p->root_ca, x) != X509_V_OK &&
-	    (p->node_ca == NULL ||
-	     X509_check_issued(p->node_ca, x) != X509_V_OK)) {
+	if (X509_check_issued(g->root, x) != X509_V_OK &&
+	    (g->node_ca == NULL ||
+	     X509_check_issued(g->node_ca, x) != X509_V_OK)) {
 		snprintf(why, whylen,
 		         "the issuer of the %s of %s is not found: neither "
 		         "the Root CA nor the Node CA of %s issued it",
@@ -372,16 +612,21 @@ out:
 	return rc;
 }
 
-/* One line of `pan ca certs --verify`; 0 when the certificate is valid. */
+/*
+ * One line of `pan ca certs --verify`; 0 when the certificate is valid
+ * (up to the Root CA of generation g; an earlier generation's line says
+ * so, with what: "not renewed yet" for a node's CA).
+ */
 static int
-ca_verify_line(struct pan *p, FILE *out, const char *host, const char *role,
-               X509 *x, int status, const char *label)
+ca_verify_line(struct pan *p, const struct ca_gens *gs, size_t g, FILE *out,
+               const char *host, const char *role, X509 *x, int status,
+               const char *label, const char *old_what)
 {
 	char why[ERROR_MAX + 256], when[32] = "?";
 	time_t na;
 	int rc;
 
-	rc = ca_verify_one(p, x, label, host, why, sizeof(why));
+	rc = ca_verify_one(p, &gs->g[g], x, label, host, why, sizeof(why));
 	if (rc == 0 && status != STORE_STATUS_GOOD) {
 		snprintf(why, sizeof(why), "%s of %s is %s", label, host,
 		         status == STORE_STATUS_HOLD ? "on hold" : "revoked");
@@ -394,8 +639,16 @@ ca_verify_line(struct pan *p, FILE *out, const char *host, const char *role,
 	}
 	if (cert_not_after(x, &na, NULL) == 0)
 		pan_format_time(na, when, sizeof(when));
-	fprintf(out, "%-16s %-4s %-16s valid up to the Root CA, expires %s\n",
-	        host, role, label, when);
+	if (g == 0)
+		fprintf(out,
+		        "%-16s %-4s %-16s valid up to the Root CA, expires "
+		        "%s\n",
+		        host, role, label, when);
+	else
+		fprintf(out,
+		        "%-16s %-4s %-16s %s (generation %u): valid up to its "
+		        "Root CA, expires %s\n",
+		        host, role, label, old_what, gs->g[g].gen, when);
 	return 0;
 }
 
@@ -408,31 +661,47 @@ static int
 ca_verify(struct pan *p, FILE *out, FILE *errf)
 {
 	struct ca_node *v;
-	size_t i, n = 0, bad = 0, total = 0;
-	const char *role;
+	struct ca_gens gs;
+	size_t i, j, n = 0, bad = 0, total = 0;
+	const char *role, *label;
 
-	if ((v = ca_collect(p, true, &n)) == NULL) {
+	ca_gens_load(p, &gs);
+	if ((v = ca_collect(p, &gs, true, &n)) == NULL) {
 		fprintf(errf, "pan ca certs: out of memory\n");
+		ca_gens_free(&gs);
 		return PAN_EXIT_FAIL;
 	}
 	fprintf(out, "%-16s %-4s %-16s %s\n", "NODE", "ROLE", "CERTIFICATE",
 	        "CHAIN");
-	total += 2;
-	bad += ca_verify_line(p, out, p->id.hostname, "pan", p->root_ca,
-	                      STORE_STATUS_GOOD, "Root CA") != 0;
-	bad += ca_verify_line(p, out, p->id.hostname, "pan", p->node_ca,
-	                      STORE_STATUS_GOOD, "Node CA") != 0;
+	/* The PAN's own, of every generation kept: the old ones trusted. */
+	for (j = 0; j < gs.n; j++) {
+		total += 2;
+		bad += ca_verify_line(p, &gs, j, out, p->id.hostname, "pan",
+		                      gs.g[j].root, STORE_STATUS_GOOD,
+		                      "Root CA", "old chain") != 0;
+		bad += ca_verify_line(p, &gs, j, out, p->id.hostname, "pan",
+		                      gs.g[j].node_ca, STORE_STATUS_GOOD,
+		                      "Node CA", "old chain") != 0;
+	}
 	for (i = 0; i < n; i++) {
 		/* A removed node's certificates are revoked on purpose. */
 		if (v[i].node->link == PAN_LINK_REMOVED)
 			continue;
 		role = v[i].node->role == NODE_ROLE_SAN ? "san" : "psn";
+		label = v[i].node->role == NODE_ROLE_SAN ? "Node CA"
+		                                         : "Endpoint Sub CA";
 		total++;
-		bad += ca_verify_line(p, out, v[i].node->hostname, role, v[i].ca,
-		                      v[i].ca_status,
-		                      v[i].node->role == NODE_ROLE_SAN
-		                          ? "Node CA"
-		                          : "Endpoint Sub CA") != 0;
+		/* Still on an earlier chain: judged by that chain's root. */
+		if (v[i].ca == NULL && v[i].old != NULL)
+			bad += ca_verify_line(p, &gs, v[i].old_gen, out,
+			                      v[i].node->hostname, role,
+			                      v[i].old, v[i].old_status, label,
+			                      "not renewed yet") != 0;
+		else
+			bad += ca_verify_line(p, &gs, 0, out,
+			                      v[i].node->hostname, role,
+			                      v[i].ca, v[i].ca_status, label,
+			                      NULL) != 0;
 	}
 	if (bad == 0)
 		fprintf(out, "All %zu CA certificates are valid.\n", total);
@@ -440,6 +709,7 @@ ca_verify(struct pan *p, FILE *out, FILE *errf)
 		fprintf(out, "%zu of %zu CA certificates are not valid.\n", bad,
 		        total);
 	ca_nodes_free(v, n);
+	ca_gens_free(&gs);
 	return bad == 0 ? PAN_EXIT_OK : PAN_EXIT_FAIL;
 }
 
@@ -447,6 +717,7 @@ int
 ca_certs(struct pan *p, int argc, char **argv, FILE *out, FILE *errf)
 {
 	struct ca_node *v = NULL;
+	struct ca_gens gs;
 	bool pem = false, verify = false;
 	size_t i, n = 0;
 	int a, rc = PAN_EXIT_FAIL;
@@ -473,8 +744,10 @@ ca_certs(struct pan *p, int argc, char **argv, FILE *out, FILE *errf)
 	}
 	if (verify)
 		return ca_verify(p, out, errf);
-	if ((v = ca_collect(p, false, &n)) == NULL) {
+	ca_gens_load(p, &gs);
+	if ((v = ca_collect(p, &gs, false, &n)) == NULL) {
 		fprintf(errf, "pan ca certs: out of memory\n");
+		ca_gens_free(&gs);
 		return PAN_EXIT_FAIL;
 	}
 	if (pem) {
@@ -483,11 +756,12 @@ ca_certs(struct pan *p, int argc, char **argv, FILE *out, FILE *errf)
 			goto pemfail;
 		/* The live chain: a removed node's CA is left out. */
 		for (i = 0; i < n; i++)
-			if (v[i].ca_status == STORE_STATUS_GOOD &&
+			if (v[i].ca != NULL &&
+			    v[i].ca_status == STORE_STATUS_GOOD &&
 			    !PEM_write_X509(out, v[i].ca))
 				goto pemfail;
 	} else
-		ca_tree(p, v, n, out);
+		ca_trees(p, &gs, v, n, out);
 	rc = PAN_EXIT_OK;
 	goto out;
 pemfail:
@@ -495,6 +769,7 @@ pemfail:
 	fprintf(errf, "pan ca certs: cannot write PEM\n");
 out:
 	ca_nodes_free(v, n);
+	ca_gens_free(&gs);
 	return rc;
 }
 

@@ -152,6 +152,16 @@ control_send(struct pan *p, uint64_t request_id, int status, const char *out,
 	free(buf);
 }
 
+void
+control_deferred_reply(struct pan *p, int status, const char *out,
+                       const char *errtext)
+{
+	if (!p->control_deferred)
+		return;
+	p->control_deferred = false;
+	control_send(p, p->control_deferred_id, status, out, errtext);
+}
+
 static int
 control_run(struct pan *p, int argc, char **argv, FILE *out, FILE *errf)
 {
@@ -241,6 +251,12 @@ control_serve(struct pan *p)
 	fclose(out);
 	fclose(errf);
 	out = errf = NULL;
+	if (status == PAN_CONTROL_DEFERRED) {
+		/* No control request is polled until the deferred answer. */
+		p->control_deferred = true;
+		p->control_deferred_id = env->request_id;
+		goto out;
+	}
 	control_send(p, env->request_id, status, obuf, ebuf);
 out:
 	if (out != NULL)

@@ -107,6 +107,8 @@ struct pan_ocsp_proc {
 	 */
 	struct secret handover;
 	int sigfd;     /* the supervisor's signals (the worker closes it) */
+	/* The worker starts beside the one it replaces (http.h successor). */
+	bool successor;
 	int wready;    /* the worker's start report pipe, its end */
 };
 
@@ -373,6 +375,7 @@ ocsp_worker_main(void *arg)
 	hc.timeout = set->timeout;
 	hc.tls = NULL; /* RFC 6960 A.1: OCSP over plain HTTP */
 	hc.category = LOG_OCSP;
+	hc.successor = o->successor;
 	if ((srv = http_server_start(&hc, ocsp_http_handle, r, &e)) == NULL)
 		goto out;
 	log_info(LOG_OCSP,
@@ -575,7 +578,7 @@ ocsp_main(void *arg)
 	int64_t started = 0, restart_at = 0, backoff = OCSP_BACKOFF_MIN_MS;
 	int64_t now, wait;
 	bool stop = false;
-	int sig, st, ret = 1;
+	int sig, st, rc, ret = 1;
 
 	memset(&o, 0, sizeof(o));
 	o.a = a;
@@ -652,11 +655,28 @@ ocsp_main(void *arg)
 				stop = true;
 			else if (sig == SIGHUP && worker > 0 &&
 			         ocsp_take_generation(&o) == 1) {
-				/* The worker serves what it was made with. */
+				/*
+				 * The worker serves what it was made with: a
+				 * new one binds beside it (SO_REUSEPORT) and
+				 * serves before the old one is stopped, so
+				 * that 2560 never has nobody listening.
+				 */
+				struct error we = {{0}};
+				pid_t fresh = 0;
+
+				o.successor = true;
+				rc = ocsp_worker_start(&o, &fresh, &we);
+				o.successor = false;
+				if (rc == -1)
+					log_error(LOG_OCSP,
+					          "a worker on the new generation: "
+					          "%s; restarting it",
+					          we.msg);
 				if (proc_stop(worker, PAN_OCSP_WORKER,
 				              OCSP_STOP_TIMEOUT_MS, &e) == -1)
 					log_warn(LOG_OCSP, "%s", e.msg);
-				worker = 0;
+				worker = fresh;
+				started = time_mono_ms();
 				restart_at = 0;
 				backoff = OCSP_BACKOFF_MIN_MS;
 			} else if (sig == SIGHUP && worker > 0)

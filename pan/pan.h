@@ -50,6 +50,12 @@ struct signer;
 #define PAN_EXIT_OK    0
 #define PAN_EXIT_FAIL  1 /* the operation failed; the message says why */
 #define PAN_EXIT_USAGE 2 /* bad command line */
+/*
+ * Not an exit status: a control command that answers later, from the
+ * daemon loop (control_deferred_reply()); the control socket takes no
+ * request meanwhile.
+ */
+#define PAN_CONTROL_DEFERRED (-1)
 
 /* Default CA key type: the product's internal CA uses RSA 4096. */
 #define PAN_CA_KEY_DEFAULT "rsa:4096"
@@ -178,6 +184,15 @@ struct pan {
 
 	struct signer *signer; /* client of the CA signer process */
 	pid_t signer_pid;      /* 0 once it is gone */
+	/*
+	 * `pan ca replace-root-chain` while the signer makes the new keys
+	 * (rootchain.c): the loop goes on serving; its answer is deferred.
+	 */
+	bool rollover;
+	unsigned rollover_gen;
+	int64_t rollover_t0; /* mono ms */
+	bool control_deferred;         /* a control answer is owed */
+	uint64_t control_deferred_id;  /* to this request */
 	pid_t ocsp_pid;        /* the "ocsp" process; 0 once it is gone */
 	struct pan_ocsp_settings ocsp;
 	/* AIA OCSP URL of the Endpoint Sub CA certificates we issue. */
@@ -537,6 +552,9 @@ int control_open(struct pan *p, struct error *err);
 void control_close(struct pan *p);
 /* One request on the control socket. */
 void control_serve(struct pan *p);
+/* The answer owed to a command that returned PAN_CONTROL_DEFERRED. */
+void control_deferred_reply(struct pan *p, int status, const char *out,
+                            const char *errtext);
 
 /* ca.c */
 int ca_certs(struct pan *p, int argc, char **argv, FILE *out, FILE *err);
@@ -578,8 +596,6 @@ int pan_ocsp_spawn(const char *datadir, const char *hostname,
                    const struct pan_ocsp_settings *set, const char *pass,
                    size_t passlen, const struct secret *handover, pid_t *pid,
                    struct error *err);
-/* Bytes of randomness in the hand-over secret. */
-#define PAN_HANDOVER_BYTES 32
 
 /*
  * rootchain.c: `pan ca replace-root-chain` and the members' renewals
@@ -595,10 +611,13 @@ int rootchain_install(const char *datadir, unsigned gen, struct error *err);
 int rootchain_recover(struct pan *p, struct error *err);
 int rootchain_replace(struct pan *p, int argc, char **argv, FILE *out,
                       FILE *err);
+/* From the daemon loop: the signer's answer to a replacement, if any. */
+void rootchain_poll(struct pan *p);
 int rootchain_renew(struct pan *p, const struct pan_peer *peer,
                     const Iselab__Envelope *env);
 /* Longest wait of `pan ca replace-root-chain` (new RSA 4096 keys). */
 #define PAN_ROOTCHAIN_TIMEOUT_MS 330000
+
 
 /* status.c: the node and its CA certificates, shared by both views. */
 int status_print_node(FILE *fp, const char *datadir,

@@ -240,14 +240,21 @@ out:
 	return rc;
 }
 
+/*
+ * `pan ca replace-root-chain`: the signer is asked to make the new keys
+ * and certificates (seconds with RSA 4096), and the daemon loop goes on
+ * serving meanwhile (heartbeats, events, messages; requests that need the
+ * signer are refused as busy, and asked again by their senders); the
+ * answer goes when rootchain_poll() sees the signer done.
+ */
 int
 rootchain_replace(struct pan *p, int argc, char **argv, FILE *out, FILE *errf)
 {
 	struct error err = {{0}};
-	char line[512];
 	unsigned gen;
 
 	(void)argv;
+	(void)out;
 	if (argc != 2) {
 		fprintf(errf, "usage: pan ca replace-root-chain\n");
 		return PAN_EXIT_USAGE;
@@ -259,12 +266,29 @@ rootchain_replace(struct pan *p, int argc, char **argv, FILE *out, FILE *errf)
 		error_set(&err, "the CA signer is not running");
 		goto fail;
 	}
-	if (signer_rollover(p->signer, gen, &err) == -1 ||
-	    rootchain_commit(p, gen, &err) == -1)
+	if (signer_rollover_start(p->signer, gen, &err) == -1)
 		goto fail;
+	p->rollover = true;
+	p->rollover_gen = gen;
+	p->rollover_t0 = time_mono_ms();
+	return PAN_CONTROL_DEFERRED;
+fail:
+	log_error(LOG_CA_SERVICE, "replacing the root CA chain: %s", err.msg);
+	fprintf(errf, "pan ca replace-root-chain: %s\n", err.msg);
+	return PAN_EXIT_FAIL;
+}
+
+/* The rest once the signer made the keys: commit, install, answer. */
+static int
+rootchain_finish(struct pan *p, unsigned gen, FILE *out, struct error *err)
+{
+	char line[512];
+
+	if (rootchain_commit(p, gen, err) == -1)
+		return -1;
 	/* The event is out: what is left is finished at start if need be. */
-	if (rootchain_activate(p, gen, &err) == -1)
-		goto fail;
+	if (rootchain_activate(p, gen, err) == -1)
+		return -1;
 	cert_describe(p->root_ca, line, sizeof(line));
 	fprintf(out,
 	        "Root CA chain replaced: generation %u\n"
@@ -277,11 +301,53 @@ rootchain_replace(struct pan *p, int argc, char **argv, FILE *out, FILE *errf)
 	        "(event %llu); the certificates of generation %u stay "
 	        "trusted until they expire.\n",
 	        line, (unsigned long long)p->event_seq, gen - 1);
-	return PAN_EXIT_OK;
-fail:
-	log_error(LOG_CA_SERVICE, "replacing the root CA chain: %s", err.msg);
-	fprintf(errf, "pan ca replace-root-chain: %s\n", err.msg);
-	return PAN_EXIT_FAIL;
+	return 0;
+}
+
+void
+rootchain_poll(struct pan *p)
+{
+	struct error err = {{0}};
+	char *obuf = NULL;
+	size_t olen = 0;
+	FILE *out = NULL;
+	int64_t waited;
+	bool done;
+	int rc;
+
+	if (!p->rollover)
+		return;
+	rc = signer_rollover_poll(p->signer, &done, &err);
+	if (!done)
+		return;
+	p->rollover = false;
+	waited = time_mono_ms() - p->rollover_t0;
+	log_info(LOG_CA_SERVICE,
+	         "the CA signer %s generation %u's keys in %lld ms; the "
+	         "daemon served meanwhile",
+	         rc == 0 ? "made" : "failed to make", p->rollover_gen,
+	         (long long)waited);
+	if (rc == 0) {
+		if ((out = open_memstream(&obuf, &olen)) == NULL) {
+			error_set(&err, "out of memory");
+			rc = -1;
+		} else
+			rc = rootchain_finish(p, p->rollover_gen, out, &err);
+		if (out != NULL)
+			fclose(out);
+	}
+	if (rc == 0)
+		control_deferred_reply(p, PAN_EXIT_OK, obuf, NULL);
+	else {
+		char text[ERROR_MAX + 64];
+
+		log_error(LOG_CA_SERVICE, "replacing the root CA chain: %s",
+		          err.msg);
+		snprintf(text, sizeof(text),
+		         "pan ca replace-root-chain: %s\n", err.msg);
+		control_deferred_reply(p, PAN_EXIT_FAIL, NULL, text);
+	}
+	free(obuf);
 }
 
 /* ---- a member's renewal ------------------------------------------------ */

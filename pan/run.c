@@ -440,8 +440,9 @@ run_tick(struct pan *p)
 static void
 run_loop(struct pan *p)
 {
-	zmq_pollitem_t items[4];
-	int64_t next_tick, now, wait;
+	zmq_pollitem_t items[5];
+	int64_t next_tick, now, wait, left;
+	size_t nitems;
 	int n;
 
 	memset(items, 0, sizeof(items));
@@ -453,11 +454,24 @@ run_loop(struct pan *p)
 	items[2].events = ZMQ_POLLIN;
 	items[3].fd = p->sigfd;
 	items[3].events = ZMQ_POLLIN;
+	items[4].events = ZMQ_POLLIN;
 	next_tick = time_mono_ms() + run_tick(p);
 	while (!p->stop) {
 		now = time_mono_ms();
 		wait = next_tick > now ? next_tick - now : 0;
-		n = zmq_poll(items, ARRAY_SIZE(items), (long)wait);
+		/* A REP socket owes its answer before it takes a request. */
+		items[2].events = p->control_deferred ? 0 : ZMQ_POLLIN;
+		/* A root CA chain replacement: the signer's answer too. */
+		nitems = 4;
+		if (p->rollover &&
+		    (items[4].socket = signer_busy_socket(p->signer)) != NULL) {
+			nitems = 5;
+			left = signer_busy_ms(p->signer);
+			if (left >= 0 && left < wait)
+				wait = left;
+		}
+		items[4].revents = 0;
+		n = zmq_poll(items, (int)nitems, (long)wait);
 		if (n == -1) {
 			if (errno == EINTR)
 				continue;
@@ -477,6 +491,9 @@ run_loop(struct pan *p)
 			messaging_router(p);
 		if (items[2].revents & ZMQ_POLLIN)
 			control_serve(p);
+		if (p->rollover && ((items[4].revents & ZMQ_POLLIN) ||
+		                    signer_busy_ms(p->signer) == 0))
+			rootchain_poll(p);
 		if (time_mono_ms() >= next_tick) {
 			primary_tick(p);
 			next_tick = time_mono_ms() + run_tick(p);
@@ -566,7 +583,7 @@ run_daemon(struct pan *p, char *pass, size_t passlen, int readyfd)
 	         p->id.hostname, p->id.deployment_id, p->datadir);
 
 	/* Before any socket or store exists: the signer inherits neither. */
-	if (secret_random(&handover, PAN_HANDOVER_BYTES, &err) == -1 ||
+	if (secret_random(&handover, KEY_HANDOVER_BYTES, &err) == -1 ||
 	    signer_spawn(p->datadir, p->id.hostname, pass, passlen, &handover,
 	                 &p->signer_pid, &err) == -1)
 		goto out;

@@ -37,6 +37,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 #include <zmq.h>
@@ -69,6 +70,7 @@ struct ca_proc {
 	X509 *sub;                            /* Endpoint Sub CA certificate */
 	EVP_PKEY *key;                        /* its key: only here */
 	uint8_t kid[STORE_KEY_ID_LEN];        /* its key id (store records) */
+	unsigned gen;                         /* root CA chain generation */
 	struct store *store;                  /* read-write */
 	char ocsp_url[CERT_URL_MAX];          /* AIA of what we issue */
 	struct msg_stats stats;               /* requests and drops */
@@ -558,11 +560,70 @@ ca_load(struct ca_proc *cp, struct error *err)
 	}
 	if (store_issuer_key_id(cp->sub, cp->kid, err) == -1)
 		return -1;
+	cp->gen = node_ca_generation(a->datadir);
 	/* DESIGN.md section 2: the issuing PSN's own responder. */
 	snprintf(cp->ocsp_url, sizeof(cp->ocsp_url), "http://%s:%d/ocsp",
 	         cp->hostname, JOIN_OCSP_PORT);
 	log_info(LOG_CA_SERVICE, "holding the Endpoint Sub CA key (%s)", kpath);
 	return 0;
+}
+
+/*
+ * SIGHUP: a newer root CA chain generation installed (member_rootchain.h)?
+ * Then the new Sub CA certificate, with its key from our hand-over copy
+ * (services.h), replaces the old one between two requests: what is
+ * issued from now on chains to the new root.  -1 (logged) when it cannot
+ * be taken: we end, and the supervisor starts us again on the new files.
+ */
+static int
+ca_take_generation(void *arg)
+{
+	struct ca_proc *cp = arg;
+	const char *d = cp->args->datadir;
+	unsigned gen = node_ca_generation(d);
+	char path[CA_PATH_MAX];
+	uint8_t kid[STORE_KEY_ID_LEN];
+	struct error e = {{0}};
+	X509 *sub = NULL;
+	EVP_PKEY *key = NULL;
+
+	if (gen <= cp->gen) {
+		log_debug(LOG_CA_SERVICE, "SIGHUP: no newer root CA chain");
+		return 0;
+	}
+	if (node_path(path, sizeof(path), d,
+	              NODE_CA_DIR "/endpoint-sub-ca.crt", &e) == -1 ||
+	    (sub = cert_load_pem(path, &e)) == NULL ||
+	    member_handover_path(d, "endpoint-sub-ca", CA_SERVICE_PROCESS,
+	                         path, sizeof(path), &e) == -1 ||
+	    (key = key_handover_take(path, &cp->args->own, &e)) == NULL)
+		goto fail;
+	if (X509_check_private_key(sub, key) != 1) {
+		ERR_clear_error();
+		error_set(&e, "the hand-over key is not the new Sub CA's");
+		goto fail;
+	}
+	if (store_issuer_key_id(sub, kid, &e) == -1)
+		goto fail;
+	X509_free(cp->sub);
+	EVP_PKEY_free(cp->key);
+	cp->sub = sub;
+	cp->key = key;
+	memcpy(cp->kid, kid, sizeof(kid));
+	log_info(LOG_CA_SERVICE,
+	         "root CA chain generation %u: signing with the new Endpoint "
+	         "Sub CA (was generation %u)",
+	         gen, cp->gen);
+	cp->gen = gen;
+	return 0;
+fail:
+	log_error(LOG_CA_SERVICE,
+	          "root CA chain generation %u: cannot switch in place: %s; "
+	          "ending, to be started again on the new files",
+	          gen, e.msg);
+	X509_free(sub);
+	EVP_PKEY_free(key);
+	return -1;
 }
 
 int
@@ -579,7 +640,8 @@ ca_service_main(void *arg)
 	cp.args = a;
 	snprintf(cp.hostname, sizeof(cp.hostname), "%s", a->id->hostname);
 	/* Nothing inherited stays: sockets, store, pid file, ZeroMQ. */
-	if (proc_close_fds(&a->ready_fd, a->ready_fd == -1 ? 0 : 1, &e) == -1)
+	if (proc_close_fds(&a->ready_fd, a->ready_fd == -1 ? 0 : 1, &e) == -1 ||
+	    psn_service_secrets(a, &e) == -1)
 		goto out;
 	/* No setuid gains, no core dumps or ptrace of the key pages. */
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1 ||
@@ -609,7 +671,8 @@ ca_service_main(void *arg)
 	         cp.hostname, a->datadir, CA_SERVICE_SOCKET, (long)getpid());
 	psn_service_ready(a, "ok");
 	ret =
-	    proc_serve(rep, sigfd, cp.args->foreground, ca_handle_cb, &cp) == 0
+	    proc_serve(rep, sigfd, cp.args->foreground, ca_take_generation,
+	               ca_handle_cb, &cp) == 0
 	        ? 0
 	        : 1;
 	log_info(LOG_CA_SERVICE,
@@ -636,6 +699,7 @@ out:
 	store_close(cp.store);
 	EVP_PKEY_free(cp.key);
 	X509_free(cp.sub);
+	secret_wipe(&a->own);
 	if (sigfd != -1)
 		close(sigfd);
 	return ret;

@@ -21,11 +21,15 @@
  *     service down is 503 with the reason.  serverkeygen makes the key
  *     here, in the EST process, never in the CA service.
  * After every good refresh the TLS context is rebuilt with the new chain
- * and swapped in (Redis' tlsConfigure pattern).
+ * and swapped in (Redis' tlsConfigure pattern).  After a root CA chain
+ * replacement (SIGHUP with a newer D/ca/generation) the new TLS key comes
+ * from its hand-over copy (services.h) and the same swap puts the new
+ * certificate in place for new connections; open ones keep theirs.
  */
 #include <errno.h>
 #include <limits.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +38,7 @@
 #include <unistd.h>
 
 #include <openssl/bn.h>
+#include <openssl/err.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 #include <zmq.h>
@@ -63,6 +68,21 @@
 /* Longest requester text sent to the CA service. */
 #define EST_REQUESTER_MAX 255
 
+/*
+ * Earlier root CA chain generations (D/ca/gen-K/, docs/certificates.md
+ * "Replacing the root CA chain"): their roots stay trust anchors and
+ * their CAs path builders, so that client certificates issued under them
+ * are still accepted; the key ids of our old Sub CAs (same name as the
+ * new one) for is_revoked.
+ */
+struct est_old {
+	unsigned gen; /* the generation of D/ca/ */
+	STACK_OF(X509) * roots;
+	STACK_OF(X509) * cas;
+	uint8_t kids[OLD_GENERATIONS_MAX][STORE_KEY_ID_LEN];
+	size_t n_kids;
+};
+
 /* The EST service process's state. */
 struct est_svc {
 	const struct psn_service_args *args; /* how we were started */
@@ -72,20 +92,14 @@ struct est_svc {
 	void *zctx;           /* ZeroMQ context of this process */
 	struct ca_client *ca; /* to the CA service (thread-safe) */
 	struct store *store;  /* read-only; shared by the workers */
-	X509 *sub;            /* our Endpoint Sub CA, for is_revoked */
-	uint8_t sub_kid[STORE_KEY_ID_LEN];
 	/*
-	 * Earlier root CA chain generations (D/ca/gen-K/, docs/certificates.md
-	 * "Replacing the root CA chain"): their roots stay trust anchors and
-	 * their CAs path builders, so that client certificates issued under
-	 * them are still accepted; the key ids of our old Sub CAs (same name
-	 * as the new one) for is_revoked.
+	 * What the workers' is_revoked reads, replaced whole (under
+	 * gen_lock, written) when a new generation is taken.
 	 */
-	unsigned gen;                 /* the generation of D/ca/ */
-	STACK_OF(X509) * old_roots;
-	STACK_OF(X509) * old_cas;
-	uint8_t old_kids[OLD_GENERATIONS_MAX][STORE_KEY_ID_LEN];
-	size_t n_old_kids;
+	pthread_rwlock_t gen_lock;
+	X509 *sub; /* our Endpoint Sub CA */
+	uint8_t sub_kid[STORE_KEY_ID_LEN];
+	struct est_old old;
 	X509 *tls_cert;          /* D/ca/est-server.crt */
 	EVP_PKEY *tls_key;       /* its key */
 	STACK_OF(X509) * chain;  /* last fetched chain; main thread only */
@@ -173,7 +187,7 @@ static STACK_OF(X509) * be_trust_anchors(void *ctx, struct error *err)
 		return NULL;
 	}
 	/* The old roots stay trusted until what they issued expires. */
-	if (chain_append(sk, s->old_roots) == -1) {
+	if (chain_append(sk, s->old.roots) == -1) {
 		chain_free(sk);
 		error_set(err, "out of memory");
 		return NULL;
@@ -194,7 +208,7 @@ links_of(struct est_svc *s, STACK_OF(X509) * *links, struct error *err)
 	if ((rc = events_ca_chain(s->store, &c, err)) <= 0)
 		return rc;
 	rc = 0;
-	if (c->generation != s->gen)
+	if (c->generation != s->old.gen)
 		goto out; /* not installed here yet */
 	if ((*links = sk_X509_new_null()) == NULL) {
 		error_set(err, "out of memory");
@@ -229,12 +243,12 @@ be_previous(void *ctx, STACK_OF(X509) * *links, STACK_OF(X509) * *older,
 
 	*links = NULL;
 	*older = NULL;
-	if (s->old_cas == NULL)
+	if (s->old.cas == NULL)
 		return 0;
 	if (links_of(s, links, err) == -1)
 		return -1;
 	if ((*older = sk_X509_new_null()) == NULL ||
-	    chain_append(*older, s->old_cas) == -1) {
+	    chain_append(*older, s->old.cas) == -1) {
 		error_set(err, "out of memory");
 		return -1;
 	}
@@ -283,16 +297,22 @@ be_is_revoked(void *ctx, const ASN1_INTEGER *serial, const X509_NAME *issuer)
 	struct error e = {{0}};
 	const unsigned char *p;
 	X509 *x;
-	int rc, ret = 0;
+	bool ours;
+	int rc = STORE_NOT_FOUND, ret = 0;
 
 	if (serial_bytes(serial, sn, &snlen) == -1)
 		return -1;
-	if (X509_NAME_cmp(issuer, X509_get_subject_name(s->sub)) == 0) {
+	pthread_rwlock_rdlock(&s->gen_lock);
+	ours = X509_NAME_cmp(issuer, X509_get_subject_name(s->sub)) == 0;
+	if (ours) {
 		/* Ours: the new Sub CA's, or an old one's (same name). */
 		rc = store_get_cert(s->store, s->sub_kid, sn, snlen, &rec, &e);
-		for (i = 0; rc == STORE_NOT_FOUND && i < s->n_old_kids; i++)
-			rc = store_get_cert(s->store, s->old_kids[i], sn, snlen,
+		for (i = 0; rc == STORE_NOT_FOUND && i < s->old.n_kids; i++)
+			rc = store_get_cert(s->store, s->old.kids[i], sn, snlen,
 			                    &rec, &e);
+	}
+	pthread_rwlock_unlock(&s->gen_lock);
+	if (ours) {
 		if (rc == STORE_NOT_FOUND) {
 			log_warn(LOG_EST,
 			         "client certificate of our sub CA not in the "
@@ -583,9 +603,8 @@ est_svc_chain_alarm(struct est_svc *s)
  * certificates are then refused), the service still starts.
  */
 static void
-est_svc_load_previous(struct est_svc *s)
+est_old_load(const char *datadir, struct est_old *old)
 {
-	const char *datadir = s->args->datadir;
 	char path[EST_SVC_PATH_MAX];
 	STACK_OF(X509) *chain = NULL;
 	struct error e = {{0}};
@@ -593,21 +612,22 @@ est_svc_load_previous(struct est_svc *s)
 	unsigned k;
 	int i;
 
-	s->gen = node_ca_generation(datadir);
-	if (s->gen <= 1)
+	memset(old, 0, sizeof(*old));
+	old->gen = node_ca_generation(datadir);
+	if (old->gen <= 1)
 		return;
-	if ((s->old_roots = sk_X509_new_null()) == NULL ||
-	    (s->old_cas = sk_X509_new_null()) == NULL) {
+	if ((old->roots = sk_X509_new_null()) == NULL ||
+	    (old->cas = sk_X509_new_null()) == NULL) {
 		log_error(LOG_EST, "out of memory");
 		return;
 	}
-	for (k = s->gen - 1; k >= 1 && s->n_old_kids < OLD_GENERATIONS_MAX;
+	for (k = old->gen - 1; k >= 1 && old->n_kids < OLD_GENERATIONS_MAX;
 	     k--) {
 		if (node_ca_path(datadir, path, sizeof(path), &e,
 		                 "%s/gen-%u/endpoint-sub-ca.crt", NODE_CA_DIR,
 		                 k) == -1 ||
 		    (sub = cert_load_pem(path, &e)) == NULL ||
-		    store_issuer_key_id(sub, s->old_kids[s->n_old_kids], &e) ==
+		    store_issuer_key_id(sub, old->kids[old->n_kids], &e) ==
 		        -1 ||
 		    node_ca_path(datadir, path, sizeof(path), &e,
 		                 "%s/gen-%u/chain.pem", NODE_CA_DIR, k) == -1 ||
@@ -625,21 +645,29 @@ est_svc_load_previous(struct est_svc *s)
 			x = sk_X509_value(chain, i);
 			if (X509_up_ref(x) != 1 ||
 			    !sk_X509_push(X509_check_issued(x, x) == X509_V_OK
-			                      ? s->old_roots
-			                      : s->old_cas,
+			                      ? old->roots
+			                      : old->cas,
 			                  x))
 				X509_free(x);
 		}
-		if (!sk_X509_push(s->old_cas, sub))
+		if (!sk_X509_push(old->cas, sub))
 			X509_free(sub);
 		sub = NULL;
 		chain_free(chain);
 		chain = NULL;
-		s->n_old_kids++;
+		old->n_kids++;
 		log_info(LOG_EST, "client certificates of root CA chain "
 		                  "generation %u are still accepted",
 		         k);
 	}
+}
+
+static void
+est_old_free(struct est_old *old)
+{
+	chain_free(old->roots);
+	chain_free(old->cas);
+	memset(old, 0, sizeof(*old));
 }
 
 /* Load what the process needs before it serves; the passphrase last. */
@@ -663,8 +691,97 @@ est_svc_load(struct est_svc *s, struct error *err)
 	    (s->sub = cert_load_pem(path, err)) == NULL ||
 	    store_issuer_key_id(s->sub, s->sub_kid, err) == -1)
 		return -1;
-	est_svc_load_previous(s);
+	est_old_load(a->datadir, &s->old);
 	return 0;
+}
+
+/*
+ * SIGHUP: a newer root CA chain generation installed (member_rootchain.h)?
+ * Then take it in place: the new TLS certificate with its key from our
+ * hand-over copy (services.h), the new Sub CA and the earlier
+ * generations, swapped in whole; the chain fetched again from the CA
+ * service and a TLS context built on it swapped in once complete
+ * (http_server_set_tls: open connections keep theirs).  1 taken, 0
+ * nothing newer, -1 (logged) it cannot be: we end, and the supervisor
+ * starts us again on the new files.
+ */
+static int
+est_svc_take_generation(struct est_svc *s)
+{
+	const char *d = s->args->datadir;
+	unsigned gen = node_ca_generation(d);
+	char path[EST_SVC_PATH_MAX];
+	uint8_t kid[STORE_KEY_ID_LEN];
+	struct est_old old;
+	struct error e = {{0}};
+	X509 *cert = NULL, *sub = NULL, *x;
+	EVP_PKEY *key = NULL, *k;
+	SSL_CTX *ctx = NULL;
+
+	if (gen <= s->old.gen)
+		return 0;
+	if (node_path(path, sizeof(path), d, NODE_CA_DIR "/est-server.crt",
+	              &e) == -1 ||
+	    (cert = cert_load_pem(path, &e)) == NULL ||
+	    member_handover_path(d, "est-server", EST_SERVICE_PROCESS,
+	                         path, sizeof(path), &e) == -1 ||
+	    (key = key_handover_take(path, &s->args->own, &e)) == NULL)
+		goto fail;
+	if (X509_check_private_key(cert, key) != 1) {
+		ERR_clear_error();
+		error_set(&e, "the hand-over key is not the new EST server "
+		              "certificate's");
+		goto fail;
+	}
+	if (node_path(path, sizeof(path), d,
+	              NODE_CA_DIR "/endpoint-sub-ca.crt", &e) == -1 ||
+	    (sub = cert_load_pem(path, &e)) == NULL ||
+	    store_issuer_key_id(sub, kid, &e) == -1)
+		goto fail;
+	est_old_load(d, &old);
+	pthread_rwlock_wrlock(&s->gen_lock);
+	x = s->sub;
+	s->sub = sub;
+	memcpy(s->sub_kid, kid, sizeof(kid));
+	est_old_free(&s->old);
+	s->old = old;
+	pthread_rwlock_unlock(&s->gen_lock);
+	X509_free(x);
+	sub = NULL;
+	x = s->tls_cert;
+	k = s->tls_key;
+	s->tls_cert = cert;
+	s->tls_key = key;
+	cert = x;
+	key = k;
+	/* The old chain must not go out with the new certificate. */
+	chain_free(s->chain);
+	s->chain = NULL;
+	if (est_refresh(s->est, &e) == -1)
+		log_error(LOG_EST, "root CA chain generation %u: the new chain "
+		                   "is not available yet (503 until it is)",
+		          gen);
+	if ((ctx = est_svc_tls(s, &e)) == NULL ||
+	    http_server_set_tls(s->srv, ctx, &e) == -1)
+		goto fail;
+	SSL_CTX_free(ctx);
+	X509_free(cert);
+	EVP_PKEY_free(key);
+	log_info(LOG_EST,
+	         "root CA chain generation %u: new EST server certificate for "
+	         "new connections, open ones keep theirs",
+	         gen);
+	return 1;
+fail:
+	log_error(LOG_EST,
+	          "root CA chain generation %u: cannot switch in place: %s; "
+	          "ending, to be started again on the new files",
+	          gen, e.msg);
+	SSL_CTX_free(ctx);
+	X509_free(cert);
+	X509_free(sub);
+	EVP_PKEY_free(key);
+	return -1;
 }
 
 /* Serve until SIGTERM (SIGINT too in the foreground); refresh on time. */
@@ -694,8 +811,19 @@ est_svc_loop(struct est_svc *s, int sigfd)
 		case PSN_SERVICE_STOP:
 			return 0;
 		case PSN_SERVICE_HUP:
-			log_info(LOG_EST, "SIGHUP: fetching the CA chain now");
-			next = 0;
+			switch (est_svc_take_generation(s)) {
+			case -1:
+				return -1;
+			case 1:
+				ok = est_chain_ok(s->est);
+				next = time_mono_ms() +
+				       (ok ? every : EST_RETRY_MS);
+				break;
+			default:
+				log_info(LOG_EST,
+				         "SIGHUP: fetching the CA chain now");
+				next = 0;
+			}
 			break;
 		case -1:
 			return -1;
@@ -721,6 +849,7 @@ est_service_main(void *arg)
 	memset(&s, 0, sizeof(s));
 	s.args = a;
 	s.alarm_state = -1;
+	pthread_rwlock_init(&s.gen_lock, NULL);
 	snprintf(s.hostname, sizeof(s.hostname), "%s", a->id->hostname);
 	if (psn_service_begin(a, &s.cfg, &s.own_cfg, &e) == -1)
 		goto out;
@@ -796,8 +925,9 @@ out:
 	store_close(s.store);
 	chain_free(s.chain);
 	X509_free(s.sub);
-	chain_free(s.old_roots);
-	chain_free(s.old_cas);
+	est_old_free(&s.old);
+	pthread_rwlock_destroy(&s.gen_lock);
+	secret_wipe(&a->own);
 	X509_free(s.tls_cert);
 	EVP_PKEY_free(s.tls_key);
 	config_free(s.own_cfg);

@@ -67,7 +67,9 @@ struct ocsp_svc {
 	/* Earlier chain generations, newest first (their own responders). */
 	struct ocsp_generation gens[OCSP_GENERATIONS_MAX];
 	size_t ngens;
+	unsigned gen;             /* root CA chain generation of sub */
 	struct ocsp_responder *r; /* the responder core (thread-safe) */
+	struct ocsp_http_slot slot; /* r, as the HTTP workers find it */
 	struct http_server *srv;  /* the listener and workers */
 	bool alarm_synced;        /* the daemon took our key alarm state */
 };
@@ -141,10 +143,19 @@ ocsp_svc_load(struct ocsp_svc *s, struct error *err)
 	    (s->sub = cert_load_pem(path, err)) == NULL)
 		return -1;
 	ocsp_svc_load_signer(s);
+	s->gen = node_ca_generation(a->datadir);
 	s->ngens = ocsp_generations_load(a->datadir, "endpoint-sub-ca.crt",
 	                                 a->pass, a->passlen, s->gens);
 	secure_zero(a->pass, a->passlen);
 	return 0;
+}
+
+static void
+ocsp_svc_config(const struct ocsp_svc *s, struct ocsp_config *oc)
+{
+	memset(oc, 0, sizeof(*oc));
+	oc->nonce = config_get_bool(s->cfg, "ocsp.nonce");
+	oc->validity = config_get_duration(s->cfg, "ocsp.validity");
 }
 
 static int
@@ -153,9 +164,7 @@ ocsp_svc_responder(struct ocsp_svc *s, struct error *err)
 	struct ocsp_config oc;
 	struct error e = {{0}};
 
-	memset(&oc, 0, sizeof(oc));
-	oc.nonce = config_get_bool(s->cfg, "ocsp.nonce");
-	oc.validity = config_get_duration(s->cfg, "ocsp.validity");
+	ocsp_svc_config(s, &oc);
 	s->r = ocsp_responder_new(s->signer, s->key, s->sub, s->store, &oc,
 	                          &e);
 	if (s->r != NULL)
@@ -207,6 +216,70 @@ ocsp_svc_key_alarm(struct ocsp_svc *s)
 		log_debug(LOG_OCSP, "key alarm not taken yet: %s", e.msg);
 }
 
+/*
+ * SIGHUP: a newer root CA chain generation installed (member_rootchain.h)?
+ * Then a responder for the new Sub CA, signing with the new responder
+ * certificate and its key from our hand-over copy (services.h), takes
+ * the old one (with its own older ones) as its older and replaces it for
+ * the HTTP workers: the old generation is still answered by its own
+ * responder certificate.  1 taken, 0 nothing newer, -1 (logged) it cannot
+ * be: we end, and the supervisor starts us again on the new files.
+ */
+static int
+ocsp_svc_take_generation(struct ocsp_svc *s)
+{
+	const char *d = s->args->datadir;
+	unsigned gen = node_ca_generation(d);
+	struct ocsp_responder *r = NULL;
+	struct ocsp_config oc;
+	char path[OCSP_SVC_PATH_MAX];
+	struct error e = {{0}};
+	X509 *sub = NULL, *signer = NULL;
+	EVP_PKEY *key = NULL;
+
+	if (gen <= s->gen)
+		return 0;
+	if (node_path(path, sizeof(path), d,
+	              NODE_CA_DIR "/endpoint-sub-ca.crt", &e) == -1 ||
+	    (sub = cert_load_pem(path, &e)) == NULL ||
+	    node_path(path, sizeof(path), d, NODE_CA_DIR "/ocsp-responder.crt",
+	              &e) == -1 ||
+	    (signer = cert_load_pem(path, &e)) == NULL ||
+	    member_handover_path(d, "ocsp-responder", OCSP_SERVICE_PROCESS,
+	                         path, sizeof(path), &e) == -1 ||
+	    (key = key_handover_take(path, &s->args->own, &e)) == NULL)
+		goto fail;
+	ocsp_svc_config(s, &oc);
+	if ((r = ocsp_responder_new(signer, key, sub, s->store, &oc, &e)) ==
+	    NULL)
+		goto fail;
+	ocsp_responder_set_older(r, s->r);
+	ocsp_http_slot_set(&s->slot, r);
+	s->r = r;
+	X509_free(s->sub);
+	X509_free(s->signer);
+	EVP_PKEY_free(s->key);
+	s->sub = sub;
+	s->signer = signer;
+	s->key = key;
+	log_info(LOG_OCSP,
+	         "root CA chain generation %u: the new responder certificate "
+	         "answers for the new Sub CA, generation %u's for its own",
+	         gen, s->gen);
+	s->gen = gen;
+	s->alarm_synced = false; /* the key alarm state is told again */
+	return 1;
+fail:
+	log_error(LOG_OCSP,
+	          "root CA chain generation %u: cannot switch in place: %s; "
+	          "ending, to be started again on the new files",
+	          gen, e.msg);
+	X509_free(sub);
+	X509_free(signer);
+	EVP_PKEY_free(key);
+	return -1;
+}
+
 /* Serve until SIGTERM (SIGINT too in the foreground); refresh on time. */
 static int
 ocsp_svc_loop(struct ocsp_svc *s, int sigfd)
@@ -227,6 +300,8 @@ ocsp_svc_loop(struct ocsp_svc *s, int sigfd)
 		case PSN_SERVICE_STOP:
 			return 0;
 		case PSN_SERVICE_HUP:
+			if (ocsp_svc_take_generation(s) == -1)
+				return -1;
 			log_info(LOG_OCSP, "SIGHUP: refreshing the pre-signed "
 			                   "responses now");
 			next = 0;
@@ -275,7 +350,9 @@ ocsp_service_main(void *arg)
 	hc.timeout = (unsigned)config_get_duration(s.cfg, "ocsp.timeout");
 	hc.tls = NULL; /* RFC 6960 A.1: OCSP over plain HTTP */
 	hc.category = LOG_OCSP;
-	if ((s.srv = http_server_start(&hc, ocsp_http_handle, s.r, &e)) == NULL)
+	ocsp_http_slot_set(&s.slot, s.r);
+	if ((s.srv = http_server_start(&hc, ocsp_http_handle_slot, &s.slot,
+	                               &e)) == NULL)
 		goto out;
 	log_info(LOG_OCSP,
 	         "OCSP responder of %s listening on http://%s%s%s:%u%s, %u "
@@ -305,6 +382,7 @@ out:
 	ocsp_generations_free(s.gens, s.ngens);
 	X509_free(s.signer);
 	EVP_PKEY_free(s.key);
+	secret_wipe(&a->own);
 	config_free(s.own_cfg);
 	if (sigfd != -1)
 		close(sigfd);

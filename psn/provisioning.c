@@ -28,6 +28,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,6 +80,20 @@
 /* Alarm text we send (the control socket takes up to CONTROL_ARG_MAX). */
 #define PROV_ALARM_TEXT_MAX 1024
 
+/*
+ * The EST client's identity and trust, replaced whole when a new root CA
+ * chain generation is taken while workers may be in an EST call with the
+ * old one: each call holds a reference.
+ */
+struct prov_ident {
+	atomic_int refs;
+	X509 *client_cert;    /* D/ca/est-client.crt */
+	EVP_PKEY *client_key; /* its key */
+	X509 *root;           /* D/ca/root-ca.crt: the only anchor */
+	uint8_t *root_pem;    /* the same as PEM, for libcurl */
+	size_t root_pem_len;
+};
+
 /* The one process's state. */
 struct prov {
 	const struct psn_service_args *args;
@@ -89,12 +104,8 @@ struct prov {
 	char est_base[PROV_URL_MAX]; /* https://psn1:8084/.well-known/est/ */
 	char resolve[PROV_URL_MAX];  /* psn1:8084:127.0.0.1 */
 	long est_timeout_ms;
-	X509 *client_cert;    /* D/ca/est-client.crt */
-	EVP_PKEY *client_key; /* its key, decrypted at start */
-	X509 *root;           /* D/ca/root-ca.crt: the only anchor */
-	uint8_t *root_pem;    /* the same as PEM, for libcurl */
-	size_t root_pem_len;
-	/* The portal. */
+	unsigned gen; /* root CA chain generation of what follows */
+	/* The portal (main thread only). */
 	X509 *tls_cert;             /* D/ca/est-server.crt */
 	EVP_PKEY *tls_key;          /* its key */
 	STACK_OF(X509) * tls_chain; /* sub CA, Node CA: sent with it */
@@ -103,6 +114,7 @@ struct prov {
 	int wake_fd; /* eventfd: a worker wants the main thread */
 	/* Shared with the workers, under mu. */
 	pthread_mutex_t mu;
+	struct prov_ident *id; /* the EST client's; a new generation's */
 	STACK_OF(X509) * chain; /* last good cacerts: sub CA .. root */
 	bool ok;                /* the last EST call worked */
 	bool fetch_now;         /* a worker saw EST fail: cacerts now */
@@ -232,18 +244,43 @@ prov_write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 static CURLcode
 prov_ssl_ctx_cb(CURL *curl, void *sslctx, void *userptr)
 {
-	struct prov *p = userptr;
+	struct prov_ident *id = userptr;
 	SSL_CTX *ctx = sslctx;
 
 	(void)curl;
-	if (SSL_CTX_use_certificate(ctx, p->client_cert) != 1 ||
-	    SSL_CTX_use_PrivateKey(ctx, p->client_key) != 1 ||
+	if (SSL_CTX_use_certificate(ctx, id->client_cert) != 1 ||
+	    SSL_CTX_use_PrivateKey(ctx, id->client_key) != 1 ||
 	    SSL_CTX_check_private_key(ctx) != 1) {
 		log_crypto(LOG_PROVISIONING, NULL, "SSL_CTX_use_PrivateKey",
 		           "est-client");
 		return CURLE_SSL_CERTPROBLEM;
 	}
 	return CURLE_OK;
+}
+
+static void
+prov_ident_release(struct prov_ident *id)
+{
+	if (id == NULL || atomic_fetch_sub(&id->refs, 1) != 1)
+		return;
+	X509_free(id->client_cert);
+	EVP_PKEY_free(id->client_key);
+	X509_free(id->root);
+	free(id->root_pem);
+	free(id);
+}
+
+/* The current identity, with a reference the caller releases. */
+static struct prov_ident *
+prov_ident_get(struct prov *p)
+{
+	struct prov_ident *id;
+
+	pthread_mutex_lock(&p->mu);
+	id = p->id;
+	atomic_fetch_add(&id->refs, 1);
+	pthread_mutex_unlock(&p->mu);
+	return id;
 }
 
 /* Outcome of one EST call. */
@@ -270,6 +307,7 @@ prov_est_call(struct prov *p, const char *op, const uint8_t *post,
               size_t postlen, struct prov_call *out, struct error *err)
 {
 	struct curl_slist *resolve = NULL, *hdrs = NULL;
+	struct prov_ident *id;
 	struct curl_blob ca;
 	char url[PROV_URL_MAX], errbuf[CURL_ERROR_SIZE];
 	const char *ct = NULL;
@@ -284,6 +322,7 @@ prov_est_call(struct prov *p, const char *op, const uint8_t *post,
 		error_set(err, "curl_easy_init failed");
 		return -1;
 	}
+	id = prov_ident_get(p);
 	if ((resolve = curl_slist_append(NULL, p->resolve)) == NULL ||
 	    (post != NULL &&
 	     (hdrs = curl_slist_append(
@@ -291,8 +330,8 @@ prov_est_call(struct prov *p, const char *op, const uint8_t *post,
 		error_set(err, "out of memory");
 		goto out;
 	}
-	ca.data = p->root_pem;
-	ca.len = p->root_pem_len;
+	ca.data = id->root_pem;
+	ca.len = id->root_pem_len;
 	ca.flags = CURL_BLOB_NOCOPY;
 	/*
 	 * Only https, to the EST server's name pinned to its address, no
@@ -317,7 +356,7 @@ prov_est_call(struct prov *p, const char *op, const uint8_t *post,
 	    curl_easy_setopt(h, CURLOPT_CAPATH, NULL) != CURLE_OK ||
 	    curl_easy_setopt(h, CURLOPT_SSL_CTX_FUNCTION, prov_ssl_ctx_cb) !=
 	        CURLE_OK ||
-	    curl_easy_setopt(h, CURLOPT_SSL_CTX_DATA, p) != CURLE_OK ||
+	    curl_easy_setopt(h, CURLOPT_SSL_CTX_DATA, id) != CURLE_OK ||
 	    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, prov_write_cb) !=
 	        CURLE_OK ||
 	    curl_easy_setopt(h, CURLOPT_WRITEDATA, &out->body) != CURLE_OK ||
@@ -356,6 +395,7 @@ out:
 	curl_slist_free_all(resolve);
 	curl_slist_free_all(hdrs);
 	curl_easy_cleanup(h);
+	prov_ident_release(id);
 	if (ret == -1)
 		prov_call_free(out);
 	return ret;
@@ -478,15 +518,16 @@ chain_check(struct prov *p, STACK_OF(X509) * certs, STACK_OF(X509) * *path,
 {
 	STACK_OF(X509) *anchors = NULL, *rest = NULL;
 	X509 *first = sk_X509_value(certs, 0);
+	X509 *root = p->id->root; /* main thread: the only writer */
 	char name[256];
 	bool has_root = false;
 	int i, rc = -1;
 
 	for (i = 0; i < sk_X509_num(certs); i++)
-		if (X509_cmp(sk_X509_value(certs, i), p->root) == 0)
+		if (X509_cmp(sk_X509_value(certs, i), root) == 0)
 			has_root = true;
 	if (!has_root) {
-		cert_name_string(X509_get_subject_name(p->root), name,
+		cert_name_string(X509_get_subject_name(root), name,
 		                 sizeof(name));
 		error_set(err,
 		          "chain incomplete: the deployment's root (%s) "
@@ -499,7 +540,7 @@ chain_check(struct prov *p, STACK_OF(X509) * certs, STACK_OF(X509) * *path,
 		return -1;
 	}
 	if ((anchors = sk_X509_new_null()) == NULL ||
-	    !sk_X509_push(anchors, p->root) ||
+	    !sk_X509_push(anchors, root) ||
 	    (rest = sk_X509_dup(certs)) == NULL) {
 		error_set(err, "out of memory");
 		goto out;
@@ -1381,52 +1422,65 @@ prov_listen(struct prov *p, struct config_address *out, struct error *err)
 	                             "est.listen", out, err);
 }
 
+/*
+ * The certificates of D/ca/ for the two keys given (client_key taken:
+ * freed here whatever happens; tls_key only checked against its
+ * certificate): a new EST client identity, and the portal's certificate
+ * with the chain it sends (the sub CA and the Node CA).
+ */
 static int
-prov_load(struct prov *p, struct error *err)
+prov_load_files(const char *datadir, EVP_PKEY *client_key, EVP_PKEY *tls_key,
+                struct prov_ident **idp, X509 **tls_cert,
+                STACK_OF(X509) * *tls_chain, struct error *err)
 {
-	const struct psn_service_args *a = p->args;
 	char path[PROV_PATH_MAX];
-	STACK_OF(X509) *nodechain = NULL;
-	X509 *sub = NULL;
+	STACK_OF(X509) *nodechain = NULL, *sk = NULL;
+	struct prov_ident *id;
+	X509 *sub = NULL, *cert = NULL;
 	int i, rc = -1;
 
-	if (node_path(path, sizeof(path), a->datadir,
-	              NODE_CA_DIR "/est-client.crt", err) == -1 ||
-	    (p->client_cert = cert_load_pem(path, err)) == NULL ||
-	    node_path(path, sizeof(path), a->datadir,
-	              NODE_CA_DIR "/est-server.crt", err) == -1 ||
-	    (p->tls_cert = cert_load_pem(path, err)) == NULL)
-		return -1;
-	if (node_path(path, sizeof(path), a->datadir,
-	              NODE_CA_DIR "/est-client.key", err) == -1 ||
-	    (p->client_key = key_load(path, a->pass, a->passlen, err)) ==
-	        NULL ||
-	    node_path(path, sizeof(path), a->datadir,
-	              NODE_CA_DIR "/est-server.key", err) == -1 ||
-	    (p->tls_key = key_load(path, a->pass, a->passlen, err)) == NULL)
-		return -1;
-	secure_zero(a->pass, a->passlen);
-	if (node_path(path, sizeof(path), a->datadir,
-	              NODE_CA_DIR "/root-ca.crt", err) == -1 ||
-	    (p->root = cert_load_pem(path, err)) == NULL ||
-	    (p->root_pem =
-	         file_read(path, CERT_FILE_MAX, &p->root_pem_len, err)) == NULL)
-		return -1;
-	/* The portal sends the sub CA and the Node CA with its certificate. */
-	if ((p->tls_chain = sk_X509_new_null()) == NULL) {
+	if ((id = calloc(1, sizeof(*id))) == NULL) {
 		error_set(err, "out of memory");
+		EVP_PKEY_free(client_key);
 		return -1;
 	}
-	if (node_path(path, sizeof(path), a->datadir,
+	atomic_init(&id->refs, 1);
+	id->client_key = client_key;
+	if (node_path(path, sizeof(path), datadir,
+	              NODE_CA_DIR "/est-client.crt", err) == -1 ||
+	    (id->client_cert = cert_load_pem(path, err)) == NULL ||
+	    node_path(path, sizeof(path), datadir,
+	              NODE_CA_DIR "/est-server.crt", err) == -1 ||
+	    (cert = cert_load_pem(path, err)) == NULL)
+		goto out;
+	/* Files moved under us would pair a key with the wrong certificate. */
+	if (X509_check_private_key(id->client_cert, client_key) != 1 ||
+	    X509_check_private_key(cert, tls_key) != 1) {
+		ERR_clear_error();
+		error_set(err, "a key does not match its certificate in %s/%s",
+		          datadir, NODE_CA_DIR);
+		goto out;
+	}
+	if (node_path(path, sizeof(path), datadir, NODE_CA_DIR "/root-ca.crt",
+	              err) == -1 ||
+	    (id->root = cert_load_pem(path, err)) == NULL ||
+	    (id->root_pem = file_read(path, CERT_FILE_MAX, &id->root_pem_len,
+	                              err)) == NULL)
+		goto out;
+	if ((sk = sk_X509_new_null()) == NULL) {
+		error_set(err, "out of memory");
+		goto out;
+	}
+	if (node_path(path, sizeof(path), datadir,
 	              NODE_CA_DIR "/endpoint-sub-ca.crt", err) == -1 ||
 	    (sub = cert_load_pem(path, err)) == NULL)
 		goto out;
-	if (!sk_X509_push(p->tls_chain, sub)) {
+	if (!sk_X509_push(sk, sub)) {
 		error_set(err, "out of memory");
 		goto out;
 	}
 	sub = NULL;
-	if (node_path(path, sizeof(path), a->datadir, NODE_CA_DIR "/chain.pem",
+	if (node_path(path, sizeof(path), datadir, NODE_CA_DIR "/chain.pem",
 	              err) == -1)
 		goto out;
 	/* A missing chain.pem is the EST client's alarm, not a dead portal. */
@@ -1437,14 +1491,118 @@ prov_load(struct prov *p, struct error *err)
 			if (X509_check_issued(x, x) == X509_V_OK ||
 			    X509_up_ref(x) != 1)
 				continue;
-			if (!sk_X509_push(p->tls_chain, x))
+			if (!sk_X509_push(sk, x))
 				X509_free(x);
 		}
+	*idp = id;
+	*tls_cert = cert;
+	*tls_chain = sk;
+	id = NULL;
+	cert = NULL;
+	sk = NULL;
 	rc = 0;
 out:
+	prov_ident_release(id);
+	X509_free(cert);
 	X509_free(sub);
+	chain_free(sk);
 	chain_free(nodechain);
 	return rc;
+}
+
+static int
+prov_load(struct prov *p, struct error *err)
+{
+	const struct psn_service_args *a = p->args;
+	char path[PROV_PATH_MAX];
+	EVP_PKEY *client_key = NULL, *tls_key = NULL;
+
+	if (node_path(path, sizeof(path), a->datadir,
+	              NODE_CA_DIR "/est-client.key", err) == -1 ||
+	    (client_key = key_load(path, a->pass, a->passlen, err)) == NULL ||
+	    node_path(path, sizeof(path), a->datadir,
+	              NODE_CA_DIR "/est-server.key", err) == -1 ||
+	    (tls_key = key_load(path, a->pass, a->passlen, err)) == NULL) {
+		EVP_PKEY_free(client_key);
+		return -1;
+	}
+	secure_zero(a->pass, a->passlen);
+	p->gen = node_ca_generation(a->datadir);
+	p->tls_key = tls_key;
+	return prov_load_files(a->datadir, client_key, tls_key, &p->id,
+	                       &p->tls_cert, &p->tls_chain, err);
+}
+
+/*
+ * SIGHUP: a newer root CA chain generation installed (member_rootchain.h)?
+ * Then take it in place: both keys from our hand-over copies
+ * (services.h), the portal's new TLS context swapped in once complete
+ * (open connections keep theirs), and the EST client's new identity for
+ * the calls that start from now on.  1 taken, 0 nothing newer, -1
+ * (logged) it cannot be: we end, and the supervisor starts us again on
+ * the new files.
+ */
+static int
+prov_take_generation(struct prov *p)
+{
+	const char *d = p->args->datadir;
+	unsigned gen = node_ca_generation(d);
+	char path[PROV_PATH_MAX];
+	struct prov_ident *id = NULL, *old;
+	STACK_OF(X509) *chain = NULL, *sk;
+	EVP_PKEY *client_key = NULL, *tls_key = NULL, *k;
+	X509 *cert = NULL, *x;
+	SSL_CTX *ctx = NULL;
+	struct error e = {{0}};
+
+	if (gen <= p->gen)
+		return 0;
+	if (member_handover_path(d, "est-client", PROVISIONING_PROCESS, path,
+	                         sizeof(path), &e) == -1 ||
+	    (client_key = key_handover_take(path, &p->args->own, &e)) == NULL ||
+	    member_handover_path(d, "est-server", PROVISIONING_PROCESS, path,
+	                         sizeof(path), &e) == -1 ||
+	    (tls_key = key_handover_take(path, &p->args->own, &e)) == NULL) {
+		EVP_PKEY_free(client_key);
+		goto fail;
+	}
+	if (prov_load_files(d, client_key, tls_key, &id, &cert, &chain, &e) ==
+	        -1 ||
+	    (ctx = http_tls_ctx_new(cert, tls_key, chain, &e)) == NULL ||
+	    http_server_set_tls(p->srv, ctx, &e) == -1)
+		goto fail;
+	SSL_CTX_free(ctx);
+	pthread_mutex_lock(&p->mu);
+	old = p->id;
+	p->id = id;
+	pthread_mutex_unlock(&p->mu);
+	prov_ident_release(old);
+	x = p->tls_cert;
+	k = p->tls_key;
+	sk = p->tls_chain;
+	p->tls_cert = cert;
+	p->tls_key = tls_key;
+	p->tls_chain = chain;
+	X509_free(x);
+	EVP_PKEY_free(k);
+	chain_free(sk);
+	log_info(LOG_PROVISIONING,
+	         "root CA chain generation %u: new portal TLS certificate for "
+	         "new connections, new EST client certificate and root",
+	         gen);
+	p->gen = gen;
+	return 1;
+fail:
+	log_error(LOG_PROVISIONING,
+	          "root CA chain generation %u: cannot switch in place: %s; "
+	          "ending, to be started again on the new files",
+	          gen, e.msg);
+	SSL_CTX_free(ctx);
+	prov_ident_release(id);
+	X509_free(cert);
+	chain_free(chain);
+	EVP_PKEY_free(tls_key);
+	return -1;
 }
 
 /*
@@ -1507,6 +1665,8 @@ prov_loop(struct prov *p, int sigfd)
 			    (sig == SIGINT && p->args->foreground))
 				return 0;
 			if (sig == SIGHUP) {
+				if (prov_take_generation(p) == -1)
+					return -1;
 				log_info(LOG_PROVISIONING,
 				         "SIGHUP: EST cacerts now");
 				next = 0;
@@ -1618,12 +1778,10 @@ out:
 	chain_free(p.chain);
 	chain_free(p.tls_chain);
 	store_close(p.store);
-	X509_free(p.client_cert);
-	EVP_PKEY_free(p.client_key);
+	prov_ident_release(p.id);
 	X509_free(p.tls_cert);
 	EVP_PKEY_free(p.tls_key);
-	X509_free(p.root);
-	free(p.root_pem);
+	secret_wipe(&a->own);
 	config_free(p.own_cfg);
 	if (p.wake_fd != -1)
 		close(p.wake_fd);

@@ -20,7 +20,7 @@
 #include "node.h"
 #include "outbox.h"
 #include "psn.h"
-#include "psn_rootchain.h"
+#include "member_rootchain.h"
 #include "registry.pb-c.h"
 #include "services.h"
 #include "store.h"
@@ -87,7 +87,7 @@ struct psn_run {
 	int64_t down_since[3];       /* mono ms a service left "running" */
 	bool session;                /* session services on (the settings) */
 	bool ca;                     /* CA service enabled (the settings) */
-	struct psn_rootchain chain;  /* renewal after a root CA replacement */
+	struct member_rootchain chain; /* renewal after a root CA change */
 	bool chain_read;             /* chain.target read from the store */
 };
 
@@ -150,8 +150,9 @@ psn_start(struct join_daemon *d, void *arg, const char *pass, size_t passlen,
 
 	psn_settings(d, r);
 	psn_log_settings(d, r);
-	psn_rootchain_init(&r->chain, d->datadir, d->id.hostname,
-	                   d->deployment.hierarchy == NODE_OCSP_LEGACY);
+	member_rootchain_init(&r->chain, d->datadir, d->id.hostname,
+	                      NODE_ROLE_PSN,
+	                      d->deployment.hierarchy == NODE_OCSP_LEGACY);
 	return psn_services_start_as(&r->svcs, d->datadir, &d->id, d->cfg, pass,
 	                             passlen, r->session, r->ca, err);
 }
@@ -164,7 +165,7 @@ psn_applied(struct join_daemon *d, void *arg, const Iselab__Event *ev)
 	const Iselab__NodeSettings *ns;
 
 	if (ev->change_case == ISELAB__EVENT__CHANGE_CA_CHAIN) {
-		psn_rootchain_target(&r->chain, d->st);
+		member_rootchain_target(&r->chain, d->st);
 		return;
 	}
 	if (ev->change_case != ISELAB__EVENT__CHANGE_NODE_SETTINGS ||
@@ -185,8 +186,8 @@ psn_child_exited(struct join_daemon *d, void *arg, pid_t pid, int status)
 	struct psn_run *r = arg;
 
 	(void)d;
-	if (psn_rootchain_owns(&r->chain, pid))
-		psn_rootchain_exited(&r->chain, status);
+	if (member_rootchain_owns(&r->chain, pid))
+		member_rootchain_exited(&r->chain, status);
 	else if (r->svcs != NULL)
 		(void)psn_services_child_exited(r->svcs, pid, status);
 }
@@ -268,19 +269,21 @@ psn_tick(struct join_daemon *d, void *arg, int64_t now)
 	struct psn_run *r = arg;
 
 	int64_t next, svc;
+	struct member_handover ho[MEMBER_HANDOVERS_MAX];
 	const char *pass;
-	size_t passlen;
+	size_t passlen, nho;
 	bool installed;
 
 	if (!r->chain_read) {
-		psn_rootchain_target(&r->chain, d->st);
+		member_rootchain_target(&r->chain, d->st);
 		r->chain_read = true;
 	}
 	pass = psn_services_pass(r->svcs, &passlen);
-	svc = psn_rootchain_tick(&r->chain, d->link, pass, passlen, now,
-	                         &installed);
+	nho = psn_services_handovers(r->svcs, ho);
+	svc = member_rootchain_tick(&r->chain, d->link, pass, passlen, ho, nho,
+	                            now, &installed);
 	if (installed)
-		psn_services_restart(r->svcs, r->session, r->ca);
+		psn_services_renewed(r->svcs);
 	if (!r->outbox_ready) {
 		outbox_sender_init(&r->outbox, d->st, d->id.hostname, 0);
 		r->outbox_ready = true;
@@ -309,7 +312,7 @@ psn_message(struct join_daemon *d, void *arg, const Iselab__Envelope *env)
 	struct error err = {{0}};
 
 	(void)d;
-	if (psn_rootchain_response(&r->chain, env) == 1)
+	if (member_rootchain_response(&r->chain, env) == 1)
 		return 1;
 	if (env->body_case != ISELAB__ENVELOPE__BODY_OUTBOX_ACK ||
 	    !r->outbox_ready)

@@ -14,6 +14,14 @@
  * keeps the node passphrase: in its own locked page, left out of core
  * dumps, wiped at stop.  (The alternative, a key-holding parent of the CA
  * service, would be one more process for the same secret.)
+ *
+ * Each service also gets at fork a hand-over secret of its own (keys.h),
+ * made at start and kept for the supervisor's life, so that a restarted
+ * service has the same one: after a root CA chain replacement the renewal
+ * worker leaves the service's new key encrypted under it, and SIGHUP
+ * tells the service, which wiped the passphrase, to switch in place
+ * (psn_services_renewed()).  A service copies its own secret and wipes
+ * the others it inherited (psn_service_secrets()).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -180,12 +188,29 @@ psn_service_ready(struct psn_service_args *a, const char *msg)
 }
 
 int
+psn_service_secrets(struct psn_service_args *a, struct error *err)
+{
+	size_t i;
+	int rc = 0;
+
+	if (a->handover != NULL && a->handover->buf != NULL)
+		rc = secret_keep(&a->own, a->handover->buf, a->handover->len,
+		                 err);
+	for (i = 0; i < a->ninherited; i++)
+		secret_wipe(&a->inherited[i]);
+	a->handover = NULL;
+	return rc;
+}
+
+int
 psn_service_begin(struct psn_service_args *a, const struct config **cfg,
                   struct config **own, struct error *err)
 {
 	*own = NULL;
 	/* Nothing inherited stays: sockets, store, pid file, ZeroMQ. */
 	if (proc_close_fds(&a->ready_fd, a->ready_fd == -1 ? 0 : 1, err) == -1)
+		return -1;
+	if (psn_service_secrets(a, err) == -1)
 		return -1;
 	(void)signal(SIGPIPE, SIG_IGN);
 	if ((*cfg = a->cfg) == NULL &&
@@ -312,6 +337,18 @@ struct psn_services {
 	char *pass;               /* passbuf.buf */
 	size_t passlen;
 	struct psn_svc svc[SVC_COUNT];
+	/* Each service's hand-over secret (keys.h), made once at start. */
+	struct secret handover[SVC_COUNT];
+};
+
+/* The keys each service takes from a hand-over copy (its own only). */
+static const struct {
+	enum svc_id id;
+	const char *key;
+} svc_handover_keys[] = {
+    {SVC_CA, "endpoint-sub-ca"}, {SVC_EST, "est-server"},
+    {SVC_OCSP, "ocsp-responder"}, {SVC_PROV, "est-server"},
+    {SVC_PROV, "est-client"},
 };
 
 static int
@@ -379,6 +416,9 @@ svc_fork(struct psn_services *s, struct psn_svc *v, int64_t now,
 	v->args.passlen = s->passlen;
 	v->args.ready_fd = fds[1];
 	v->args.foreground = false;
+	v->args.handover = &s->handover[v - s->svc];
+	v->args.inherited = s->handover;
+	v->args.ninherited = SVC_COUNT;
 	if (proc_fork(v->name, v->main, &v->args, &v->pid, err) == -1) {
 		close(fds[0]);
 		close(fds[1]);
@@ -696,6 +736,25 @@ svc_wanted(size_t i, bool session, bool ca)
 	}
 }
 
+/*
+ * Hand-over copies an earlier run left (it stopped before its services
+ * took them): under secrets that are gone, of no use to anybody.
+ */
+static void
+svc_handover_clean(const struct psn_services *s)
+{
+	char path[SVC_PATH_MAX];
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(svc_handover_keys); i++)
+		if (member_handover_path(s->datadir, svc_handover_keys[i].key,
+		                         s->svc[svc_handover_keys[i].id].name,
+		                         path, sizeof(path), NULL) == 0 &&
+		    unlink(path) == 0)
+			log_info(LOG_MAIN, "removed a stale hand-over copy %s",
+			         path);
+}
+
 static int
 svc_start(struct psn_services **out, const char *datadir,
           const struct node_identity *id, const struct config *cfg,
@@ -748,6 +807,11 @@ svc_start(struct psn_services **out, const char *datadir,
 	if (svc_pass_keep(s, passphrase != NULL ? passphrase : "", passlen,
 	                  err) == -1)
 		goto fail;
+	for (i = 0; i < SVC_COUNT; i++)
+		if (secret_random(&s->handover[i], KEY_HANDOVER_BYTES, err) ==
+		    -1)
+			goto fail;
+	svc_handover_clean(s);
 	/*
 	 * CA first: EST follows CA, and asks it for the chain at start.
 	 * Provisioning last: its EST client calls cacerts before anything.
@@ -836,26 +900,52 @@ psn_services_pass(const struct psn_services *s, size_t *len)
 	return s != NULL ? s->pass : NULL;
 }
 
-void
-psn_services_restart(struct psn_services *s, bool session, bool ca)
+size_t
+psn_services_handovers(const struct psn_services *s,
+                       struct member_handover *out)
 {
-	/* Stopped in the reverse of start order, as psn_services_set(). */
-	static const size_t stop_order[] = {SVC_PROV, SVC_OCSP, SVC_EST,
-	                                    SVC_CA};
-	size_t k;
+	size_t i, n = 0;
+
+	for (i = 0; s != NULL && i < ARRAY_SIZE(svc_handover_keys) &&
+	            n < MEMBER_HANDOVERS_MAX;
+	     i++) {
+		const struct psn_svc *v = &s->svc[svc_handover_keys[i].id];
+
+		if (v->state == SVC_DISABLED)
+			continue;
+		out[n].key = svc_handover_keys[i].key;
+		out[n].process = v->name;
+		out[n].secret = &s->handover[svc_handover_keys[i].id];
+		n++;
+	}
+	return n;
+}
+
+void
+psn_services_renewed(struct psn_services *s)
+{
+	size_t i;
 
 	if (s == NULL)
 		return;
-	log_info(LOG_MAIN, "starting the services again on the new "
-	                   "certificates");
-	/* Every one, the OCSP responder too (always wanted). */
-	for (k = 0; k < ARRAY_SIZE(stop_order); k++) {
-		if (s->svc[stop_order[k]].state == SVC_DISABLED)
+	/*
+	 * In start order: the CA service signs with the new Sub CA before
+	 * EST fetches the new chain from it.  One not running takes the
+	 * new files when it starts.
+	 */
+	for (i = 0; i < SVC_COUNT; i++) {
+		struct psn_svc *v = &s->svc[i];
+
+		if (v->pid <= 0 ||
+		    (v->state != SVC_RUNNING && v->state != SVC_STARTING))
 			continue;
-		svc_stop_one(&s->svc[stop_order[k]]);
-		s->svc[stop_order[k]].state = SVC_DISABLED;
+		log_info(LOG_MAIN, "%s: switching to the new certificates "
+		                   "(pid %ld)",
+		         v->name, (long)v->pid);
+		if (kill(v->pid, SIGHUP) == -1)
+			log_warn(LOG_MAIN, "%s: SIGHUP: %s", v->name,
+			         strerror(errno));
 	}
-	psn_services_set(s, session, ca);
 }
 
 void
@@ -872,6 +962,8 @@ psn_services_stop(struct psn_services *s)
 	svc_stop_one(&s->svc[SVC_EST]);
 	svc_stop_one(&s->svc[SVC_CA]);
 	svc_pass_wipe(s);
+	for (size_t i = 0; i < SVC_COUNT; i++)
+		secret_wipe(&s->handover[i]);
 	config_free(s->own_cfg);
 	free(s);
 }

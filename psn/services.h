@@ -38,7 +38,9 @@
 #include "cert.h"
 #include "config.h"
 #include "enroll.h"
+#include "member_rootchain.h"
 #include "node.h"
+#include "util.h"
 
 struct error;
 
@@ -105,7 +107,25 @@ struct psn_service_args {
 	size_t nsets;
 	int ready_fd;    /* write "ok" or why not, then close; -1: none */
 	bool foreground; /* `psn service`: SIGINT stops it too */
+	/*
+	 * The hand-over secret of this service (keys.h; NULL outside the
+	 * supervisor) and every service's as the fork inherited them:
+	 * psn_service_secrets() keeps ours in own and wipes the inherited.
+	 */
+	const struct secret *handover;
+	struct secret *inherited;
+	size_t ninherited;
+	struct secret own;
 };
+
+/*
+ * Keep our hand-over secret in a->own (empty outside the supervisor) and
+ * wipe every inherited one: a service can read only what was handed to
+ * it.  psn_service_begin() calls it; the CA service, which does not use
+ * begin, calls it itself.
+ */
+int psn_service_secrets(struct psn_service_args *a, struct error *err);
+
 
 /*
  * What every service process does (services.c):
@@ -236,14 +256,22 @@ int psn_services_start_as(struct psn_services **out, const char *datadir,
 void psn_services_set(struct psn_services *s, bool session, bool ca);
 /*
  * The node passphrase the supervisor keeps (NULL when s is), for the
- * CA renewal worker (psn_rootchain.h).
+ * CA renewal worker (member_rootchain.h).
  */
 const char *psn_services_pass(const struct psn_services *s, size_t *len);
 /*
- * Start every running service again, so that it loads the files of a new
- * root CA chain generation (psn_rootchain.h).
+ * The hand-over copies the services that may run need (into out, at most
+ * MEMBER_HANDOVERS_MAX); how many.
  */
-void psn_services_restart(struct psn_services *s, bool session, bool ca);
+size_t psn_services_handovers(const struct psn_services *s,
+                              struct member_handover *out);
+/*
+ * A new root CA chain generation is installed (member_rootchain.h): SIGHUP
+ * to every service that runs, in start order (the CA service first), so
+ * that each switches to the new files in place, its key from its
+ * hand-over copy; one that cannot ends and is started again on them.
+ */
+void psn_services_renewed(struct psn_services *s);
 /*
  * Call every loop turn: reaps our children, restarts a crashed service
  * after its backoff (1 s doubling to 60 s, reset after a minute of good

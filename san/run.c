@@ -10,7 +10,9 @@
  * that was away catches up through the member's EventsRequest.  What this
  * file adds: the replica's lag in `san status` and the views of the
  * replica (`san alarms`, `san node list`, `san cert list`), answered by
- * the daemon from its store.
+ * the daemon from its store; and, after `pan ca replace-root-chain`, the
+ * renewal of the SAN's Node CA with a key made here (member_rootchain.h,
+ * shared with the PSN).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -27,6 +29,7 @@
 #include "join.h"
 #include "keys.h"
 #include "log.h"
+#include "member_rootchain.h"
 #include "node.h"
 #include "msg.h"
 #include "pan.h"
@@ -92,6 +95,15 @@ struct san_replica {
 	bool promoted;       /* `san promote` ran here: go on as the primary */
 	uint64_t refused;    /* messages answered ERROR_NOT_PRIMARY */
 	int64_t refused_log; /* mono ms of the last line about them */
+	/*
+	 * Renewal of our Node CA after a root CA chain replacement
+	 * (member_rootchain.h): its worker makes the new key, so the
+	 * daemon keeps the node passphrase, in a locked page of its own,
+	 * wiped at stop (as the PSN's supervisor does).
+	 */
+	struct member_rootchain chain;
+	bool chain_read; /* the store's ca-chain read once */
+	struct secret pass;
 };
 
 /* The settings of either mode: pan run's keys, from D/san.conf. */
@@ -103,6 +115,7 @@ san_config(const char *datadir, char *const *sets, size_t nsets,
 }
 
 /* The passphrase is here only now: take the CURVE secret for ready(). */
+
 static int
 san_start(struct join_daemon *d, void *arg, const char *pass, size_t passlen,
           struct error *err)
@@ -118,7 +131,50 @@ san_start(struct join_daemon *d, void *arg, const char *pass, size_t passlen,
 		return -1;
 	rc = curve_z85(key, pub, r->secret, err);
 	EVP_PKEY_free(key);
-	return rc;
+	if (rc == -1)
+		return -1;
+	member_rootchain_init(&r->chain, d->datadir, d->id.hostname,
+	                      NODE_ROLE_SAN, false);
+	return secret_keep(&r->pass, pass, passlen, err);
+}
+
+static void
+san_stop(struct join_daemon *d, void *arg)
+{
+	struct san_replica *r = arg;
+
+	(void)d;
+	/* A worker still running finishes its step alone (crash-safe). */
+	secret_wipe(&r->pass);
+}
+
+/* A ca-chain event: the generation our Node CA must reach. */
+static void
+san_applied(struct join_daemon *d, void *arg, const Iselab__Event *ev)
+{
+	struct san_replica *r = arg;
+
+	if (ev->change_case == ISELAB__EVENT__CHANGE_CA_CHAIN)
+		member_rootchain_target(&r->chain, d->st);
+}
+
+static int
+san_message(struct join_daemon *d, void *arg, const Iselab__Envelope *env)
+{
+	struct san_replica *r = arg;
+
+	(void)d;
+	return member_rootchain_response(&r->chain, env);
+}
+
+static void
+san_child_exited(struct join_daemon *d, void *arg, pid_t pid, int status)
+{
+	struct san_replica *r = arg;
+
+	(void)d;
+	if (member_rootchain_owns(&r->chain, pid))
+		member_rootchain_exited(&r->chain, status);
 }
 
 /*
@@ -319,13 +375,23 @@ static int64_t
 san_tick(struct join_daemon *d, void *arg, int64_t now_mono)
 {
 	struct san_replica *r = arg;
+	bool installed;
+	int renew;
 
-	(void)now_mono;
 	if (d->link != NULL && san_in_sync(d))
 		r->last_in_sync = time_now_ms();
 	if (d->link != NULL)
 		san_link_alarm(d, r);
-	return SAN_SYNC_TICK_MS;
+	if (!r->chain_read) {
+		member_rootchain_target(&r->chain, d->st);
+		r->chain_read = true;
+	}
+	/* Nothing runs on the Node CA key here: the files are all. */
+	renew = member_rootchain_tick(&r->chain, d->link, r->pass.buf,
+	                              r->pass.len, NULL, 0, now_mono,
+	                              &installed);
+	return renew >= 0 && renew < SAN_SYNC_TICK_MS ? renew
+	                                               : SAN_SYNC_TICK_MS;
 }
 
 /* `san alarms`: the replica's and ours, by raise time. */
@@ -458,6 +524,10 @@ san_run_main(int argc, char **argv)
 	    .arg = &r,
 	    .config = san_config,
 	    .start = san_start,
+	    .stop = san_stop,
+	    .applied = san_applied,
+	    .message = san_message,
+	    .child_exited = san_child_exited,
 	    .tick = san_tick,
 	    .status = san_status,
 	    .command = san_command,

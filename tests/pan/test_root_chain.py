@@ -4,17 +4,42 @@ on the PAN, a running PSN renews its Endpoint Sub CA and its own
 certificates with new keys made on the PSN, new enrollments verify to the
 new root, what the old chain issued still verifies to the old root."""
 
+import base64
+import re
+import socket
+import ssl
 import sys
+import threading
+import time
+from datetime import datetime, timezone
 from pathlib import Path
+
+import pytest
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import pkcs7
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "psn"))
-from iselab import LINK_TIMEOUT, lab, openssl, verify, wait_for  # noqa: E402,F401
+from iselab import LINK_TIMEOUT, PASSPHRASE, lab, openssl, verify, wait_for  # noqa: E402,F401
 import test_est_psn as est  # noqa: E402
 from test_ocsp_pan import ocsp, status_of, url_of  # noqa: E402
 from test_replication import USER, PASSWORD, enroll_basic, running_psn  # noqa: E402
+from test_faults import _Https, make_csr  # noqa: E402
 
 RENEW_TIMEOUT = 120
+# EST clients enrolling in a loop across the replacement.
+LOAD_CLIENTS = 2
+# Enrollments begun once the PSN has switched before the load stops.
+LOAD_AFTER = 6
+# One enrollment's or one keep-alive request's longest wait.
+HTTP_TIMEOUT = 60.0
+# Pause between two requests on the keep-alive connection (well below
+# est.timeout, the server's idle timeout).
+KEEPALIVE_EVERY_S = 0.5
+SERVICES = ("Certificate Authority Service", "EST Service", "OCSP Responder",
+            "Provisioning Service")
 
 
 def pubkey(path):
@@ -47,8 +72,251 @@ def enroll(lab, psn, cn):
     return est.issued_cert(lab, body, cn)
 
 
+def service_pids(node):
+    """{service row title: pid} of the running services (`psn status`)."""
+    st = node.status().stdout
+    pids = {}
+    for title in SERVICES:
+        m = re.search(rf"^{re.escape(title)}\s+running\s+(\d+)", st, re.M)
+        if m:
+            pids[title] = int(m.group(1))
+    return pids
+
+
+def wait_signing(psn, gen=2):
+    """Until psn's CA service signs with the Sub CA of generation gen."""
+    line = (f"ca-service INFO root CA chain generation {gen}: signing with the new "
+            "Endpoint Sub CA")
+    wait_for(lambda: line in psn.log_text(), RENEW_TIMEOUT,
+             f"{psn.hostname}'s CA service to sign with the new Sub CA", detail=psn.log_text)
+
+
+def served_cert(node, port=est.EST_PORT):
+    """The DER certificate a new TLS connection to node:port is given."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with socket.create_connection((node.address.ip, port), 10) as sock:
+        with ctx.wrap_socket(sock, server_hostname=node.hostname) as tls:
+            return tls.getpeercert(binary_form=True)
+
+
+def pem_der(path):
+    return x509.load_pem_x509_certificate(Path(path).read_bytes()).public_bytes(
+        serialization.Encoding.DER)
+
+
+class KeepAlive:
+    """One HTTPS connection to 8084, opened now, trusting the old root only:
+    GET /cacerts on it every KEEPALIVE_EVERY_S until stop(); http.client
+    would reconnect silently, so the socket object and its local port are
+    checked to stay the same at every request."""
+
+    def __init__(self, psn, root):
+        ctx = ssl.create_default_context(cafile=str(root))
+        self.c = _Https(psn.address.ip, est.EST_PORT, psn.hostname, ctx, HTTP_TIMEOUT)
+        self.c.connect()
+        self.sock = self.c.sock
+        self.local = self.sock.getsockname()
+        self.server_cert = self.sock.getpeercert(binary_form=True)
+        self.count, self.errors = 0, []
+        self.request()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def request(self):
+        self.c.request("GET", "/.well-known/est/cacerts")
+        r = self.c.getresponse()
+        body = r.read()
+        assert r.status == 200, (r.status, body[:200])
+        assert r.getheader("Connection", "").lower() != "close", r.getheaders()
+        assert self.c.sock is self.sock and self.sock.fileno() != -1, \
+            "the keep-alive connection was closed and made again"
+        assert self.sock.getsockname() == self.local
+        self.count += 1
+        return body
+
+    def _run(self):
+        while not self.done.wait(KEEPALIVE_EVERY_S):
+            try:
+                self.request()
+            except Exception as e:  # noqa: BLE001 (any failure counts)
+                self.errors.append(repr(e))
+                return
+
+    def stop(self):
+        self.done.set()
+        self.thread.join(HTTP_TIMEOUT)
+        assert not self.thread.is_alive(), "the keep-alive client hangs"
+        assert not self.errors, self.errors
+        body = self.request()  # once more, after the switch
+        self.c.close()
+        return body
+
+
+class EnrollLoad:
+    """LOAD_CLIENTS EST clients enrolling (HTTP Basic, a fresh key each
+    time) in a loop until stop(), each with a new connection; a client
+    trusts the old root and whatever root the PAN holds now (the new one
+    once it is made), as a device that fetched the new trust anchors would.
+    got: [(start monotonic, cn, PEM path)]; failures: one line each."""
+
+    def __init__(self, lab, psn, old_root, pan):
+        self.lab, self.psn, self.old_root, self.pan = lab, psn, old_root, pan
+        self.auth = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+        self.lock = threading.Lock()
+        self.got, self.failures, self.n = [], [], 0
+        self.done = threading.Event()
+        self.threads = [threading.Thread(target=self._run, daemon=True)
+                        for _ in range(LOAD_CLIENTS)]
+        for t in self.threads:
+            t.start()
+
+    def _roots(self):
+        old = Path(self.old_root).read_text()
+        now = (self.pan.datadir / "ca" / "root-ca.crt").read_text()
+        return old if now == old else old + now
+
+    def _enroll(self, cn):
+        key, der = make_csr(cn)
+        ctx = ssl.create_default_context(cadata=self._roots())
+        c = _Https(self.psn.address.ip, est.EST_PORT, self.psn.hostname, ctx, HTTP_TIMEOUT)
+        try:
+            c.request("POST", "/.well-known/est/simpleenroll", body=base64.encodebytes(der),
+                      headers={"Content-Type": "application/pkcs10",
+                               "Authorization": "Basic " + self.auth})
+            r = c.getresponse()
+            body = r.read()
+        finally:
+            c.close()
+        assert r.status == 200, f"HTTP {r.status} {body[:200]!r}"
+        certs = pkcs7.load_der_pkcs7_certificates(base64.b64decode(body))
+        assert len(certs) == 1 and certs[0].public_key().public_numbers() == \
+            key.public_key().public_numbers(), cn
+        return certs[0].public_bytes(serialization.Encoding.PEM)
+
+    def _run(self):
+        while not self.done.is_set():
+            with self.lock:
+                self.n += 1
+                cn = f"load-{self.n:04d}"
+            start = time.monotonic()
+            try:
+                pem = self._enroll(cn)
+            except Exception as e:  # noqa: BLE001 (every failure counts)
+                with self.lock:
+                    self.failures.append(f"{cn}: {e!r}")
+                continue
+            path = self.lab.tmp / f"{cn}.pem"
+            path.write_bytes(pem)
+            with self.lock:
+                self.got.append((start, cn, path))
+
+    def stop(self):
+        self.done.set()
+        for t in self.threads:
+            t.join(HTTP_TIMEOUT * 2)
+            assert not t.is_alive(), "an EST client thread hangs"
+
+
+def test_services_switch_in_place(lab):
+    """The running services take the new certificates without a restart:
+    same PIDs, a keep-alive connection opened before goes on working on
+    the same socket, new connections get the new EST server certificate,
+    and enrollments running all along never fail (each verifies to the old
+    or the new root; those begun once the CA service signs with the new
+    Sub CA verify to the new root)."""
+    pan, psn = running_psn(lab)
+    pan.user_add(USER, PASSWORD)
+    psn.wait_events(pan)
+    ca = psn.datadir / "ca"
+    old_root = lab.tmp / "old-root.pem"
+    old_root.write_text((pan.datadir / "ca" / "root-ca.crt").read_text())
+    old_untrusted = lab.tmp / "old-untrusted.pem"
+    old_untrusted.write_text((ca / "chain.pem").read_text() + (ca / "endpoint-sub-ca.crt").read_text())
+    pids = service_pids(psn)
+    assert set(pids) == set(SERVICES), psn.status().stdout
+    old_est = served_cert(psn)
+    assert old_est == pem_der(ca / "est-server.crt")
+    old_portal = served_cert(psn, 8443)
+
+    alive = KeepAlive(psn, old_root)
+    load = EnrollLoad(lab, psn, old_root, pan)
+    wait_for(lambda: len(load.got) + len(load.failures) >= LOAD_CLIENTS, HTTP_TIMEOUT,
+             "the load to get going")
+
+    pan.cli("ca", "replace-root-chain", check=True, timeout=400)
+    new_root = pan.datadir / "ca" / "root-ca.crt"
+    wait_for(lambda: generation(psn) == "2", RENEW_TIMEOUT, "psn1 to install generation 2",
+             detail=psn.log_text)
+    wait_signing(psn)
+    switched = time.monotonic()
+    new_est = pem_der(ca / "est-server.crt")
+    assert new_est != old_est
+    wait_for(lambda: served_cert(psn) == new_est, RENEW_TIMEOUT,
+             "new EST connections to get the new certificate", detail=psn.log_text)
+    wait_for(lambda: served_cert(psn, 8443) != old_portal, RENEW_TIMEOUT,
+             "new portal connections to get the new certificate", detail=psn.log_text)
+    assert served_cert(psn, 8443) == new_est  # the portal serves the EST server's
+    # The load goes on a while on the new chain.
+    wait_for(lambda: sum(1 for start, _, _ in list(load.got) if start > switched)
+             >= LOAD_AFTER, HTTP_TIMEOUT * 2, f"{LOAD_AFTER} enrollments after the switch",
+             detail=lambda: "\n".join(load.failures))
+    load.stop()
+    body = alive.stop()
+
+    # The connection opened before kept its certificate and its socket,
+    # and /cacerts on it now holds the new chain.
+    assert alive.server_cert == old_est
+    assert alive.count > 2, alive.count
+    cc = lab.tmp / "cacerts-alive.b64"
+    cc.write_bytes(body)
+    got = {pubkey_pem(pem) for pem in est.pkcs7_certs(lab, body, "alive")}
+    assert pubkey(ca / "endpoint-sub-ca.crt") in got
+
+    assert service_pids(psn) == pids, "a service was restarted"
+    assert "will be restarted" not in psn.log_text()
+
+    assert not load.failures, load.failures
+    assert load.got, "no enrollment during the replacement"
+    new_untrusted = lab.tmp / "new-untrusted.pem"
+    new_untrusted.write_text((ca / "chain.pem").read_text() + (ca / "endpoint-sub-ca.crt").read_text())
+    late = 0
+    for start, cn, path in load.got:
+        new_ok = verify(new_root, path, untrusted=new_untrusted).returncode == 0
+        old_ok = verify(old_root, path, untrusted=old_untrusted).returncode == 0
+        assert new_ok or old_ok, f"{cn} verifies to neither root"
+        if start > switched:
+            late += 1
+            assert new_ok, f"{cn}, begun after the switch, is not under the new root"
+    assert late > 0, "no enrollment after the switch"
+
+
+def private_key_matches(key, cert):
+    """Whether the encrypted key at key is cert's (decrypted with the lab's
+    passphrase)."""
+    p = openssl("pkey", "-in", str(key), "-passin", f"pass:{PASSPHRASE}", "-pubout",
+                check=None)
+    return p.returncode == 0 and p.stdout == pubkey(cert)
+
+
+def pubkey_pem(pem):
+    return openssl("x509", "-noout", "-pubkey", input=pem).stdout
+
+
 def test_replace_root_chain_renews_psn(lab):
     pan, psn = running_psn(lab)
+    # A SAN running during the replacement: it renews its Node CA.
+    san = lab.san("san1")
+    san.join(pan.node_add("san1", "san"), check=True)
+    san.start()
+    sca = san.datadir / "ca"
+    old_san_key = pubkey(sca / "node-ca.crt")
+    # san2 joined, and down during the replacement.
+    san2 = lab.san("san2")
+    san2.join(pan.node_add("san2", "san"), check=True)
+    old_san2_key = pubkey(san2.datadir / "ca" / "node-ca.crt")
     # psn2 joined, and down during the replacement.
     psn2 = lab.psn("psn2")
     psn2.join(pan.node_add("psn2", "psn"), check=True)
@@ -85,10 +353,23 @@ def test_replace_root_chain_renews_psn(lab):
     assert verify(new_root, ca / "endpoint-sub-ca.crt", untrusted=untrusted).returncode == 0
     assert (ca / "gen-1" / "endpoint-sub-ca.crt").exists()
 
-    # The services run on the new certificates: a new enrollment verifies
-    # to the new root, and not to the old one.
-    wait_for(lambda: est.tcp_listening(psn.address.ip), est.START_TIMEOUT,
-             "psn1 to serve EST again", detail=psn.log_text)
+    # The SAN: a new Node CA, its key made on the SAN, under the new root;
+    # the old one kept in gen-1.
+    wait_for(lambda: generation(san) == "2", RENEW_TIMEOUT, "san1 to install generation 2",
+             detail=san.log_text)
+    assert pubkey(sca / "node-ca.crt") != old_san_key
+    assert verify(new_root, sca / "node-ca.crt").returncode == 0
+    assert verify(old_root, sca / "node-ca.crt").returncode != 0
+    assert pubkey(sca / "gen-1" / "node-ca.crt") == old_san_key
+    assert (sca / "root-ca.crt").read_text() == new_root.read_text()
+    assert private_key_matches(sca / "node-ca.key", sca / "node-ca.crt")
+    assert "renewed the node-ca of san1" in pan.log_text()
+
+    # The services switch to the new certificates (SIGHUP after the
+    # install): a new enrollment verifies to the new root, not the old one.
+    wait_for(lambda: served_cert(psn) == pem_der(ca / "est-server.crt"), RENEW_TIMEOUT,
+             "psn1's EST server to switch", detail=psn.log_text)
+    wait_signing(psn)
     lab_est = est.Est(lab, psn, psn.address)
 
     def enrolled():
@@ -143,6 +424,23 @@ def test_replace_root_chain_renews_psn(lab):
                                       str(lab.tmp / "before.key"), data=csr)
     assert status in (401, 403), (status, body)
 
+    # `pan ca certs` shows both generations, the old one marked; --verify
+    # trusts the old chain: psn2, down, is not renewed yet, not invalid.
+    tree = pan.cli("ca", "certs", check=True).stdout
+    assert "Root CA chain generation 1 (old" in tree, tree
+    old_part = tree.split("Root CA chain generation 1 (old")[1]
+    assert "generation 1, old" in old_part and "psn1" in old_part and "san1" in old_part, tree
+    assert re.search(r"Endpoint Sub CA - psn2\n\S*\s+not renewed yet \(generation 1\)",
+                     tree.split("Root CA chain generation 1")[0]), tree
+    p = pan.cli("ca", "certs", "--verify")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert re.search(r"^psn1\s+psn\s+Endpoint Sub CA\s+valid up to the Root CA", p.stdout, re.M), \
+        p.stdout
+    assert re.search(r"^san1\s+san\s+Node CA\s+valid up to the Root CA", p.stdout, re.M), p.stdout
+    assert re.search(r"^psn2\s+psn\s+Endpoint Sub CA\s+not renewed yet \(generation 1\)",
+                     p.stdout, re.M), p.stdout
+    assert "INVALID" not in p.stdout, p.stdout
+
     # The PSN that was down renews by itself when it starts again.
     psn2.start()
     ca2 = psn2.datadir / "ca"
@@ -151,6 +449,71 @@ def test_replace_root_chain_renews_psn(lab):
     assert pubkey(ca2 / "endpoint-sub-ca.crt") != old_sub2
     untrusted.write_text((ca2 / "chain.pem").read_text())
     assert verify(new_root, ca2 / "endpoint-sub-ca.crt", untrusted=untrusted).returncode == 0
+    p = pan.cli("ca", "certs", "--verify", check=True)
+    assert re.search(r"^psn2\s+psn\s+Endpoint Sub CA\s+valid up to the Root CA", p.stdout, re.M), \
+        p.stdout
+
+    # So does the SAN that was down.
+    assert re.search(r"^san2\s+san\s+Node CA\s+not renewed yet \(generation 1\)", p.stdout,
+                     re.M), p.stdout
+    san2.start()
+    wait_for(lambda: generation(san2) == "2", RENEW_TIMEOUT, "san2 to install generation 2",
+             detail=san2.log_text)
+    s2 = san2.datadir / "ca"
+    assert pubkey(s2 / "node-ca.crt") != old_san2_key
+    assert verify(new_root, s2 / "node-ca.crt").returncode == 0
+    assert private_key_matches(s2 / "node-ca.key", s2 / "node-ca.crt")
+
+
+def log_ms(line):
+    """Epoch ms of a log line's timestamp (2026-11-28T14:04:13.730Z ...)."""
+    stamp = line.split()[0]
+    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+        tzinfo=timezone.utc).timestamp() * 1000
+
+
+def test_daemon_serves_while_the_signer_makes_keys(lab):
+    """RSA 4096 keys take the signer seconds: the PAN's daemon goes on
+    answering heartbeats meanwhile (a PSN beating every second sees acks
+    dated inside the signer's work), and the command still answers."""
+    pan = lab.pan(ca_key="rsa:4096")
+    psn = lab.psn("psn1")
+    psn.join(pan.node_add("psn1", "psn"), check=True)
+    psn.start("--set", "heartbeat.interval=1s")
+    ack = re.compile(r"connected, last heartbeat ack (\S+ \S+) UTC")
+    wait_for(lambda: ack.search(psn.status().stdout), LINK_TIMEOUT, "psn1's link",
+             detail=psn.log_text)
+
+    result = {}
+    cli = threading.Thread(target=lambda: result.setdefault(
+        "p", pan.cli("ca", "replace-root-chain", timeout=400)), daemon=True)
+    cli.start()
+    acks = set()
+    while cli.is_alive():
+        m = ack.search(psn.status().stdout)
+        if m:
+            acks.add(m.group(1))
+        time.sleep(0.2)
+    cli.join()
+    p = result["p"]
+    assert p.returncode == 0 and "generation 2" in p.stdout, p.stdout + p.stderr
+
+    log = pan.log_text().splitlines()
+    began = [log_ms(ln) for ln in log if "replacing the root CA chain: generation 2" in ln]
+    done = [ln for ln in log if "the CA signer made generation 2's keys in" in ln]
+    assert began and done, "\n".join(log[-40:])
+    assert "the daemon served meanwhile" in done[0]
+    start, end = began[0], log_ms(done[0])
+    if end - start < 2500:
+        pytest.skip(f"the signer was done in {end - start:.0f} ms: too short to tell")
+    inside = [a for a in acks
+              if start < datetime.strptime(a, "%Y-%m-%d %H:%M:%S").replace(
+                  tzinfo=timezone.utc).timestamp() * 1000 and
+              datetime.strptime(a, "%Y-%m-%d %H:%M:%S").replace(
+                  tzinfo=timezone.utc).timestamp() * 1000 + 1000 <= end]
+    assert inside, f"no heartbeat ack while the signer worked ({start:.0f}..{end:.0f}): {acks}"
+    wait_for(lambda: generation(psn) == "2", RENEW_TIMEOUT, "psn1 to install generation 2",
+             detail=psn.log_text)
 
 
 def test_replace_root_chain_refused_without_daemon(lab):

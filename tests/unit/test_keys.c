@@ -237,6 +237,51 @@ test_save_load(void **state)
 	}
 }
 
+/*
+ * A hand-over copy: readable under its secret only, once (the file goes),
+ * and nothing without a secret or a copy.
+ */
+static void
+test_handover(void **state)
+{
+	char from[PATH_MAX], to[PATH_MAX];
+	struct secret mine = {NULL, 0, 0}, other = {NULL, 0, 0};
+	struct error err;
+	EVP_PKEY *key, *back;
+
+	(void)state;
+	tmp_path(from, sizeof(from), "handover-src.key");
+	tmp_path(to, sizeof(to), "handover-dst.handover");
+	assert_non_null(key = key_generate(KEY_EC_P256, &err));
+	assert_int_equal(key_save(key, from, PASS, PASSLEN, &err), 0);
+	assert_int_equal(secret_random(&mine, KEY_HANDOVER_BYTES, &err), 0);
+	assert_int_equal(secret_random(&other, KEY_HANDOVER_BYTES, &err), 0);
+	/* No secret, or a wrong passphrase for the source: refused. */
+	assert_int_equal(key_handover_copy(from, PASS, PASSLEN, to, NULL, &err),
+	                 -1);
+	assert_err(&err, "no hand-over secret");
+	assert_int_equal(
+	    key_handover_copy(from, "wrong", 5, to, &mine, &err), -1);
+	assert_int_equal(access(to, F_OK), -1);
+	assert_int_equal(
+	    key_handover_copy(from, PASS, PASSLEN, to, &mine, &err), 0);
+	/* Another service's secret cannot read it, and leaves it there. */
+	assert_null(key_handover_take(to, &other, &err));
+	assert_err(&err, "wrong passphrase");
+	assert_int_equal(access(to, F_OK), 0);
+	assert_null(key_handover_take(to, NULL, &err));
+	assert_non_null(back = key_handover_take(to, &mine, &err));
+	assert_int_equal(EVP_PKEY_eq(key, back), 1);
+	/* Read once. */
+	assert_int_equal(access(to, F_OK), -1);
+	assert_null(key_handover_take(to, &mine, &err));
+	assert_err(&err, "no hand-over copy");
+	EVP_PKEY_free(back);
+	EVP_PKEY_free(key);
+	secret_wipe(&mine);
+	secret_wipe(&other);
+}
+
 static void
 test_wrong_passphrase(void **state)
 {
@@ -738,6 +783,7 @@ main(void)
 	    cmocka_unit_test(test_save_refuses_weak_passphrase),
 	    cmocka_unit_test(test_passphrase_file),
 	    cmocka_unit_test(test_passphrase_env),
+	    cmocka_unit_test(test_handover),
 	    cmocka_unit_test(test_strength),
 	    cmocka_unit_test(test_key_id_fixtures),
 	    cmocka_unit_test(test_key_id_cli),

@@ -1,30 +1,36 @@
 /*
- * rootchain: a PSN's side of `pan ca replace-root-chain`
- * (docs/certificates.md, "Replacing the root CA chain").
+ * member_rootchain: a member's side of `pan ca replace-root-chain`
+ * (docs/certificates.md, "Replacing the root CA chain"): a PSN renews its
+ * Endpoint Sub CA and its own certificates, a SAN its Node CA.
  *
- * The ca-chain event (applied to the store like every event, so a PSN
+ * The ca-chain event (applied to the store like every event, so a node
  * that was down applies it when it returns) names the generation to
  * reach; D/ca/generation the one installed.  While they differ, the
  * daemon walks these steps, each marked by the files it leaves in
- * D/ca/next/, so that a PSN killed midway resumes where it was:
+ * D/ca/next/, so that a node killed midway resumes where it was:
  *
  *   keys    a "ca-renew" process (it gets the node passphrase; the main
  *           process, which talks to the network, never holds a CA key)
- *           makes new keys for the Endpoint Sub CA, the OCSP responder,
- *           the EST server and the EST client, saved encrypted, and the
- *           CSR of the Sub CA (and of the responder in the legacy
- *           hierarchy); ca.csr last.
+ *           makes the new keys: the CA's (Endpoint Sub CA, or a SAN's
+ *           Node CA) and, on a PSN, the OCSP responder's, the EST
+ *           server's and the EST client's, saved encrypted, and the CSR
+ *           of the CA (and of the responder in the legacy hierarchy);
+ *           ca.csr last.
  *   renew   the main process sends the CSRs in a RenewRequest on the
  *           CURVE link (again every RENEW_RETRY_MS until answered) and
- *           saves what the PAN signed: endpoint-sub-ca.crt, chain.pem,
+ *           saves what the PAN signed: the CA certificate, chain.pem,
  *           root-ca.crt, "renewed" last.
- *   issue   "ca-renew" again: the new Sub CA issues the OCSP responder
- *           (rfc6960), EST server and EST client certificates, recorded in
- *           the store and queued for the PAN in one transaction, "issued"
- *           last.
+ *   issue   (PSN) "ca-renew" again: the new Sub CA issues the OCSP
+ *           responder (rfc6960), EST server and EST client certificates,
+ *           recorded in the store and queued for the PAN in one
+ *           transaction, "issued" last.
+ *   handover (PSN) "ca-renew" again, once per daemon run: each running
+ *           service's new key saved again under that service's hand-over
+ *           secret (psn/services.h), the only way a new key reaches a
+ *           process that wiped the passphrase.
  *   install node_ca_install(): the old files go to D/ca/gen-<N-1>/, the
- *           new ones take their place; then the services are started
- *           again on them.
+ *           new ones take their place; then (PSN) every service is told
+ *           (SIGHUP) to switch to them in place.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -45,7 +51,7 @@
 #include "node.h"
 #include "outbox.h"
 #include "proc.h"
-#include "psn_rootchain.h"
+#include "member_rootchain.h"
 #include "store.h"
 #include "util.h"
 
@@ -59,20 +65,55 @@
 #define RENEW_PROCESS "ca-renew"
 
 /* What moves into D/ca/ at install. */
-static const char *const renew_files[] = {
+static const char *const psn_files[] = {
     "endpoint-sub-ca.key", "endpoint-sub-ca.crt", "ocsp-responder.key",
     "ocsp-responder.crt",  "est-server.key",      "est-server.crt",
     "est-client.key",      "est-client.crt",      "chain.pem",
     "root-ca.crt",
 };
+static const char *const san_files[] = {
+    "node-ca.key",
+    "node-ca.crt",
+    "chain.pem",
+    "root-ca.crt",
+};
+/* Keys made besides the CA's (the PSN's own certificates'). */
+static const char *const psn_keys[] = {"ocsp-responder", "est-server",
+                                       "est-client"};
+
+/* What a role renews. */
+struct member_renewal {
+	const char *ca;                /* "endpoint-sub-ca": D/ca/<ca>.key */
+	enum cert_profile profile;     /* of the CA certificate asked for */
+	const char *const *keys;       /* made besides, with their names */
+	size_t nkeys;
+	const char *const *files;      /* what moves into D/ca/ */
+	size_t nfiles;
+	bool issues;   /* step "issue": our own certificates, by the new CA */
+	int min_chain; /* certificates the PAN sends above ours, at least */
+};
+
+static const struct member_renewal renew_psn = {
+    "endpoint-sub-ca", CERT_PROFILE_ENDPOINT_SUB_CA, psn_keys,
+    ARRAY_SIZE(psn_keys), psn_files, ARRAY_SIZE(psn_files), true, 2,
+};
+static const struct member_renewal renew_san = {
+    "node-ca", CERT_PROFILE_NODE_CA, NULL, 0, san_files,
+    ARRAY_SIZE(san_files), false, 1,
+};
 
 /* The worker's arguments (a copy the fork keeps). */
 struct renew_args {
+	const struct member_renewal *kind;
 	const char *datadir;
 	const char *hostname;
 	const char *pass;
 	size_t passlen;
 	bool legacy;
+	/* Step "handover": the copies the running services take. */
+	bool handover;
+	const struct member_handover *ho;
+	size_t nho;
 };
 
 static int
@@ -148,14 +189,15 @@ static int
 renew_keys(const struct renew_args *a, struct error *err)
 {
 	char path[RENEW_PATH_MAX], rel[64];
-	EVP_PKEY *sub = NULL, *ocsp = NULL, *k;
+	EVP_PKEY *ca = NULL, *ocsp = NULL, *k;
 	X509 *old = NULL;
 	enum key_type type;
+	size_t i;
 	int rc = -1;
 
-	/* Keys like the Sub CA's of today. */
-	if (node_path(path, sizeof(path), a->datadir,
-	              NODE_CA_DIR "/endpoint-sub-ca.crt", err) == -1 ||
+	/* Keys like the CA's of today. */
+	if (node_ca_path(a->datadir, path, sizeof(path), err, "%s/%s.crt",
+	                 NODE_CA_DIR, a->kind->ca) == -1 ||
 	    (old = cert_load_pem(path, err)) == NULL ||
 	    key_type_of(X509_get0_pubkey(old), &type, err) == -1)
 		goto out;
@@ -163,24 +205,27 @@ renew_keys(const struct renew_args *a, struct error *err)
 	if (node_path(path, sizeof(path), a->datadir, rel, err) == -1 ||
 	    dir_create(path, 0700, err) == -1)
 		goto out;
-	if ((sub = renew_key(a, "endpoint-sub-ca.key", type, err)) == NULL ||
-	    (ocsp = renew_key(a, "ocsp-responder.key", type, err)) == NULL)
+	snprintf(rel, sizeof(rel), "%s.key", a->kind->ca);
+	if ((ca = renew_key(a, rel, type, err)) == NULL)
 		goto out;
-	if ((k = renew_key(a, "est-server.key", type, err)) == NULL)
-		goto out;
-	EVP_PKEY_free(k);
-	if ((k = renew_key(a, "est-client.key", type, err)) == NULL)
-		goto out;
-	EVP_PKEY_free(k);
-	if ((a->legacy && renew_csr(a, ocsp, CERT_PROFILE_OCSP_RESPONDER,
-	                            "ocsp.csr", err) == -1) ||
-	    renew_csr(a, sub, CERT_PROFILE_ENDPOINT_SUB_CA, "ca.csr", err) ==
-	        -1)
+	for (i = 0; i < a->kind->nkeys; i++) {
+		snprintf(rel, sizeof(rel), "%s.key", a->kind->keys[i]);
+		if ((k = renew_key(a, rel, type, err)) == NULL)
+			goto out;
+		if (strcmp(a->kind->keys[i], "ocsp-responder") == 0)
+			ocsp = k;
+		else
+			EVP_PKEY_free(k);
+	}
+	if ((a->legacy && ocsp != NULL &&
+	     renew_csr(a, ocsp, CERT_PROFILE_OCSP_RESPONDER, "ocsp.csr",
+	               err) == -1) ||
+	    renew_csr(a, ca, a->kind->profile, "ca.csr", err) == -1)
 		goto out;
 	rc = 0;
 out:
 	X509_free(old);
-	EVP_PKEY_free(sub);
+	EVP_PKEY_free(ca);
 	EVP_PKEY_free(ocsp);
 	return rc;
 }
@@ -298,6 +343,35 @@ out:
 	return rc;
 }
 
+/*
+ * Step "handover": each running service's new keys again under its
+ * hand-over secret (services.h), for it to switch in place once the
+ * files are installed.  Done by every daemon run before it installs: the
+ * secrets are those of the services running now.
+ */
+static int
+renew_handover(const struct renew_args *a, struct error *err)
+{
+	char from[RENEW_PATH_MAX], to[RENEW_PATH_MAX], name[64];
+	size_t i;
+
+	for (i = 0; i < a->nho; i++) {
+		snprintf(name, sizeof(name), "%s.key", a->ho[i].key);
+		if (next_path(a->datadir, name, from, sizeof(from), err) ==
+		        -1 ||
+		    member_handover_path(a->datadir, a->ho[i].key,
+		                         a->ho[i].process, to, sizeof(to),
+		                         err) == -1 ||
+		    key_handover_copy(from, a->pass, a->passlen, to,
+		                      a->ho[i].secret, err) == -1) {
+			error_prefix(err, "hand-over copy for %s",
+			             a->ho[i].process);
+			return -1;
+		}
+	}
+	return 0;
+}
+
 /* The worker: whichever step is due. */
 static int
 renew_main(void *arg)
@@ -310,7 +384,9 @@ renew_main(void *arg)
 		log_error(LOG_CA_SERVICE, "%s", e.msg);
 		return 1;
 	}
-	if (!next_has(a->datadir, "ca.csr"))
+	if (a->handover)
+		rc = renew_handover(a, &e);
+	else if (!next_has(a->datadir, "ca.csr"))
 		rc = renew_keys(a, &e);
 	else
 		rc = renew_issue_all(a, &e);
@@ -322,19 +398,29 @@ renew_main(void *arg)
 	return rc == 0 ? 0 : 1;
 }
 
+int
+member_handover_path(const char *datadir, const char *key,
+                     const char *process, char *buf, size_t len,
+                     struct error *err)
+{
+	return node_ca_path(datadir, buf, len, err, "%s/%s.%s.handover",
+	                    NODE_CA_DIR, key, process);
+}
+
 void
-psn_rootchain_init(struct psn_rootchain *rc, const char *datadir,
-                   const char *hostname, bool legacy)
+member_rootchain_init(struct member_rootchain *rc, const char *datadir,
+                      const char *hostname, enum node_role role, bool legacy)
 {
 	memset(rc, 0, sizeof(*rc));
 	rc->datadir = datadir;
 	rc->hostname = hostname;
-	rc->legacy = legacy;
+	rc->kind = role == NODE_ROLE_SAN ? &renew_san : &renew_psn;
+	rc->legacy = legacy && role == NODE_ROLE_PSN;
 	rc->installed = node_ca_generation(datadir);
 }
 
 void
-psn_rootchain_target(struct psn_rootchain *rc, struct store *st)
+member_rootchain_target(struct member_rootchain *rc, struct store *st)
 {
 	Iselab__CaChain *c = NULL;
 	struct error e = {{0}};
@@ -357,24 +443,30 @@ psn_rootchain_target(struct psn_rootchain *rc, struct store *st)
 }
 
 bool
-psn_rootchain_owns(const struct psn_rootchain *rc, pid_t pid)
+member_rootchain_owns(const struct member_rootchain *rc, pid_t pid)
 {
 	return rc->worker > 0 && rc->worker == pid;
 }
 
 void
-psn_rootchain_exited(struct psn_rootchain *rc, int status)
+member_rootchain_exited(struct member_rootchain *rc, int status)
 {
+	bool handover = rc->worker_handover;
+
 	rc->worker = 0;
+	rc->worker_handover = false;
 	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
 		/* Logged by the worker; tried again after a pause. */
 		rc->not_before = time_mono_ms() + RENEW_RETRY_MS;
+		return;
 	}
+	if (handover)
+		rc->handed_over = true;
 }
 
 /* Send the CSRs to the PAN. */
 static int
-renew_send(struct psn_rootchain *rc, struct join_link *link,
+renew_send(struct member_rootchain *rc, struct join_link *link,
            struct error *err)
 {
 	Iselab__Envelope env;
@@ -418,14 +510,15 @@ renew_save(const char *datadir, const char *name, X509 *x, struct error *err)
 }
 
 int
-psn_rootchain_response(struct psn_rootchain *rc, const Iselab__Envelope *env)
+member_rootchain_response(struct member_rootchain *rc,
+                          const Iselab__Envelope *env)
 {
 	const Iselab__RenewResponse *rr;
 	STACK_OF(X509) *chain = NULL;
 	X509 *sub = NULL, *ocsp = NULL, *x;
 	EVP_PKEY *key = NULL;
 	struct error e = {{0}};
-	char path[RENEW_PATH_MAX], text[32];
+	char path[RENEW_PATH_MAX], text[64];
 	FILE *fp = NULL;
 	size_t i;
 
@@ -478,13 +571,14 @@ psn_rootchain_response(struct psn_rootchain *rc, const Iselab__Envelope *env)
 		X509_REQ_free(req);
 	}
 	if (key == NULL || EVP_PKEY_eq(key, X509_get0_pubkey(sub)) != 1 ||
-	    sk_X509_num(chain) < 2 ||
+	    sk_X509_num(chain) < rc->kind->min_chain ||
 	    X509_verify(sub, X509_get0_pubkey(sk_X509_value(chain, 0))) != 1) {
 		error_set(&e, "the PAN's certificate is not for our new key or "
-		              "not issued by the Node CA it sent");
+		              "not issued by the CA it sent");
 		goto fail;
 	}
-	if (renew_save(rc->datadir, "endpoint-sub-ca.crt", sub, &e) == -1 ||
+	snprintf(text, sizeof(text), "%s.crt", rc->kind->ca);
+	if (renew_save(rc->datadir, text, sub, &e) == -1 ||
 	    (ocsp != NULL &&
 	     renew_save(rc->datadir, "ocsp-responder.crt", ocsp, &e) == -1) ||
 	    renew_save(rc->datadir, "root-ca.crt",
@@ -515,9 +609,9 @@ psn_rootchain_response(struct psn_rootchain *rc, const Iselab__Envelope *env)
 	if (rr->generation > rc->target)
 		rc->target = rr->generation;
 	rc->reached = rr->generation;
-	log_info(LOG_CA_SERVICE, "the PAN renewed our Endpoint Sub CA for "
-	                         "root CA chain generation %u",
-	         rr->generation);
+	log_info(LOG_CA_SERVICE, "the PAN renewed our %s for root CA chain "
+	                         "generation %u",
+	         cert_profile_name(rc->kind->profile), rr->generation);
 	goto out;
 fail:
 	log_error(LOG_CA_SERVICE, "renewal answer refused: %s", e.msg);
@@ -548,9 +642,10 @@ renewed_generation(const char *datadir)
 }
 
 int
-psn_rootchain_tick(struct psn_rootchain *rc, struct join_link *link,
-                   const char *pass, size_t passlen, int64_t now,
-                   bool *installed)
+member_rootchain_tick(struct member_rootchain *rc, struct join_link *link,
+                      const char *pass, size_t passlen,
+                      const struct member_handover *ho, size_t nho,
+                      int64_t now, bool *installed)
 {
 	struct renew_args a;
 	struct error e = {{0}};
@@ -563,14 +658,20 @@ psn_rootchain_tick(struct psn_rootchain *rc, struct join_link *link,
 		return rc->worker > 0 || rc->target <= rc->installed
 		           ? -1
 		           : (int)(rc->not_before - now);
+	a.kind = rc->kind;
 	a.datadir = rc->datadir;
 	a.hostname = rc->hostname;
 	a.pass = pass;
 	a.passlen = passlen;
 	a.legacy = rc->legacy;
+	a.handover = next_has(rc->datadir, "issued") && !rc->handed_over &&
+	             nho > 0;
+	a.ho = ho;
+	a.nho = nho;
 	if (!next_has(rc->datadir, "ca.csr") ||
-	    (next_has(rc->datadir, "renewed") &&
-	     !next_has(rc->datadir, "issued"))) {
+	    (rc->kind->issues && next_has(rc->datadir, "renewed") &&
+	     !next_has(rc->datadir, "issued")) ||
+	    a.handover) {
 		if (pass == NULL) {
 			log_error(LOG_CA_SERVICE, "no passphrase held: the "
 			                          "renewal waits for a restart");
@@ -582,7 +683,8 @@ psn_rootchain_tick(struct psn_rootchain *rc, struct join_link *link,
 			log_error(LOG_CA_SERVICE, "%s", e.msg);
 			rc->worker = 0;
 			rc->not_before = now + RENEW_RETRY_MS;
-		}
+		} else
+			rc->worker_handover = a.handover;
 		return -1;
 	}
 	if (!next_has(rc->datadir, "renewed")) {
@@ -600,7 +702,7 @@ psn_rootchain_tick(struct psn_rootchain *rc, struct join_link *link,
 	gen = renewed_generation(rc->datadir);
 	if (gen < rc->target)
 		gen = rc->target;
-	if (node_ca_install(rc->datadir, renew_files, ARRAY_SIZE(renew_files),
+	if (node_ca_install(rc->datadir, rc->kind->files, rc->kind->nfiles,
 	                    gen, &e) == -1) {
 		log_error(LOG_CA_SERVICE, "installing generation %u: %s", gen,
 		          e.msg);
@@ -619,10 +721,17 @@ psn_rootchain_tick(struct psn_rootchain *rc, struct join_link *link,
 	if (next_path(rc->datadir, "", path, sizeof(path), &e) == 0)
 		(void)rmdir(path);
 	rc->installed = gen;
+	rc->handed_over = false;
 	*installed = true;
-	log_info(LOG_CA_SERVICE,
-	         "root CA chain generation %u installed: new Endpoint Sub CA, "
-	         "OCSP responder, EST server and EST client certificates",
-	         gen);
+	if (rc->kind->issues)
+		log_info(LOG_CA_SERVICE,
+		         "root CA chain generation %u installed: new Endpoint "
+		         "Sub CA, OCSP responder, EST server and EST client "
+		         "certificates",
+		         gen);
+	else
+		log_info(LOG_CA_SERVICE,
+		         "root CA chain generation %u installed: new %s", gen,
+		         cert_profile_name(rc->kind->profile));
 	return 0;
 }
