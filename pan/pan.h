@@ -528,6 +528,9 @@ void primary_config(struct pan *p, Iselab__DeploymentConfig *cfg,
 int primary_admin_remove(struct pan *p, const char *host, struct error *err);
 /* A higher epoch than ours exists, with that primary: we step down. */
 void primary_superseded(struct pan *p, uint64_t epoch, const char *primary);
+/* key is the CURVE key of another admin node of the deployment. */
+bool primary_admin_key(const struct pan *p,
+                       const unsigned char key[CURVE_KEY_LEN]);
 /* Superseded: says so on errf ("not primary: ...") and returns true. */
 bool primary_refuse(struct pan *p, const char *cmd, FILE *errf);
 /* Our epoch and primary into a refusal. */

@@ -316,6 +316,17 @@ primary_superseded(struct pan *p, uint64_t epoch, const char *primary)
 }
 
 bool
+primary_admin_key(const struct pan *p, const unsigned char key[CURVE_KEY_LEN])
+{
+	size_t i;
+
+	for (i = 0; i < p->nadmins; i++)
+		if (memcmp(p->admins[i].curve, key, CURVE_KEY_LEN) == 0)
+			return true;
+	return false;
+}
+
+bool
 primary_refuse(struct pan *p, const char *cmd, FILE *errf)
 {
 	if (p->superseded == 0)

@@ -999,9 +999,13 @@ registry_heartbeat(struct pan *p, const struct pan_peer *peer,
 		    "from CURVE key %s, which no registered node holds",
 		    env->sender, peer->key_z85);
 		/*
-		 * Said all the same, with our epoch: a former primary that
-		 * probes us learns that it is one no longer.
+		 * Another admin node of the deployment (a former primary
+		 * that probes us) is told, with our epoch, that it is the
+		 * primary no longer.  Any other key gets nothing: a forger
+		 * learns nothing of the deployment.
 		 */
+		if (!primary_admin_key(p, peer->key))
+			return 0;
 		msg_init(&reply, env->request_id, p->id.hostname);
 		e.code = ISELAB__ERROR__CODE__ERROR_UNAUTHORIZED;
 		e.message = "not a node of this deployment";

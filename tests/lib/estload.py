@@ -67,7 +67,7 @@ def cert_list(node, *args):
         after = ["--after", more]
 
 
-class _Https(http.client.HTTPSConnection):
+class Https(http.client.HTTPSConnection):
     """HTTPS to an address, verifying the server as a host name (the PSN's
     EST certificate names its host, not its address)."""
 
@@ -92,7 +92,7 @@ class EstClient:
 
     def enroll(self, cn):
         key, der = make_csr(cn)
-        c = _Https(self.psn.address.ip, EST_PORT, self.psn.hostname, self.ctx, ENROLL_TIMEOUT)
+        c = Https(self.psn.address.ip, EST_PORT, self.psn.hostname, self.ctx, ENROLL_TIMEOUT)
         try:
             c.request("POST", "/.well-known/est/simpleenroll", body=base64.encodebytes(der),
                       headers={"Content-Type": "application/pkcs10",

@@ -26,7 +26,7 @@ from iselab import LINK_TIMEOUT, PASSPHRASE, lab, openssl, verify, wait_for  # n
 import test_est_psn as est  # noqa: E402
 from test_ocsp_pan import ocsp, status_of, url_of  # noqa: E402
 from test_replication import USER, PASSWORD, enroll_basic, running_psn  # noqa: E402
-from test_faults import _Https, make_csr  # noqa: E402
+from estload import Https, make_csr  # noqa: E402
 
 RENEW_TIMEOUT = 120
 # EST clients enrolling in a loop across the replacement.
@@ -114,7 +114,7 @@ class KeepAlive:
 
     def __init__(self, psn, root):
         ctx = ssl.create_default_context(cafile=str(root))
-        self.c = _Https(psn.address.ip, est.EST_PORT, psn.hostname, ctx, HTTP_TIMEOUT)
+        self.c = Https(psn.address.ip, est.EST_PORT, psn.hostname, ctx, HTTP_TIMEOUT)
         self.c.connect()
         self.sock = self.c.sock
         self.local = self.sock.getsockname()
@@ -181,7 +181,7 @@ class EnrollLoad:
     def _enroll(self, cn):
         key, der = make_csr(cn)
         ctx = ssl.create_default_context(cadata=self._roots())
-        c = _Https(self.psn.address.ip, est.EST_PORT, self.psn.hostname, ctx, HTTP_TIMEOUT)
+        c = Https(self.psn.address.ip, est.EST_PORT, self.psn.hostname, ctx, HTTP_TIMEOUT)
         try:
             c.request("POST", "/.well-known/est/simpleenroll", body=base64.encodebytes(der),
                       headers={"Content-Type": "application/pkcs10",
@@ -480,7 +480,7 @@ def test_daemon_serves_while_the_signer_makes_keys(lab):
     psn = lab.psn("psn1")
     psn.join(pan.node_add("psn1", "psn"), check=True)
     psn.start("--set", "heartbeat.interval=1s")
-    ack = re.compile(r"connected, last heartbeat ack (\S+ \S+) UTC")
+    ack = re.compile(r"PAN link: +connected .*?, last heartbeat ack (\S+ \S+) UTC")
     wait_for(lambda: ack.search(psn.status().stdout), LINK_TIMEOUT, "psn1's link",
              detail=psn.log_text)
 
