@@ -88,7 +88,9 @@ def test_ca_killed_est_follows_alarm_raised_and_cleared(lab):
     else:
         raise AssertionError(f"no CA Service Down alarm after {CRASHES_MAX} crashes:\n"
                              + pan.alarms(all=True) + tail(psn.log_path))
-    assert crash >= 2, "the first restart (1 s) is within the grace time"
+    # Usually the first restart (1 s) is within the 3 s grace time and the
+    # alarm comes with a later crash; on a loaded machine the first may
+    # already outlast it.  Either way is right: no assertion on timing.
 
     # Raised with node, severity and text; cleared by itself once back.
     wait_for(lambda: not alarm_rows(pan, "Service Down", "psn1"), LINK_TIMEOUT,
