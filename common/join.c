@@ -35,6 +35,7 @@
 #include "log.h"
 #include "msg.h"
 #include "node.h"
+#include "outbox.h"
 #include "proc.h"
 #include "store.h"
 #include "util.h"
@@ -3385,7 +3386,22 @@ run_adopt(void *ctx, const struct join_admin *admins, size_t n, uint64_t epoch)
 {
 	struct join_daemon *d = ctx;
 	struct error err = {{0}};
+	size_t again;
 
+	/*
+	 * A promotion: what the old primary acked may not have reached the
+	 * new one's replica before it died.  Everything acked lately goes
+	 * again; the new primary stores what it lacks and acks the rest.
+	 */
+	if (epoch > d->deployment.epoch && d->st != NULL) {
+		if (outbox_requeue_acked(d->st, &again, &err) == -1)
+			log_error(LOG_MESSAGING, "outbox: %s", err.msg);
+		else if (again > 0)
+			log_info(LOG_MESSAGING,
+			         "outbox: %zu certificates the former primary "
+			         "acked go again to the new one",
+			         again);
+	}
 	memcpy(d->deployment.admin, admins, n * sizeof(*admins));
 	d->deployment.nadmin = n;
 	if (epoch > d->deployment.epoch)

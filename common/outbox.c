@@ -249,11 +249,44 @@ refusal_move(struct store *st, struct store_batch *b,
 	return rc;
 }
 
+/* Length of an outbox_acked key: acked_at_ms, then the outbox key. */
+#define ACKED_KEY_MAX (OUTBOX_TIME_LEN + OUTBOX_KEY_MAX)
+
+/*
+ * Keep the acked item of key (still in the outbox) in outbox_acked under
+ * now || key, in b; an item already gone (an ack twice) is not an error.
+ */
+static int
+acked_keep(struct store *st, struct store_batch *b,
+           const ProtobufCBinaryData *key, int64_t now, struct error *err)
+{
+	uint8_t k[ACKED_KEY_MAX], *val = NULL;
+	size_t vlen;
+	int rc, i;
+
+	rc = store_kv_get(st, STORE_TABLE_OUTBOX, key->data, key->len, &val,
+	                  &vlen, err);
+	if (rc == STORE_NOT_FOUND)
+		return 0;
+	if (rc != STORE_OK)
+		return -1;
+	for (i = 0; i < OUTBOX_TIME_LEN; i++)
+		k[i] = (uint8_t)((uint64_t)now >> (8 * (OUTBOX_TIME_LEN - 1 - i)));
+	memcpy(k + OUTBOX_TIME_LEN, key->data, key->len);
+	rc = store_batch_kv_put(b, STORE_TABLE_OUTBOX_ACKED, k,
+	                        OUTBOX_TIME_LEN + key->len, val, vlen);
+	free(val);
+	if (rc == -1)
+		error_set(err, "outbox ack: the store refused to keep an item");
+	return rc;
+}
+
 int
 outbox_ack_apply(struct store *st, const Iselab__OutboxAck *ack,
                  size_t *refused, struct error *err)
 {
 	struct store_batch *b;
+	int64_t now = time_now_ms();
 	size_t i, moved = 0;
 	int rc = -1, m;
 
@@ -273,6 +306,8 @@ outbox_ack_apply(struct store *st, const Iselab__OutboxAck *ack,
 			          i, ack->keys[i].len);
 			goto out;
 		}
+		if (acked_keep(st, b, &ack->keys[i], now, err) == -1)
+			goto out;
 		if (store_batch_kv_del(b, STORE_TABLE_OUTBOX, ack->keys[i].data,
 		                       ack->keys[i].len) == -1) {
 			error_set(err, "outbox ack: the store refused key %zu",
@@ -334,6 +369,98 @@ outbox_count(struct store *st, size_t *count, struct error *err)
 }
 
 int
+outbox_acked_count(struct store *st, size_t *count, struct error *err)
+{
+	*count = 0;
+	return store_kv_foreach(st, STORE_TABLE_OUTBOX_ACKED, count_fn, count,
+	                        err) == -1
+	           ? -1
+	           : 0;
+}
+
+/* The acked entries a walk collects: their keys, and values if wanted. */
+struct acked_walk {
+	struct store_batch *b; /* the moves or deletes */
+	bool requeue;          /* true: back into the outbox */
+	int64_t cutoff;        /* prune: entries acked before this */
+	size_t n, max;
+};
+
+static int
+acked_fn(void *ctx, const void *key, size_t klen, const void *val,
+         size_t vlen)
+{
+	struct acked_walk *w = ctx;
+	const uint8_t *k = key;
+	int64_t at = 0;
+	int i;
+
+	if (klen <= OUTBOX_TIME_LEN || klen > ACKED_KEY_MAX)
+		return 0; /* not ours: left alone */
+	if (w->n >= w->max)
+		return 1;
+	for (i = 0; i < OUTBOX_TIME_LEN; i++)
+		at = (int64_t)(((uint64_t)at << 8) | k[i]);
+	/* Keys are in acked order: the first young one ends a prune. */
+	if (!w->requeue && at >= w->cutoff)
+		return 1;
+	if (store_batch_kv_del(w->b, STORE_TABLE_OUTBOX_ACKED, key, klen) ==
+	        -1 ||
+	    (w->requeue &&
+	     store_batch_kv_put(w->b, STORE_TABLE_OUTBOX, k + OUTBOX_TIME_LEN,
+	                        klen - OUTBOX_TIME_LEN, val, vlen) == -1))
+		return -1;
+	w->n++;
+	return 0;
+}
+
+/* One walk over outbox_acked, its changes applied in one transaction. */
+static int
+acked_walk(struct store *st, struct acked_walk *w, size_t *n,
+           struct error *err)
+{
+	int rc = -1;
+
+	*n = 0;
+	if ((w->b = store_batch_new()) == NULL) {
+		error_set(err, "out of memory");
+		return -1;
+	}
+	if (store_kv_foreach(st, STORE_TABLE_OUTBOX_ACKED, acked_fn, w, err) <
+	    0) {
+		if (err->msg[0] == '\0')
+			error_set(err, "outbox_acked: the store refused a "
+			               "change");
+		goto out;
+	}
+	if (w->n > 0 && store_apply(st, w->b, err) != STORE_OK)
+		goto out;
+	*n = w->n;
+	rc = 0;
+out:
+	store_batch_free(w->b);
+	return rc;
+}
+
+int
+outbox_requeue_acked(struct store *st, size_t *n, struct error *err)
+{
+	struct acked_walk w = {.requeue = true, .max = SIZE_MAX};
+
+	return acked_walk(st, &w, n, err);
+}
+
+int
+outbox_prune_acked(struct store *st, int64_t cutoff_ms, size_t *n,
+                   struct error *err)
+{
+	struct acked_walk w = {.cutoff = cutoff_ms,
+	                       .max = OUTBOX_ACKED_PRUNE_MAX};
+
+	return acked_walk(st, &w, n, err);
+}
+
+int
 outbox_refused_count(struct store *st, size_t *count, struct error *err)
 {
 	*count = 0;
@@ -376,6 +503,19 @@ outbox_sender_tick(struct outbox_sender *s, bool connected, int64_t now,
 		s->inflight_id = 0;
 		s->batches_resent++;
 		s->next_look = 0;
+	}
+	if (now >= s->next_prune) {
+		size_t pruned;
+
+		s->next_prune = now + OUTBOX_ACKED_PRUNE_MS;
+		if (outbox_prune_acked(s->st, time_now_ms() - OUTBOX_ACKED_KEEP_MS,
+		                       &pruned, &err) == -1)
+			log_error(LOG_MESSAGING, "outbox: %s", err.msg);
+		else if (pruned > 0)
+			log_info(LOG_MESSAGING,
+			         "outbox: %zu acked certificates older than "
+			         "a day no longer kept",
+			         pruned);
 	}
 	if (!connected)
 		return OUTBOX_POLL_MS;

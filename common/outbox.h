@@ -46,6 +46,17 @@ struct error;
 /* Retry delay when a batch could not be handed to the link. */
 #define OUTBOX_RETRY_MS 200
 /*
+ * How long an acked item is kept (outbox_acked) to be sent again to a new
+ * primary: the PAN acks once its own store holds an item, and a SAN that
+ * was behind when the PAN died and is then promoted would otherwise never
+ * learn it.  A day covers any replica lag a lab sees.
+ */
+#define OUTBOX_ACKED_KEEP_MS (24LL * 3600 * 1000)
+/* How often the sender drops acked items older than that. */
+#define OUTBOX_ACKED_PRUNE_MS 60000
+/* Most acked items one prune deletes (one transaction). */
+#define OUTBOX_ACKED_PRUNE_MAX 4096
+/*
  * Wait after an ack that took nothing (the PAN could not store the batch
  * just now): sending the same batch again at once would only spin.
  */
@@ -84,8 +95,9 @@ int outbox_batch_next(struct store *st, size_t max, Iselab__OutboxBatch **out,
 void outbox_batch_free(Iselab__OutboxBatch *b);
 
 /*
- * Delete exactly the acked keys, and move the items the PAN refused for
- * good to outbox_refused with its reason (so that they no longer block
+ * Move exactly the acked keys to outbox_acked (kept for a new primary,
+ * OUTBOX_ACKED_KEEP_MS), and the items the PAN refused for good to
+ * outbox_refused with its reason (so that they no longer block
  * the queue), in one store transaction (a key that is not there any more,
  * an ack that came twice, is not an error).  A key longer than
  * OUTBOX_KEY_MAX or empty is refused with the whole ack.  *refused (when
@@ -99,6 +111,24 @@ int outbox_ack_apply(struct store *st, const Iselab__OutboxAck *ack,
 int outbox_count(struct store *st, size_t *count, struct error *err);
 /* Entries the PAN refused for good (outbox_refused). */
 int outbox_refused_count(struct store *st, size_t *count, struct error *err);
+/* Acked entries kept for a new primary (outbox_acked). */
+int outbox_acked_count(struct store *st, size_t *count, struct error *err);
+
+/*
+ * A new primary (a promotion, docs/san.md): every acked entry still kept
+ * goes back into the outbox, in one transaction, so that the new primary
+ * gets what the old one acked but had not yet passed on to its replica
+ * (it acks what it already holds without storing it twice).  *n: the
+ * entries queued again.  0 or -1.
+ */
+int outbox_requeue_acked(struct store *st, size_t *n, struct error *err);
+
+/*
+ * Drop the acked entries acked before cutoff_ms (realtime), at most
+ * OUTBOX_ACKED_PRUNE_MAX.  *n: how many.  0 or -1.
+ */
+int outbox_prune_acked(struct store *st, int64_t cutoff_ms, size_t *n,
+                       struct error *err);
 
 /*
  * Hands one envelope to the link to the PAN; 0 when it went out (queued
@@ -121,6 +151,7 @@ struct outbox_sender {
 	uint64_t batches_resent; /* of them, sent again after a timeout */
 	uint64_t certs_acked;    /* keys deleted on an ack */
 	uint64_t certs_refused;  /* moved to outbox_refused on an ack */
+	int64_t next_prune;      /* monotonic ms of the next outbox_acked prune */
 };
 
 /* ack_timeout_ms 0: OUTBOX_ACK_TIMEOUT_MS.  hostname is not copied. */

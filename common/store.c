@@ -64,6 +64,7 @@ enum store_db {
 	STORE_DB_OUTBOX,
 	STORE_DB_EVENTS,
 	STORE_DB_OUTBOX_REFUSED,
+	STORE_DB_OUTBOX_ACKED,
 	STORE_DB_COUNT
 };
 
@@ -99,6 +100,8 @@ static const struct store_db_def {
     [STORE_DB_EVENTS] = {"events", 0, true},
     /* PSN: outbox items the PAN refused for good -> OutboxRefusal */
     [STORE_DB_OUTBOX_REFUSED] = {"outbox_refused", 0, true},
+    /* PSN: acked outbox items kept for a new primary (common/outbox.h) */
+    [STORE_DB_OUTBOX_ACKED] = {"outbox_acked", 0, true},
 };
 
 /* The named database behind each generic table. */
@@ -110,6 +113,7 @@ static const enum store_db store_table_db[STORE_TABLE_COUNT] = {
     [STORE_TABLE_OUTBOX] = STORE_DB_OUTBOX,
     [STORE_TABLE_EVENTS] = STORE_DB_EVENTS,
     [STORE_TABLE_OUTBOX_REFUSED] = STORE_DB_OUTBOX_REFUSED,
+    [STORE_TABLE_OUTBOX_ACKED] = STORE_DB_OUTBOX_ACKED,
 };
 
 _Static_assert(STORE_DB_COUNT <= STORE_MAX_DBS, "raise STORE_MAX_DBS");

@@ -174,6 +174,7 @@ enum store_table {
 	STORE_TABLE_OUTBOX, /* PSN: issued_at_ms || serial -> OutboxItem */
 	STORE_TABLE_EVENTS, /* admin nodes: seq (8 bytes BE) -> Event */
 	STORE_TABLE_OUTBOX_REFUSED, /* PSN: outbox key -> OutboxRefusal */
+	STORE_TABLE_OUTBOX_ACKED, /* PSN: acked_at_ms || outbox key -> item */
 	STORE_TABLE_COUNT
 };
 

@@ -16,6 +16,9 @@ openssl ocsp at the PSNs' responders and what the EST clients got.
   meanwhile (a revocation, a new enrollment user).
 - `san promote` with the SAN daemon stopped, then `san run`: the PSNs
   switch to it.
+- Certificates the PAN acked but its replica never got (the SAN was
+  stopped, then the PAN died): the PSNs send what they kept of their
+  acked outbox again to the new primary, which then holds them all.
 
 Load size: PROMOTE_LOAD enrollments per PSN (default 150 in a normal
 build, 30 under the sanitizers, where each costs 10x), one client per
@@ -242,3 +245,34 @@ def test_promote_with_san_stopped(lab):
     for psn in psns:
         wait_drained(psn, san)
     assert set(after) <= set(cert_list(san))
+
+
+def test_acked_but_not_replicated_reach_the_new_primary(lab):
+    """The PAN acks a certificate once its own store holds it; if it dies
+    before its replica got it (here the SAN is stopped meanwhile), only
+    the PSN still has it.  The PSN keeps what was acked (outbox_acked) and
+    sends it again when it adopts a new primary: nothing the PSN issued is
+    missing from the promoted SAN."""
+    pan, san, psns = deployment(lab)
+    import_store(lab, pan, san)
+    san.wait_events(pan)
+    san.stop()
+    acked = [rv.enroll(lab, psn, f"acked-{psn.hostname}-{i}")[1] for psn in psns for i in range(3)]
+    for psn in psns:
+        wait_drained(psn, pan)
+    assert set(acked) <= set(cert_list(pan))
+    pan.kill_group()
+
+    p = san.cli("promote", check=True)
+    assert "epoch 2" in p.stdout, p.stdout
+    san.start()
+    for psn in psns:
+        wait_primary(psn, "san1", 2)
+        wait_drained(psn, san)
+    rows = cert_list(san)
+    missing = set(acked) - set(rows)
+    assert not missing, f"acked by the old PAN, missing on the new primary: {missing}"
+    for psn in psns:
+        assert "the former primary acked go again to the new one" in psn.log_text(), \
+            psn.log_text()[-3000:]
+

@@ -192,6 +192,65 @@ test_add_and_order(void **state)
 }
 
 /*
+ * An acked item is kept (outbox_acked) until a new primary: then it goes
+ * again, once; a prune drops what was acked before its cutoff.
+ */
+static void
+test_acked_kept_for_a_new_primary(void **state)
+{
+	const int64_t times[] = {10, 20, 30};
+	struct store *st = open_store("acked");
+	Iselab__OutboxBatch *b = NULL;
+	Iselab__OutboxAck ack = ISELAB__OUTBOX_ACK__INIT;
+	ProtobufCBinaryData keys[2];
+	struct error err = {{0}};
+	size_t n;
+
+	(void)state;
+	queue(st, times, 3);
+	assert_int_equal(outbox_batch_next(st, 0, &b, &err), 0);
+	keys[0] = b->items[0]->key;
+	keys[1] = b->items[1]->key;
+	ack.n_keys = 2;
+	ack.keys = keys;
+	assert_int_equal(outbox_ack_apply(st, &ack, NULL, &err), 0);
+	/* Twice: kept once. */
+	assert_int_equal(outbox_ack_apply(st, &ack, NULL, &err), 0);
+	assert_int_equal(outbox_count(st, &n, &err), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(outbox_acked_count(st, &n, &err), 0);
+	assert_int_equal(n, 2);
+	/* A new primary: both go again, before the one never acked. */
+	assert_int_equal(outbox_requeue_acked(st, &n, &err), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(outbox_acked_count(st, &n, &err), 0);
+	assert_int_equal(n, 0);
+	outbox_batch_free(b);
+	assert_int_equal(outbox_batch_next(st, 0, &b, &err), 0);
+	assert_int_equal(b->n_items, 3);
+	assert_int_equal(b->items[0]->issued_at_ms, 10);
+	assert_int_equal(b->items[1]->issued_at_ms, 20);
+	/* Nothing more the second time. */
+	assert_int_equal(outbox_requeue_acked(st, &n, &err), 0);
+	assert_int_equal(n, 0);
+
+	/* Acked again; a prune before they were acked keeps them, after not. */
+	keys[0] = b->items[0]->key;
+	keys[1] = b->items[1]->key;
+	assert_int_equal(outbox_ack_apply(st, &ack, NULL, &err), 0);
+	assert_int_equal(outbox_prune_acked(st, 1, &n, &err), 0);
+	assert_int_equal(n, 0);
+	assert_int_equal(outbox_prune_acked(st, time_now_ms() + 1000, &n,
+	                                    &err),
+	                 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(outbox_acked_count(st, &n, &err), 0);
+	assert_int_equal(n, 0);
+	outbox_batch_free(b);
+	store_close(st);
+}
+
+/*
  * An item the PAN refuses for good leaves the queue for outbox_refused,
  * with the reason and the item as it was, so that what follows it is sent;
  * an acked one is deleted in the same transaction.
@@ -466,6 +525,7 @@ main(void)
 	    cmocka_unit_test(test_add_refused),
 	    cmocka_unit_test(test_ack),
 	    cmocka_unit_test(test_refused),
+	    cmocka_unit_test(test_acked_kept_for_a_new_primary),
 	    cmocka_unit_test(test_sender),
 	};
 
