@@ -103,12 +103,12 @@ struct pan_ocsp_proc {
 	/*
 	 * The hand-over secret (pan.h): the CA signer leaves the key of a
 	 * new generation's responder encrypted under it, as the passphrase
-	 * is gone.  The worker wipes its copy.
+	 * is gone.  Both read the copy: the "ocsp" process for the workers
+	 * it starts later, then the worker, which takes the new generation
+	 * in place and removes the copy.
 	 */
 	struct secret handover;
 	int sigfd;     /* the supervisor's signals (the worker closes it) */
-	/* The worker starts beside the one it replaces (http.h successor). */
-	bool successor;
 	int wready;    /* the worker's start report pipe, its end */
 };
 
@@ -333,12 +333,100 @@ ocsp_read_ready(int fd, const char *who, struct error *err)
 
 /* --- the worker: the network-facing responder --- */
 
+static void ocsp_load_signer(struct pan_ocsp_proc *o, const char *keyfile,
+                             const char *pass, size_t passlen);
+
+/*
+ * The installed generation's Node CA, responder certificate and (from
+ * the hand-over copy) its key into *fresh, zeroed first: 0, or -1 with e
+ * set and nothing held.
+ */
+static int
+ocsp_load_fresh(const struct pan_ocsp_proc *o, struct pan_ocsp_proc *fresh,
+                struct error *e)
+{
+	char path[PAN_PATH_MAX];
+
+	memset(fresh, 0, sizeof(*fresh));
+	fresh->a = o->a;
+	if (node_path(path, sizeof(path), o->a->datadir,
+	              NODE_CA_DIR "/node-ca.crt", e) == -1 ||
+	    (fresh->issuer = cert_load_pem(path, e)) == NULL)
+		return -1;
+	if (o->handover.buf != NULL)
+		ocsp_load_signer(fresh, NODE_CA_DIR "/" SIGNER_OCSP_HANDOVER,
+		                 o->handover.buf, o->handover.len);
+	if (fresh->signer == NULL) {
+		error_set(e, "no readable hand-over copy of the new responder "
+		             "key");
+		X509_free(fresh->issuer);
+		fresh->issuer = NULL;
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * In the worker, on SIGHUP: a newer generation that the "ocsp" process
+ * took already (ocsp_take_generation(), which left the hand-over copy
+ * for us)?  Then a responder for the new Node CA with the new responder
+ * certificate and key replaces ours for the HTTP workers, ours answering
+ * for the old generation as its older: no connection is dropped.  1
+ * taken, 0 nothing newer, -1 (logged) it cannot be: the worker ends and
+ * the "ocsp" process starts a new one on what it took.
+ */
+static int
+ocsp_worker_take(struct pan_ocsp_proc *o, struct ocsp_http_slot *slot,
+                 struct ocsp_responder **r, struct store *st,
+                 const struct ocsp_config *oc)
+{
+	const char *d = o->a->datadir;
+	unsigned gen = node_ca_generation(d);
+	struct pan_ocsp_proc fresh;
+	struct ocsp_responder *nr = NULL;
+	struct error e = {{0}};
+	char path[PAN_PATH_MAX];
+
+	if (gen <= o->gen)
+		return 0;
+	if (ocsp_load_fresh(o, &fresh, &e) == -1)
+		goto fail;
+	if ((nr = ocsp_responder_new(fresh.signer, fresh.key, fresh.issuer, st,
+	                             oc, &e)) == NULL)
+		goto fail;
+	ocsp_responder_set_older(nr, *r);
+	ocsp_http_slot_set(slot, nr);
+	*r = nr;
+	o->gen = gen;
+	if (node_path(path, sizeof(path), d,
+	              NODE_CA_DIR "/" SIGNER_OCSP_HANDOVER, &e) == 0)
+		(void)unlink(path);
+	log_info(LOG_OCSP,
+	         "root CA chain generation %u taken in place: the new "
+	         "responder certificate answers for the new Node CA",
+	         gen);
+	X509_free(fresh.issuer);
+	X509_free(fresh.signer);
+	EVP_PKEY_free(fresh.key);
+	return 1;
+fail:
+	log_error(LOG_OCSP,
+	          "root CA chain generation %u: cannot switch in place: %s; "
+	          "ending, to be started again on the new files",
+	          gen, e.msg);
+	X509_free(fresh.issuer);
+	X509_free(fresh.signer);
+	EVP_PKEY_free(fresh.key);
+	return -1;
+}
+
 static int
 ocsp_worker_main(void *arg)
 {
 	struct pan_ocsp_proc *o = arg;
 	const struct pan_ocsp_settings *set = &o->a->set;
 	struct ocsp_responder *r = NULL;
+	struct ocsp_http_slot slot;
 	struct http_server *srv = NULL;
 	struct store *st = NULL;
 	struct store_opts ro = {.read_only = true};
@@ -350,7 +438,6 @@ ocsp_worker_main(void *arg)
 	bool first = true, stop = false;
 	int sigfd = -1, sig, ret = 1;
 
-	secret_wipe(&o->handover);
 	/* Only the start report pipe stays: not the supervisor's signalfd. */
 	if (proc_close_fds(&o->wready, 1, &e) == -1)
 		goto out;
@@ -368,6 +455,7 @@ ocsp_worker_main(void *arg)
 	                            &e)) == NULL ||
 	    ocsp_generations_attach(r, o->gens, o->ngens, st, &oc, &e) == -1)
 		goto out;
+	ocsp_http_slot_set(&slot, r);
 	memset(&hc, 0, sizeof(hc));
 	hc.address = set->host;
 	hc.port = set->port;
@@ -375,8 +463,8 @@ ocsp_worker_main(void *arg)
 	hc.timeout = set->timeout;
 	hc.tls = NULL; /* RFC 6960 A.1: OCSP over plain HTTP */
 	hc.category = LOG_OCSP;
-	hc.successor = o->successor;
-	if ((srv = http_server_start(&hc, ocsp_http_handle, r, &e)) == NULL)
+	if ((srv = http_server_start(&hc, ocsp_http_handle_slot, &slot, &e)) ==
+	    NULL)
 		goto out;
 	log_info(LOG_OCSP,
 	         "OCSP responder of %s for the certificates of its Node CA "
@@ -408,8 +496,12 @@ ocsp_worker_main(void *arg)
 		while ((sig = proc_signal_read(sigfd, NULL)) > 0) {
 			if (sig == SIGTERM || sig == SIGINT)
 				stop = true;
-			else if (sig == SIGHUP)
+			else if (sig == SIGHUP) {
+				if (ocsp_worker_take(o, &slot, &r, st, &oc) ==
+				    -1)
+					goto out;
 				next = 0; /* refresh now */
+			}
 		}
 	}
 	ret = 0;
@@ -422,6 +514,7 @@ out:
 	http_server_stop(srv);
 	ocsp_responder_free(r);
 	store_close(st);
+	secret_wipe(&o->handover);
 	if (sigfd != -1)
 		close(sigfd);
 	return ret;
@@ -519,29 +612,14 @@ ocsp_take_generation(struct pan_ocsp_proc *o)
 	unsigned gen = node_ca_generation(a->datadir);
 	struct pan_ocsp_proc fresh;
 	struct error e = {{0}};
-	char path[PAN_PATH_MAX];
 
 	if (gen <= o->gen)
 		return 0;
-	memset(&fresh, 0, sizeof(fresh));
-	fresh.a = o->a;
-	if (node_path(path, sizeof(path), a->datadir,
-	              NODE_CA_DIR "/node-ca.crt", &e) == -1 ||
-	    (fresh.issuer = cert_load_pem(path, &e)) == NULL) {
-		log_error(LOG_OCSP, "root CA chain generation %u: %s", gen,
-		          e.msg);
-		return 0;
-	}
-	if (o->handover.buf != NULL)
-		ocsp_load_signer(&fresh, NODE_CA_DIR "/" SIGNER_OCSP_HANDOVER,
-		                 o->handover.buf, o->handover.len);
-	if (fresh.signer == NULL) {
+	if (ocsp_load_fresh(o, &fresh, &e) == -1) {
 		log_error(LOG_OCSP,
-		          "root CA chain generation %u: no readable hand-over "
-		          "copy of the new responder key; still answering for "
+		          "root CA chain generation %u: %s; still answering for "
 		          "generation %u only until `pan run` starts again",
-		          gen, o->gen);
-		X509_free(fresh.issuer);
+		          gen, e.msg, o->gen);
 		return 0;
 	}
 	/* The oldest goes when the list is full. */
@@ -557,9 +635,7 @@ ocsp_take_generation(struct pan_ocsp_proc *o)
 	o->signer = fresh.signer;
 	o->key = fresh.key;
 	o->gen = gen;
-	if (node_path(path, sizeof(path), a->datadir,
-	              NODE_CA_DIR "/" SIGNER_OCSP_HANDOVER, &e) == 0)
-		(void)unlink(path);
+	/* The copy stays for the worker, which removes it once taken. */
 	log_info(LOG_OCSP,
 	         "root CA chain generation %u: the new responder certificate "
 	         "answers for the new Node CA, generation %u's for its own",
@@ -578,7 +654,7 @@ ocsp_main(void *arg)
 	int64_t started = 0, restart_at = 0, backoff = OCSP_BACKOFF_MIN_MS;
 	int64_t now, wait;
 	bool stop = false;
-	int sig, st, rc, ret = 1;
+	int sig, st, ret = 1;
 
 	memset(&o, 0, sizeof(o));
 	o.a = a;
@@ -653,34 +729,18 @@ ocsp_main(void *arg)
 		while ((sig = proc_signal_read(o.sigfd, NULL)) > 0) {
 			if (sig == SIGTERM || sig == SIGINT)
 				stop = true;
-			else if (sig == SIGHUP && worker > 0 &&
-			         ocsp_take_generation(&o) == 1) {
+			else if (sig == SIGHUP) {
 				/*
-				 * The worker serves what it was made with: a
-				 * new one binds beside it (SO_REUSEPORT) and
-				 * serves before the old one is stopped, so
-				 * that 2560 never has nobody listening.
+				 * A new generation: ours first (for a worker
+				 * started later), then the worker's, which
+				 * takes it in place without dropping a
+				 * connection (or ends, and is started again
+				 * on what we took).
 				 */
-				struct error we = {{0}};
-				pid_t fresh = 0;
-
-				o.successor = true;
-				rc = ocsp_worker_start(&o, &fresh, &we);
-				o.successor = false;
-				if (rc == -1)
-					log_error(LOG_OCSP,
-					          "a worker on the new generation: "
-					          "%s; restarting it",
-					          we.msg);
-				if (proc_stop(worker, PAN_OCSP_WORKER,
-				              OCSP_STOP_TIMEOUT_MS, &e) == -1)
-					log_warn(LOG_OCSP, "%s", e.msg);
-				worker = fresh;
-				started = time_mono_ms();
-				restart_at = 0;
-				backoff = OCSP_BACKOFF_MIN_MS;
-			} else if (sig == SIGHUP && worker > 0)
-				(void)kill(worker, SIGHUP);
+				(void)ocsp_take_generation(&o);
+				if (worker > 0)
+					(void)kill(worker, SIGHUP);
+			}
 		}
 		if (worker > 0 && !stop) {
 			static const char *const names[] = {PAN_OCSP_WORKER};

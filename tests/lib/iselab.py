@@ -495,6 +495,18 @@ class Node:
         """Live processes of the current daemon's process group."""
         return _group_pids(self.pgid) if self.proc else []
 
+    def pids_named(self, comm):
+        """Live processes of the daemon's group named comm
+        (/proc/PID/comm: "ca-service", "ocsp-http"), sorted."""
+        out = []
+        for pid in self.group_pids():
+            try:
+                if Path(f"/proc/{pid}/comm").read_text().strip() == comm:
+                    out.append(pid)
+            except OSError:
+                pass
+        return sorted(out)
+
     def leftover_pids(self):
         """Live processes of every start of this node."""
         return [pid for g in self.pgids for pid in _group_pids(g)]

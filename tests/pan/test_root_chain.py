@@ -5,6 +5,7 @@ certificates with new keys made on the PSN, new enrollments verify to the
 new root, what the old chain issued still verifies to the old root."""
 
 import base64
+import http.client
 import re
 import socket
 import ssl
@@ -81,6 +82,54 @@ def service_pids(node):
         if m:
             pids[title] = int(m.group(1))
     return pids
+
+
+class OcspKeepAlive:
+    """One plain HTTP connection to the PAN's OCSP responder (2560), on
+    which the same POSTed request is answered every KEEPALIVE_EVERY_S
+    (an idle connection is closed by the server's timeout) from before the
+    replacement until stop(); the socket must stay the same (http.client
+    would reconnect silently)."""
+
+    def __init__(self, lab, pan, issuer, cert):
+        self.req = lab.tmp / "pan-ocsp-keepalive.der"
+        openssl("ocsp", "-issuer", str(issuer), "-cert", str(cert), "-no_nonce",
+                "-reqout", str(self.req), check=True)
+        self.c = http.client.HTTPConnection(pan.address.ip, 2560, timeout=HTTP_TIMEOUT)
+        self.c.connect()
+        self.sock = self.c.sock
+        self.count, self.errors = 0, []
+        self.ask()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.done.wait(KEEPALIVE_EVERY_S):
+            try:
+                self.ask()
+            except Exception as e:  # noqa: BLE001 - reported by stop()
+                self.errors.append(repr(e))
+                return
+
+    def stop(self):
+        self.done.set()
+        self.thread.join(HTTP_TIMEOUT)
+        assert not self.errors, self.errors
+        self.ask()
+        assert self.count > 2, self.count
+
+    def ask(self):
+        self.c.request("POST", "/ocsp", body=self.req.read_bytes(),
+                       headers={"Content-Type": "application/ocsp-request"})
+        r = self.c.getresponse()
+        body = r.read()
+        assert r.status == 200 and r.getheader("Content-Type") == "application/ocsp-response", \
+            (r.status, r.getheaders(), body[:200])
+        assert self.c.sock is self.sock and self.sock.fileno() != -1, \
+            "the keep-alive connection to the PAN's OCSP responder was closed"
+        self.count += 1
+        return body
 
 
 def wait_signing(psn, gen=2):
@@ -242,6 +291,12 @@ def test_services_switch_in_place(lab):
     old_portal = served_cert(psn, 8443)
 
     alive = KeepAlive(psn, old_root)
+    # The PAN's OCSP responder switches in place too: same worker, and a
+    # connection opened before is answered after on the same socket.
+    pan_ocsp = pan.pids_named("ocsp-http")
+    assert pan_ocsp, "no ocsp-http process on the PAN"
+    pan_alive = OcspKeepAlive(lab, pan, pan.datadir / "ca" / "node-ca.crt",
+                              ca / "endpoint-sub-ca.crt")
     load = EnrollLoad(lab, psn, old_root, pan)
     wait_for(lambda: len(load.got) + len(load.failures) >= LOAD_CLIENTS, HTTP_TIMEOUT,
              "the load to get going")
@@ -277,6 +332,10 @@ def test_services_switch_in_place(lab):
 
     assert service_pids(psn) == pids, "a service was restarted"
     assert "will be restarted" not in psn.log_text()
+    wait_for(lambda: "taken in place" in pan.log_text(), RENEW_TIMEOUT,
+             "the PAN's OCSP responder to take the new generation", detail=pan.log_text)
+    pan_alive.stop()
+    assert pan.pids_named("ocsp-http") == pan_ocsp, "the PAN's OCSP worker was restarted"
 
     assert not load.failures, load.failures
     assert load.got, "no enrollment during the replacement"

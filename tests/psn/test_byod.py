@@ -265,17 +265,6 @@ def test_byod_onboarding_and_bad_input(lab):
     assert not est.tcp_listening(psn.address.ip, PORTAL_PORT)
 
 
-def pids_named(psn, name):
-    out = []
-    for pid in psn.group_pids():
-        try:
-            if Path(f"/proc/{pid}/comm").read_text().strip() == name:
-                out.append(pid)
-        except OSError:
-            pass
-    return out
-
-
 def active_alarm(pan):
     text = pan.alarms()
     return [line for line in text.splitlines() if ALARM in line and "psn1" in line]
@@ -289,7 +278,7 @@ def test_byod_est_down_alarm_and_recovery(lab):
     assert not active_alarm(pan)
 
     # The EST server dies, and its port is taken so that it stays down.
-    est_pid = pids_named(psn, "est")
+    est_pid = psn.pids_named("est")
     assert est_pid, psn.diagnostics()
     blocker = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -344,7 +333,7 @@ def test_byod_est_down_alarm_and_recovery(lab):
     chain = psn.datadir / "ca/chain.pem"
     node_ca, root = split_pem(chain.read_text())
     chain.write_text(root)
-    os.kill(pids_named(psn, "est")[0], signal.SIGHUP)
+    os.kill(psn.pids_named("est")[0], signal.SIGHUP)
     wait_for(lambda: "chain incomplete" in psn.log_text().split("SIGHUP: fetching")[-1], 30,
              "the EST server to see the incomplete chain", detail=lambda: tail(psn.log_path))
     code, _, body = portal.enroll(**good(lab, "incomplete"))
@@ -358,7 +347,7 @@ def test_byod_est_down_alarm_and_recovery(lab):
              "the EST server's Incomplete CA Chain alarm on the PAN",
              detail=lambda: pan.alarms() + tail(psn.log_path))
     chain.write_text(node_ca + root)
-    os.kill(pids_named(psn, "est")[0], signal.SIGHUP)
+    os.kill(psn.pids_named("est")[0], signal.SIGHUP)
     wait_for(lambda: not active_alarm(pan), 30, "the alarm to clear after the repair",
              detail=lambda: pan.alarms() + tail(psn.log_path))
     wait_for(lambda: "Incomplete CA Chain" not in pan.alarms(), 30,
@@ -371,17 +360,17 @@ def test_provisioning_restarted_by_supervisor(lab):
     """A crashed provisioning process is logged and restarted with backoff;
     CA and EST are not touched."""
     pan, psn = start_byod(lab)
-    prov = pids_named(psn, "provisioning")
+    prov = psn.pids_named("provisioning")
     assert prov, psn.diagnostics()
-    est_before = pids_named(psn, "est")
+    est_before = psn.pids_named("est")
     os.kill(prov[0], signal.SIGKILL)
     wait_for(lambda: "provisioning terminated signal 9" in psn.log_text(), 10,
              "the crash to be logged", detail=lambda: tail(psn.log_path))
     assert re.search(r"provisioning will be restarted in 1 s", psn.log_text())
-    wait_for(lambda: (pids_named(psn, "provisioning") and
-                      pids_named(psn, "provisioning") != prov and
+    wait_for(lambda: (psn.pids_named("provisioning") and
+                      psn.pids_named("provisioning") != prov and
                       est.tcp_listening(psn.address.ip, PORTAL_PORT)),
              60, "provisioning to come back", detail=lambda: tail(psn.log_path))
-    assert pids_named(psn, "est") == est_before
+    assert psn.pids_named("est") == est_before
     p, _ = onboard(lab, psn, name="restarted")
     assert p.returncode == 0, p.stderr

@@ -34,18 +34,6 @@ from test_replication import enroll_basic, running_psn  # noqa: E402
 CRASHES_MAX = 5
 
 
-def proc_pids(node, name):
-    """Pids of the daemon's processes named name (/proc/PID/comm)."""
-    out = []
-    for pid in node.group_pids():
-        try:
-            if Path(f"/proc/{pid}/comm").read_text().strip() == name:
-                out.append(pid)
-        except OSError:
-            pass
-    return out
-
-
 def alarm_rows(pan, name, host, all=False):
     return [ln for ln in pan.alarms(all=all).splitlines()[1:] if name in ln and host in ln]
 
@@ -58,7 +46,7 @@ def test_ca_killed_est_follows_alarm_raised_and_cleared(lab):
 
     seen_active = False
     for crash in range(1, CRASHES_MAX + 1):
-        ca_pid = wait_for(lambda: proc_pids(psn, "ca-service"), 60, "the CA service",
+        ca_pid = wait_for(lambda: psn.pids_named("ca-service"), 60, "the CA service",
                           detail=lambda: tail(psn.log_path))[0]
         os.kill(ca_pid, signal.SIGKILL)
         # EST follows CA: the EST server is stopped, 8084 closes.
@@ -70,7 +58,7 @@ def test_ca_killed_est_follows_alarm_raised_and_cleared(lab):
                     and alarm_rows(pan, "EST Service Down", "psn1"))
 
         def back():
-            c = proc_pids(psn, "ca-service")
+            c = psn.pids_named("ca-service")
             return c and c[0] != ca_pid and est.tcp_listening(psn.address.ip)
 
         def settled():
