@@ -347,9 +347,14 @@ def test_runtime_log_levels(lab):
     for host in ("pan1", "psn1", "psn2"):
         assert re.search(rf"^{host}\s+messaging\s+debug$", lst, re.M), lst
     # Bad input changes nothing.
-    seq = pan.event_seq()
+    # (The log also moves on its own: psn1 is stopped, so its Queue Link
+    # Error is an alarm-record event; count the log-levels events only.)
+    def level_events():
+        return len(re.findall(r"event \d+: log-levels ", pan.log_text()))
+    before = level_events()
     for args in (["set", "nosuch", "debug"], ["set", "est", "loud"],
                  ["set", "est", "debug", "--node", "nosuch"], ["set", "est"]):
         r = pan.cli("log-level", *args)
         assert r.returncode != 0 and r.stderr, (args, r.stdout)
-    assert pan.event_seq() == seq
+    assert before > 0
+    assert level_events() == before
