@@ -270,6 +270,11 @@ def test_revoke_hold_release_reach_the_psn(lab):
                          data=base64.encodebytes(csr.read_bytes()))[0]
 
     assert reenroll(1) == 200
+    # Delivered (its cert-issued event is in the log) before the log must
+    # stand still.
+    wait_for(lambda: re.search(r"Outbox:\s+0 certificates",
+                               psn.cli("status").stdout) is not None,
+             LINK_TIMEOUT, "psn1's outbox to drain", detail=psn.log_text)
     seq = pan.event_seq()
     # Refusals: release of a good certificate, unknown reason, no serial.
     assert "already good" in pan.cli("cert", "release", serial, check=True).stdout
