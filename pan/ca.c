@@ -346,6 +346,25 @@ ca_note(char *buf, size_t len, int status, const char *gen_note)
 }
 
 /*
+ * A node whose CA of the generation shown is missing while it has an
+ * earlier one: its line says it has not renewed yet.
+ */
+static void
+ca_pending_line(FILE *out, const struct ca_gens *gs, const struct ca_node *c,
+                enum cert_profile profile, const char *prefix, bool last)
+{
+	char title[CERT_CN_BUF + 64], pending[128];
+
+	if (cert_profile_cn(profile, c->node->hostname, title, sizeof(title),
+	                    NULL) == -1)
+		snprintf(title, sizeof(title), "%s", c->node->hostname);
+	snprintf(pending, sizeof(pending), "not renewed yet (generation %u)",
+	         c->old != NULL ? gs->g[c->old_gen].gen : 0);
+	ca_line(out, prefix, last ? "└─ " : "├─ ", last ? "   " : "│  ", NULL,
+	        title, pending);
+}
+
+/*
  * The tree of one generation: root, the PAN's node_ca, and the nodes' CAs
  * of that generation (v[i].ca).  gen_note marks every line of an earlier
  * generation ("generation 1, old").  A node whose CA of this generation
@@ -357,7 +376,6 @@ ca_tree(const struct ca_gens *gs, X509 *root, X509 *node_ca,
         struct ca_node *v, size_t n, const char *gen_note, FILE *out)
 {
 	char prefix[CA_PREFIX_MAX], title[CERT_CN_BUF + 64], nb[128];
-	char pending[128];
 	size_t i, nsan = 0, npsn_items = 0, k;
 	bool last;
 
@@ -383,16 +401,8 @@ ca_tree(const struct ca_gens *gs, X509 *root, X509 *node_ca,
 			continue;
 		last = ++k == npsn_items;
 		if (c->ca == NULL) {
-			if (cert_profile_cn(CERT_PROFILE_ENDPOINT_SUB_CA,
-			                    c->node->hostname, title,
-			                    sizeof(title), NULL) == -1)
-				snprintf(title, sizeof(title), "%s",
-				         c->node->hostname);
-			snprintf(pending, sizeof(pending),
-			         "not renewed yet (generation %u)",
-			         c->old != NULL ? gs->g[c->old_gen].gen : 0);
-			ca_line(out, prefix, last ? "└─ " : "├─ ",
-			        last ? "   " : "│  ", NULL, title, pending);
+			ca_pending_line(out, gs, c, CERT_PROFILE_ENDPOINT_SUB_CA, prefix,
+			                last);
 			continue;
 		}
 		ca_line(out, prefix, last ? "└─ " : "├─ ", last ? "   " : "│  ",
@@ -440,16 +450,8 @@ ca_tree(const struct ca_gens *gs, X509 *root, X509 *node_ca,
 			continue;
 		last = ++k == nsan;
 		if (c->ca == NULL) {
-			if (cert_profile_cn(CERT_PROFILE_NODE_CA,
-			                    c->node->hostname, title,
-			                    sizeof(title), NULL) == -1)
-				snprintf(title, sizeof(title), "%s",
-				         c->node->hostname);
-			snprintf(pending, sizeof(pending),
-			         "not renewed yet (generation %u)",
-			         c->old != NULL ? gs->g[c->old_gen].gen : 0);
-			ca_line(out, "", last ? "└─ " : "├─ ",
-			        last ? "   " : "│  ", NULL, title, pending);
+			ca_pending_line(out, gs, c, CERT_PROFILE_NODE_CA, "",
+			                last);
 			continue;
 		}
 		ca_line(out, "", last ? "└─ " : "├─ ", last ? "   " : "│  ",

@@ -80,6 +80,20 @@ class Https(http.client.HTTPSConnection):
         self.sock = self._context.wrap_socket(sock, server_hostname=self._name)
 
 
+def simpleenroll(psn, ctx, auth, der, timeout):
+    """One simpleenroll of the DER CSR at psn over a new connection with
+    ctx and HTTP Basic auth (base64 of user:password): (response, body)."""
+    c = Https(psn.address.ip, EST_PORT, psn.hostname, ctx, timeout)
+    try:
+        c.request("POST", "/.well-known/est/simpleenroll", body=base64.encodebytes(der),
+                  headers={"Content-Type": "application/pkcs10",
+                           "Authorization": "Basic " + auth})
+        r = c.getresponse()
+        return r, r.read()
+    finally:
+        c.close()
+
+
 class EstClient:
     """simpleenroll with HTTP Basic against one PSN, the way a device does
     it: a fresh key and CSR each time, the answer's certificate checked to
@@ -92,15 +106,7 @@ class EstClient:
 
     def enroll(self, cn):
         key, der = make_csr(cn)
-        c = Https(self.psn.address.ip, EST_PORT, self.psn.hostname, self.ctx, ENROLL_TIMEOUT)
-        try:
-            c.request("POST", "/.well-known/est/simpleenroll", body=base64.encodebytes(der),
-                      headers={"Content-Type": "application/pkcs10",
-                               "Authorization": "Basic " + self.auth})
-            r = c.getresponse()
-            body = r.read()
-        finally:
-            c.close()
+        r, body = simpleenroll(self.psn, self.ctx, self.auth, der, ENROLL_TIMEOUT)
         if r.status != 200:
             raise AssertionError(f"{cn} at {self.psn.hostname}: HTTP {r.status} {body[:200]!r}")
         certs = pkcs7.load_der_pkcs7_certificates(base64.b64decode(body))

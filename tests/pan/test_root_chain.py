@@ -27,7 +27,7 @@ from iselab import LINK_TIMEOUT, PASSPHRASE, lab, openssl, verify, wait_for  # n
 import test_est_psn as est  # noqa: E402
 from test_ocsp_pan import ocsp, status_of, url_of  # noqa: E402
 from test_replication import USER, PASSWORD, enroll_basic, running_psn  # noqa: E402
-from estload import Https, make_csr  # noqa: E402
+from estload import Https, make_csr, simpleenroll  # noqa: E402
 
 RENEW_TIMEOUT = 120
 # EST clients enrolling in a loop across the replacement.
@@ -230,15 +230,7 @@ class EnrollLoad:
     def _enroll(self, cn):
         key, der = make_csr(cn)
         ctx = ssl.create_default_context(cadata=self._roots())
-        c = Https(self.psn.address.ip, est.EST_PORT, self.psn.hostname, ctx, HTTP_TIMEOUT)
-        try:
-            c.request("POST", "/.well-known/est/simpleenroll", body=base64.encodebytes(der),
-                      headers={"Content-Type": "application/pkcs10",
-                               "Authorization": "Basic " + self.auth})
-            r = c.getresponse()
-            body = r.read()
-        finally:
-            c.close()
+        r, body = simpleenroll(self.psn, ctx, self.auth, der, HTTP_TIMEOUT)
         assert r.status == 200, f"HTTP {r.status} {body[:200]!r}"
         certs = pkcs7.load_der_pkcs7_certificates(base64.b64decode(body))
         assert len(certs) == 1 and certs[0].public_key().public_numbers() == \
