@@ -805,7 +805,7 @@ http_server_start(const struct http_config *cfg, http_handler handler,
 		srv->workers[i].fd = -1;
 		srv->nworkers = i + 1;
 		srv->workers[i].fd =
-		    http_listen(cfg->address, port, i == 0 && !cfg->successor,
+		    http_listen(cfg->address, port, i == 0,
 		                &port, err);
 		if (srv->workers[i].fd == -1)
 			goto fail;

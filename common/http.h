@@ -76,12 +76,6 @@ struct http_config {
 	unsigned max_conns;  /* per worker, TLS only; 0: default */
 	SSL_CTX *tls;        /* NULL: plain HTTP; else a reference is taken */
 	enum log_category category; /* where connection events are logged */
-	/*
-	 * The successor of our own server on the port, started before that
-	 * one stops (SO_REUSEPORT): the check that nobody listens there is
-	 * skipped.
-	 */
-	bool successor;
 };
 
 /*
