@@ -170,6 +170,11 @@ def user_events(lab):
 
 
 def cert_count(lab):
+    """Certificates on the PAN once both PSNs delivered what they issued."""
+    for psn in ("psn1", "psn2"):
+        wait_for(lambda: re.search(r"Outbox:\s+0 certificates", run(
+            [exe("psn"), "status", "--data-dir", str(lab.dir / psn)], env=clean_env()).stdout),
+            TIMEOUT, f"{psn}'s outbox to drain")
     return len(re.findall(r"^[0-9A-Fa-f]{2,}\s", pan(lab, "cert", "list", "--limit", "1000").stdout,
                           re.M))
 
