@@ -1153,7 +1153,11 @@ signer_reload(struct signer *s, struct error *err)
 {
 	char *argv[1] = {(char *)"reload"};
 
-	return signer_control(s, argv, 1, s->timeout_ms, err);
+	/*
+	 * Loading the keys runs PBKDF2 for each, as a start does: on a loaded
+	 * box that takes what a start may take, not what a signature does.
+	 */
+	return signer_control(s, argv, 1, SIGNER_START_TIMEOUT_MS, err);
 }
 
 void
