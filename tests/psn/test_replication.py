@@ -269,12 +269,15 @@ def test_revoke_hold_release_reach_the_psn(lab):
         return e.request("simplereenroll", "--cert", str(cert), "--key", str(key),
                          data=base64.encodebytes(csr.read_bytes()))[0]
 
+    def drained():
+        """What the PSN issued is delivered (its cert-issued event is in
+        the log) before the log must stand still."""
+        wait_for(lambda: re.search(r"Outbox:\s+0 certificates",
+                                   psn.cli("status").stdout) is not None,
+                 LINK_TIMEOUT, "psn1's outbox to drain", detail=psn.log_text)
+
     assert reenroll(1) == 200
-    # Delivered (its cert-issued event is in the log) before the log must
-    # stand still.
-    wait_for(lambda: re.search(r"Outbox:\s+0 certificates",
-                               psn.cli("status").stdout) is not None,
-             LINK_TIMEOUT, "psn1's outbox to drain", detail=psn.log_text)
+    drained()
     seq = pan.event_seq()
     # Refusals: release of a good certificate, unknown reason, no serial.
     assert "already good" in pan.cli("cert", "release", serial, check=True).stdout
@@ -303,6 +306,7 @@ def test_revoke_hold_release_reach_the_psn(lab):
     assert reenroll(4) == 403
     show = pan.cli("cert", "show", serial, check=True).stdout
     assert re.search(r"Status:\s+revoked", show) and "keyCompromise" in show
+    drained()  # reenroll(3)'s certificate
     seq = pan.event_seq()
     assert pan.cli("cert", "hold", serial, check=False).returncode == 1
     assert pan.cli("cert", "release", serial, check=False).returncode == 1
