@@ -144,6 +144,15 @@ class Load:
                         for _ in range(threads * len(psns))]
         for t in self.threads:
             t.start()
+        psns[0].lab.on_close(self.halt)
+
+    def halt(self):
+        """No new request starts (a failed test's teardown)."""
+        with self.lock:
+            self.jobs.clear()
+        self.released.set()
+        for t in self.threads:
+            t.join(ENROLL_TIMEOUT * 2)
 
     def _worker(self):
         while True:

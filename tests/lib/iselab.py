@@ -831,6 +831,12 @@ class Lab:
         self.addresses = []
         self.children = []   # bare Popen objects (concurrent joins)
         self.namespaces = []  # NetNs objects, deleted after the nodes
+        self.halts = []       # stop a test's client threads, first of all
+
+    def on_close(self, halt):
+        """halt() is called first at close(), also when the test failed:
+        client threads still running at interpreter exit can crash it."""
+        self.halts.append(halt)
 
     def address(self):
         a = allocate_address()
@@ -864,6 +870,11 @@ class Lab:
 
     def close(self, failed):
         notes = []
+        for halt in reversed(self.halts):
+            try:
+                halt()
+            except Exception as e:  # noqa: BLE001 (teardown goes on)
+                notes.append(f"halting a client: {e!r}")
         for p in self.children:
             if p.poll() is None:
                 try:

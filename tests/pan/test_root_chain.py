@@ -103,6 +103,11 @@ class OcspKeepAlive:
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
+        lab.on_close(self.halt)
+
+    def halt(self):
+        self.done.set()
+        self.thread.join(HTTP_TIMEOUT)
 
     def _run(self):
         while not self.done.wait(KEEPALIVE_EVERY_S):
@@ -161,7 +166,7 @@ class KeepAlive:
     would reconnect silently, so the socket object and its local port are
     checked to stay the same at every request."""
 
-    def __init__(self, psn, root):
+    def __init__(self, lab, psn, root):
         ctx = ssl.create_default_context(cafile=str(root))
         self.c = Https(psn.address.ip, est.EST_PORT, psn.hostname, ctx, HTTP_TIMEOUT)
         self.c.connect()
@@ -173,6 +178,11 @@ class KeepAlive:
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
+        lab.on_close(self.halt)
+
+    def halt(self):
+        self.done.set()
+        self.thread.join(HTTP_TIMEOUT)
 
     def request(self):
         self.c.request("GET", "/.well-known/est/cacerts")
@@ -221,6 +231,12 @@ class EnrollLoad:
                         for _ in range(LOAD_CLIENTS)]
         for t in self.threads:
             t.start()
+        lab.on_close(self.halt)
+
+    def halt(self):
+        self.done.set()
+        for t in self.threads:
+            t.join(HTTP_TIMEOUT * 2)
 
     def _roots(self):
         old = Path(self.old_root).read_text()
@@ -282,7 +298,7 @@ def test_services_switch_in_place(lab):
     assert old_est == pem_der(ca / "est-server.crt")
     old_portal = served_cert(psn, 8443)
 
-    alive = KeepAlive(psn, old_root)
+    alive = KeepAlive(lab, psn, old_root)
     # The PAN's OCSP responder switches in place too: same worker, and a
     # connection opened before is answered after on the same socket.
     pan_ocsp = pan.pids_named("ocsp-http")
