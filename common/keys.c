@@ -43,6 +43,11 @@
  * this PRF.  About 0.15 s per save or load on one core, paid once per start.
  */
 #define KEY_PBKDF2_ITER 600000
+/*
+ * Fewest iterations KEY_KDF_ITER_ENV may ask for: RFC 8018 section 4.2's
+ * minimum.
+ */
+#define KEY_PBKDF2_ITER_MIN 1000
 /* Most iterations we run on load: a tampered file must not hang a start. */
 #define KEY_PBKDF2_ITER_MAX 10000000
 /* PBKDF2 salt length in bytes (NIST SP 800-132 asks for at least 16). */
@@ -368,6 +373,46 @@ key_signature_md(const EVP_PKEY *key)
 	return EVP_sha256();
 }
 
+/*
+ * The iteration count for the keys this process saves: KEY_PBKDF2_ITER, or
+ * what KEY_KDF_ITER_ENV says.  A test suite starts hundreds of processes
+ * over throwaway keys, each loading several of them; under AddressSanitizer
+ * PBKDF2 at the default count was most of its run time.  A lower count
+ * protects the key files it writes that much less, so every such save is
+ * logged.  Loading takes whatever count the file holds (key_check_pbe).
+ */
+static int
+key_kdf_iterations(const char *path, int *iter, struct error *err)
+{
+	const char *v = getenv(KEY_KDF_ITER_ENV);
+	char *end;
+	long n;
+
+	*iter = KEY_PBKDF2_ITER;
+	if (v == NULL || *v == '\0')
+		return 0;
+	errno = 0;
+	n = strtol(v, &end, 10);
+	/* Digits only: strtol() would take " 1000" and "+1000" too. */
+	if (*v < '0' || *v > '9' || errno != 0 || *end != '\0' ||
+	    n < KEY_PBKDF2_ITER_MIN || n > KEY_PBKDF2_ITER_MAX) {
+		error_set(err,
+		          "%s: %s=%s is not a PBKDF2 iteration count from %d "
+		          "to %d; key not saved",
+		          path, KEY_KDF_ITER_ENV, v, KEY_PBKDF2_ITER_MIN,
+		          KEY_PBKDF2_ITER_MAX);
+		return -1;
+	}
+	*iter = (int)n;
+	if (n < KEY_PBKDF2_ITER)
+		log_warn(LOG_MAIN,
+		         "%s: encrypted with %ld PBKDF2 iterations (%s), "
+		         "fewer than the default %d: for a test lab, not for "
+		         "keys that matter",
+		         path, n, KEY_KDF_ITER_ENV, KEY_PBKDF2_ITER);
+	return 0;
+}
+
 int
 key_save(const EVP_PKEY *key, const char *path, const char *passphrase,
          size_t passlen, struct error *err)
@@ -378,7 +423,7 @@ key_save(const EVP_PKEY *key, const char *path, const char *passphrase,
 	BIO *bio = NULL;
 	BUF_MEM *mem;
 	struct error lerr;
-	int rc = -1;
+	int rc = -1, iter;
 
 	if (passphrase == NULL || passlen < PASSPHRASE_MIN ||
 	    passlen > PASSPHRASE_MAX) {
@@ -389,12 +434,14 @@ key_save(const EVP_PKEY *key, const char *path, const char *passphrase,
 		          PASSPHRASE_MIN, PASSPHRASE_MAX);
 		return -1;
 	}
+	if (key_kdf_iterations(path, &iter, err) == -1)
+		return -1;
 	if ((p8inf = EVP_PKEY2PKCS8(key)) == NULL) {
 		log_crypto(LOG_MAIN, err, "EVP_PKEY2PKCS8", path);
 		goto out;
 	}
 	/* Random salt and IV; PBES2 per RFC 8018 section 6.2. */
-	if ((pbe = PKCS5_pbe2_set_iv_ex(EVP_aes_256_cbc(), KEY_PBKDF2_ITER,
+	if ((pbe = PKCS5_pbe2_set_iv_ex(EVP_aes_256_cbc(), iter,
 	                                NULL, KEY_SALT_LEN, NULL,
 	                                NID_hmacWithSHA256, NULL)) == NULL) {
 		log_crypto(LOG_MAIN, err, "PKCS5_pbe2_set_iv_ex", path);

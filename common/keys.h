@@ -59,9 +59,17 @@ void key_describe(const EVP_PKEY *key, char *buf, size_t len);
 const EVP_MD *key_signature_md(const EVP_PKEY *key);
 
 /*
+ * Environment variable with the PBKDF2 iteration count key_save() uses
+ * instead of its default (600000), from 1000 to 10000000: test labs set it
+ * low to start fast, at the cost of the keys' protection at rest.
+ */
+#define KEY_KDF_ITER_ENV "ISELAB_KDF_ITERATIONS"
+
+/*
  * Save as encrypted PKCS#8 PEM, mode 0600, atomically (util.h
  * file_write_atomic).  Loading with a wrong passphrase is an error that says
- * so ("wrong passphrase or corrupt key file"), never a garbage key.
+ * so ("wrong passphrase or corrupt key file"), never a garbage key.  A bad
+ * KEY_KDF_ITER_ENV is an error too, and nothing is written.
  */
 int key_save(const EVP_PKEY *key, const char *path, const char *passphrase,
              size_t passlen, struct error *err);

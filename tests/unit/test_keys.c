@@ -169,9 +169,12 @@ test_generate(void **state)
 	assert_null(key_generate((enum key_type) - 1, NULL));
 }
 
-/* The saved file uses exactly the PBES2 parameters keys.h promises. */
+/*
+ * The saved file uses exactly the PBES2 parameters keys.h promises, with
+ * iter PBKDF2 iterations.
+ */
 static void
-assert_pbes2_params(const char *path)
+assert_pbes2_params(const char *path, long iter)
 {
 	const X509_ALGOR *alg;
 	const ASN1_OBJECT *oid;
@@ -199,7 +202,7 @@ assert_pbes2_params(const char *path)
 	assert_non_null(kdf->prf);
 	X509_ALGOR_get0(&oid, NULL, NULL, kdf->prf);
 	assert_int_equal(OBJ_obj2nid(oid), NID_hmacWithSHA256);
-	assert_true(ASN1_INTEGER_get(kdf->iter) >= 100000);
+	assert_int_equal(ASN1_INTEGER_get(kdf->iter), iter);
 	PBKDF2PARAM_free(kdf);
 	PBE2PARAM_free(pbe2);
 	X509_SIG_free(p8);
@@ -217,6 +220,7 @@ test_save_load(void **state)
 	size_t i, len;
 
 	(void)state;
+	assert_int_equal(unsetenv(KEY_KDF_ITER_ENV), 0);
 	for (i = 0; i < ARRAY_SIZE(types); i++) {
 		tmp_path(path, sizeof(path), "roundtrip.key");
 		assert_non_null(key = key_generate(types[i], &err));
@@ -227,7 +231,7 @@ test_save_load(void **state)
 		assert_non_null(strstr(
 		    (char *)buf, "-----BEGIN ENCRYPTED PRIVATE KEY-----"));
 		free(buf);
-		assert_pbes2_params(path);
+		assert_pbes2_params(path, 600000);
 		back = key_load(path, PASS, PASSLEN, &err);
 		if (back == NULL)
 			fail_msg("key_load: %s", err.msg);
@@ -235,6 +239,49 @@ test_save_load(void **state)
 		EVP_PKEY_free(back);
 		EVP_PKEY_free(key);
 	}
+}
+
+/*
+ * KEY_KDF_ITER_ENV sets the count of the keys saved (a test lab's fast
+ * starts); a count outside 1000..10000000 or not a number is an error that
+ * writes nothing; empty means the default.
+ */
+static void
+test_kdf_iterations_env(void **state)
+{
+	const char *bad[] = {"999", "0", "-1000", "10000001", "abc", "1000x",
+	                     " 1000", "+1000", "99999999999999999999"};
+	char path[PATH_MAX], other[PATH_MAX];
+	struct error err;
+	struct stat st;
+	EVP_PKEY *key, *back;
+	size_t i;
+
+	(void)state;
+	tmp_path(path, sizeof(path), "kdf.key");
+	assert_non_null(key = key_generate(KEY_EC_P256, &err));
+	assert_int_equal(setenv(KEY_KDF_ITER_ENV, "1000", 1), 0);
+	assert_int_equal(key_save(key, path, PASS, PASSLEN, &err), 0);
+	assert_pbes2_params(path, 1000);
+	assert_non_null(back = key_load(path, PASS, PASSLEN, &err));
+	assert_int_equal(EVP_PKEY_eq(key, back), 1);
+	EVP_PKEY_free(back);
+	assert_int_equal(setenv(KEY_KDF_ITER_ENV, "", 1), 0);
+	assert_int_equal(key_save(key, path, PASS, PASSLEN, &err), 0);
+	assert_pbes2_params(path, 600000);
+	tmp_path(other, sizeof(other), "kdf-bad.key");
+	for (i = 0; i < ARRAY_SIZE(bad); i++) {
+		assert_int_equal(setenv(KEY_KDF_ITER_ENV, bad[i], 1), 0);
+		assert_int_equal(key_save(key, other, PASS, PASSLEN, &err), -1);
+		assert_err(&err, KEY_KDF_ITER_ENV);
+		assert_err(&err, "key not saved");
+		assert_int_equal(stat(other, &st), -1);
+		/* A file already there stays as it was. */
+		assert_int_equal(key_save(key, path, PASS, PASSLEN, &err), -1);
+		assert_pbes2_params(path, 600000);
+	}
+	assert_int_equal(unsetenv(KEY_KDF_ITER_ENV), 0);
+	EVP_PKEY_free(key);
 }
 
 /*
@@ -776,6 +823,7 @@ main(void)
 	    cmocka_unit_test(test_type_names),
 	    cmocka_unit_test(test_generate),
 	    cmocka_unit_test(test_save_load),
+	    cmocka_unit_test(test_kdf_iterations_env),
 	    cmocka_unit_test(test_wrong_passphrase),
 	    cmocka_unit_test(test_corrupt_files),
 	    cmocka_unit_test(test_unencrypted_refused),
