@@ -2348,12 +2348,7 @@ const struct config_key join_run_keys[] = {
 };
 const size_t join_run_nkeys = ARRAY_SIZE(join_run_keys);
 
-const char *const join_env_ignore[] = {
-    NODE_PASSPHRASE_ENV,
-    NODE_ENV_PREFIX "DATA_DIR",
-    NODE_ENV_PREFIX "BUILD_DIR",
-    NULL,
-};
+const char *const join_env_ignore[] = {NODE_ENV_NOT_SETTINGS, NULL};
 
 /* Severity names of `alarm raise`, as AlarmSeverity numbers them. */
 static const char *const alarm_severities[] = {

@@ -28,6 +28,17 @@ struct error;
 #define NODE_ENV_PREFIX "ISELAB_"
 /* The node passphrase, when not in a file (--passphrase-file). */
 #define NODE_PASSPHRASE_ENV "ISELAB_PASSPHRASE"
+/*
+ * Variables of ours that are not settings of a run, which config_load_env()
+ * would refuse as unknown keys: the passphrase, the data directory, the
+ * build tree of the tests, keys.h KEY_KDF_ITER_ENV, castore.h
+ * CASTORE_KEY_ENV, enroll.h ENROLL_PASSWORD_ENV.  A shell that exports any
+ * of them must not stop a daemon from starting.
+ */
+#define NODE_ENV_NOT_SETTINGS                                                 \
+	NODE_PASSPHRASE_ENV, NODE_ENV_PREFIX "DATA_DIR",                       \
+	    NODE_ENV_PREFIX "BUILD_DIR", NODE_ENV_PREFIX "KDF_ITERATIONS",     \
+	    NODE_ENV_PREFIX "EXPORT_KEY", NODE_ENV_PREFIX "USER_PASSWORD"
 
 /* RFC 1123 host name: 253 characters, labels of 63. */
 #define NODE_HOSTNAME_MAX 253

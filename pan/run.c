@@ -101,8 +101,7 @@ static const struct config_key pan_keys[] = {
 };
 
 /* Variables of ours that are not settings of pan run. */
-static const char *const env_ignore[] = {NODE_PASSPHRASE_ENV, PAN_DATA_DIR_ENV,
-                                         "ISELAB_BUILD_DIR", NULL};
+static const char *const env_ignore[] = {NODE_ENV_NOT_SETTINGS, NULL};
 
 struct run_opts {
 	const char *datadir;

@@ -115,13 +115,7 @@ const struct config_key psn_services_keys[] = {
 const size_t psn_services_nkeys = ARRAY_SIZE(psn_services_keys);
 
 /* Variables under ISELAB_ that are not config keys (join's and ours). */
-static const char *const svc_env_ignore[] = {
-    NODE_PASSPHRASE_ENV,
-    NODE_ENV_PREFIX "DATA_DIR",
-    NODE_ENV_PREFIX "BUILD_DIR",
-    ENROLL_PASSWORD_ENV,
-    NULL,
-};
+static const char *const svc_env_ignore[] = {NODE_ENV_NOT_SETTINGS, NULL};
 
 /* join_run_keys and ours, made once (config_new keeps the pointer). */
 static struct config_key *svc_keys;

@@ -19,12 +19,12 @@ import pytest
 
 BUILD = Path(os.environ.get("ISELAB_BUILD_DIR", Path(__file__).resolve().parents[2] / "build"))
 PASSPHRASE = "correct horse battery staple"
-# Every node process a test starts inherits this: its key files are
+# clean_env() gives every executable a test runs this: key files are
 # encrypted with 1000 PBKDF2 iterations instead of 600000 (common/keys.h
 # KEY_KDF_ITER_ENV).  The suite starts hundreds of processes, each loading
 # keys, and at the default count PBKDF2 was most of its run time (about 85%
 # under AddressSanitizer).  tests/unit/test_keys.c checks the default.
-os.environ.setdefault("ISELAB_KDF_ITERATIONS", "1000")
+KDF_ITERATIONS = "1000"
 
 
 def exe(role):
@@ -152,6 +152,7 @@ def clean_env(extra=None):
     settings (they would change configuration behind the test's back)."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("ISELAB_") or k == "ISELAB_BUILD_DIR"}
+    env["ISELAB_KDF_ITERATIONS"] = KDF_ITERATIONS
     if extra:
         env.update(extra)
     return env

@@ -13,6 +13,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "castore.h"
+#include "enroll.h"
+#include "keys.h"
 #include "node.h"
 #include "util.h"
 
@@ -91,6 +94,29 @@ test_hierarchy_names(void **state)
 	assert_string_equal(node_role_name(NODE_ROLE_SAN), "san");
 }
 
+/*
+ * Every ISELAB_ variable that is not a setting is in the list the runs'
+ * config_load_env() ignores: exported in a shell, none stops a daemon.
+ */
+static void
+test_env_not_settings(void **state)
+{
+	const char *const list[] = {NODE_ENV_NOT_SETTINGS};
+	const char *const want[] = {NODE_PASSPHRASE_ENV, KEY_KDF_ITER_ENV,
+	                            CASTORE_KEY_ENV, ENROLL_PASSWORD_ENV,
+	                            "ISELAB_DATA_DIR", "ISELAB_BUILD_DIR"};
+	size_t i, j;
+
+	(void)state;
+	for (i = 0; i < ARRAY_SIZE(want); i++) {
+		for (j = 0; j < ARRAY_SIZE(list); j++)
+			if (strcmp(want[i], list[j]) == 0)
+				break;
+		if (j == ARRAY_SIZE(list))
+			fail_msg("%s is not in NODE_ENV_NOT_SETTINGS", want[i]);
+	}
+}
+
 int
 main(void)
 {
@@ -98,6 +124,7 @@ main(void)
 		cmocka_unit_test(test_hostnames),
 		cmocka_unit_test(test_identity_round_trip),
 		cmocka_unit_test(test_hierarchy_names),
+		cmocka_unit_test(test_env_not_settings),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
