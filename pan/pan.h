@@ -396,6 +396,8 @@ int opt_match(int argc, char **argv, int *i, const char *name,
 /* The node's record from the store; free with ..._free_unpacked. */
 int registry_record(struct pan *p, const char *hostname,
                     Iselab__NodeRecord **out, struct error *err);
+/* The notAfter of the newest CA certificate in a node's record. */
+int64_t registry_ca_expiry(const Iselab__NodeRecord *r);
 
 /* alarm.c */
 int alarm_load(struct pan *p, struct error *err);

@@ -157,6 +157,21 @@ remember_removed_key(struct pan *p, const uint8_t *key)
 	return 0;
 }
 
+int64_t
+registry_ca_expiry(const Iselab__NodeRecord *r)
+{
+	enum cert_profile prof;
+	size_t i = r->n_certs;
+
+	/* A renewal (root CA chain replacement) appends the new ones. */
+	while (i-- > 0)
+		if (cert_profile_from_name(r->certs[i]->profile, &prof, NULL) ==
+		        0 &&
+		    cert_profile_is_ca(prof))
+			return r->certs[i]->not_after;
+	return r->n_certs > 0 ? r->certs[0]->not_after : 0;
+}
+
 /* Fill the in-memory node from its record (load and join). */
 static void
 node_from_record(struct pan_node *n, const Iselab__NodeRecord *r)
@@ -173,8 +188,7 @@ node_from_record(struct pan_node *n, const Iselab__NodeRecord *r)
 	              : PAN_LINK_REGISTERED;
 	n->last_heartbeat = r->last_heartbeat_ms;
 	n->persisted_hb = r->last_heartbeat_ms;
-	if (r->n_certs > 0)
-		n->cert_expiry = r->certs[0]->not_after;
+	n->cert_expiry = registry_ca_expiry(r);
 }
 
 struct load_ctx {

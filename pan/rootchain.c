@@ -487,6 +487,7 @@ rootchain_renew(struct pan *p, const struct pan_peer *peer,
 	const uint8_t *kid;
 	char why[ERROR_MAX];
 	size_t i, ncerts = 0;
+	time_t na;
 	bool legacy;
 
 	memset(chain, 0, sizeof(chain));
@@ -548,6 +549,9 @@ rootchain_renew(struct pan *p, const struct pan_peer *peer,
 		         "renewed the %s of %s for root CA chain generation %u",
 		         profiles[0], n->hostname,
 		         rootchain_generation(p->datadir));
+		/* pan node list's CERT-EXPIRY: the new CA certificate's. */
+		if (cert_not_after(certs[0], &na, NULL) == 0)
+			n->cert_expiry = na;
 	}
 	rr.generation = rootchain_generation(p->datadir);
 	if (registry_der(certs[0], &rr.ca_cert) == -1 ||

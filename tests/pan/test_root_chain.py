@@ -531,6 +531,25 @@ def test_replace_root_chain_renews_psn(lab):
     assert verify(new_root, s2 / "node-ca.crt").returncode == 0
     assert private_key_matches(s2 / "node-ca.key", s2 / "node-ca.crt")
 
+    # pan node list's CERT-EXPIRY is the new CA certificate's, also once
+    # the PAN loads the records again.
+    want = {"psn1": ca / "endpoint-sub-ca.crt", "psn2": ca2 / "endpoint-sub-ca.crt",
+            "san1": sca / "node-ca.crt", "san2": s2 / "node-ca.crt"}
+    assert not_after(ca / "endpoint-sub-ca.crt") != not_after(old_sub)
+    wait_for(lambda: all(pan.node_list()[h][5] == not_after(c) for h, c in want.items()),
+             RENEW_TIMEOUT, "CERT-EXPIRY of the renewed nodes",
+             detail=lambda: pan.cli("node", "list").stdout)
+    pan.stop()
+    pan.start()
+    rows = pan.node_list()
+    assert all(rows[h][5] == not_after(c) for h, c in want.items()), rows
+
+
+def not_after(path):
+    """A certificate's notAfter as pan node list prints it."""
+    x = x509.load_pem_x509_certificate(Path(path).read_bytes())
+    return x.not_valid_after.strftime("%Y-%m-%dT%H:%M:%SZ")
+
 
 def log_ms(line):
     """Epoch ms of a log line's timestamp (2026-11-28T14:04:13.730Z ...)."""
