@@ -2,14 +2,17 @@
  * control: the daemon's side of the admin commands (docs/registration.md
  * "Admin commands").
  *
- * A REP socket on ipc://D/control.sock, made 0600 before anyone can
+ * A ROUTER socket on ipc://D/control.sock, made 0600 before anyone can
  * connect (the umask covers the moment between bind and chmod), so only
- * the daemon's own user can talk to it.  A request is an envelope with
- * control_request (the command's argv); the daemon runs it against its
- * own state and answers control_response with the exit status and the
- * text for stdout and stderr, which the client prints as they are.  A
- * malformed request still gets an answer: a REP socket that does not
- * reply is stuck.
+ * the daemon's own user can talk to it.  A client is a REQ socket: a
+ * request is [routing id][empty][envelope with control_request (the
+ * command's argv)]; the daemon runs it against its own state and answers
+ * control_response with the exit status and the text for stdout and
+ * stderr, which the client prints as they are.  A malformed request still
+ * gets an answer, so that no client waits for nothing.  A ROUTER rather
+ * than a REP: a command that answers later (PAN_CONTROL_DEFERRED, the
+ * minutes of `ca replace-root-chain`) keeps its client's routing id, and
+ * the other commands are served meanwhile.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -82,7 +85,7 @@ control_open(struct pan *p, struct error *err)
 	    proc_ipc_endpoint(ep, sizeof(ep), p->datadir, PAN_CONTROL_NAME,
 	                      err) == -1)
 		return -1;
-	if ((p->control = zmq_socket(p->zctx, ZMQ_REP)) == NULL) {
+	if ((p->control = zmq_socket(p->zctx, ZMQ_ROUTER)) == NULL) {
 		error_set(err, "zmq_socket: %s", zmq_strerror(errno));
 		return -1;
 	}
@@ -119,8 +122,21 @@ control_close(struct pan *p)
 		(void)unlink(path);
 }
 
+/* [peer][empty][buf]; a client that is gone is dropped by ZeroMQ. */
 static void
-control_send(struct pan *p, uint64_t request_id, int status, const char *out,
+control_send_to(struct pan *p, const uint8_t *peer, size_t peer_len,
+                const void *buf, size_t len)
+{
+	if (zmq_send(p->control, peer, peer_len, ZMQ_SNDMORE) == -1 ||
+	    zmq_send(p->control, "", 0, ZMQ_SNDMORE) == -1 ||
+	    zmq_send(p->control, buf, len, 0) == -1)
+		log_warn(LOG_MAIN, "control answer not sent: %s",
+		         zmq_strerror(errno));
+}
+
+static void
+control_send(struct pan *p, const uint8_t *peer, size_t peer_len,
+             uint64_t request_id, int status, const char *out,
              const char *errtext)
 {
 	Iselab__Envelope env;
@@ -142,13 +158,11 @@ control_send(struct pan *p, uint64_t request_id, int status, const char *out,
 		cr.err = "pan: the answer is too long for one message\n";
 		cr.status = PAN_EXIT_FAIL;
 		if ((buf = msg_pack(&env, &len, &err)) == NULL) {
-			zmq_send(p->control, "", 0, 0);
+			control_send_to(p, peer, peer_len, "", 0);
 			return;
 		}
 	}
-	if (zmq_send(p->control, buf, len, 0) == -1)
-		log_warn(LOG_MAIN, "control answer not sent: %s",
-		         zmq_strerror(errno));
+	control_send_to(p, peer, peer_len, buf, len);
 	free(buf);
 }
 
@@ -159,7 +173,8 @@ control_deferred_reply(struct pan *p, int status, const char *out,
 	if (!p->control_deferred)
 		return;
 	p->control_deferred = false;
-	control_send(p, p->control_deferred_id, status, out, errtext);
+	control_send(p, p->control_deferred_peer, p->control_deferred_peer_len,
+	             p->control_deferred_id, status, out, errtext);
 }
 
 static int
@@ -192,19 +207,66 @@ control_run(struct pan *p, int argc, char **argv, FILE *out, FILE *errf)
 	return PAN_EXIT_USAGE;
 }
 
+/*
+ * One frame of a request into buf (at most cap bytes; *len its size, -1
+ * when longer); *more whether frames follow.  -1 when none came.
+ */
+static int
+control_frame(struct pan *p, void *buf, size_t cap, long *len, int *more,
+              int flags)
+{
+	zmq_msg_t m;
+
+	zmq_msg_init(&m);
+	if (zmq_msg_recv(&m, p->control, flags) == -1) {
+		zmq_msg_close(&m);
+		return -1;
+	}
+	*more = zmq_msg_more(&m);
+	if (zmq_msg_size(&m) > cap)
+		*len = -1;
+	else {
+		*len = (long)zmq_msg_size(&m);
+		if (*len > 0)
+			memcpy(buf, zmq_msg_data(&m), (size_t)*len);
+	}
+	zmq_msg_close(&m);
+	return 0;
+}
+
 void
 control_serve(struct pan *p)
 {
 	struct error err = {{0}};
 	Iselab__Envelope *env = NULL;
 	char *obuf = NULL, *ebuf = NULL;
-	size_t olen = 0, elen = 0;
+	size_t olen = 0, elen = 0, peer_len;
+	uint8_t peer[PAN_CONTROL_PEER_MAX], delim[1];
 	FILE *out = NULL, *errf = NULL;
 	zmq_msg_t m;
+	long len;
 	int status, more;
 
+	/* The routing id ZeroMQ puts first, then a REQ's empty delimiter. */
+	if (control_frame(p, peer, sizeof(peer), &len, &more, ZMQ_DONTWAIT) ==
+	    -1)
+		return;
+	if (len <= 0 || !more) {
+		log_warn(LOG_MAIN, "control socket: dropped a message without "
+		                   "a routing id");
+		goto drain;
+	}
+	peer_len = (size_t)len;
+	if (control_frame(p, delim, sizeof(delim), &len, &more, 0) == -1)
+		return;
+	if (len != 0 || !more) {
+		/* Not a REQ client: it could not read an answer either. */
+		log_warn(LOG_MAIN, "control socket: dropped a request without "
+		                   "the REQ envelope");
+		goto drain;
+	}
 	zmq_msg_init(&m);
-	if (zmq_msg_recv(&m, p->control, ZMQ_DONTWAIT) == -1) {
+	if (zmq_msg_recv(&m, p->control, 0) == -1) {
 		zmq_msg_close(&m);
 		return;
 	}
@@ -212,32 +274,26 @@ control_serve(struct pan *p)
 	env = msg_unpack(zmq_msg_data(&m), zmq_msg_size(&m), &p->control_stats,
 	                 &err);
 	zmq_msg_close(&m);
-	/* Extra frames are not ours: drain them so the reply can go. */
-	while (more) {
-		zmq_msg_init(&m);
-		if (zmq_msg_recv(&m, p->control, 0) == -1) {
-			zmq_msg_close(&m);
-			break;
-		}
-		more = zmq_msg_more(&m);
-		zmq_msg_close(&m);
-	}
+	/* Extra frames are not ours. */
+	while (more &&
+	       control_frame(p, delim, sizeof(delim), &len, &more, 0) == 0)
+		;
 	if (env == NULL) {
 		log_warn(LOG_MAIN, "control socket: dropped: %s", err.msg);
-		control_send(p, 0, PAN_EXIT_FAIL, NULL,
+		control_send(p, peer, peer_len, 0, PAN_EXIT_FAIL, NULL,
 		             "pan: malformed control request\n");
 		return;
 	}
 	if (env->body_case != ISELAB__ENVELOPE__BODY_CONTROL_REQUEST) {
 		p->control_stats.dropped[MSG_DROP_UNHANDLED]++;
-		control_send(p, env->request_id, PAN_EXIT_FAIL, NULL,
-		             "pan: not a control request\n");
+		control_send(p, peer, peer_len, env->request_id, PAN_EXIT_FAIL,
+		             NULL, "pan: not a control request\n");
 		goto out;
 	}
 	if ((out = open_memstream(&obuf, &olen)) == NULL ||
 	    (errf = open_memstream(&ebuf, &elen)) == NULL) {
-		control_send(p, env->request_id, PAN_EXIT_FAIL, NULL,
-		             "pan: out of memory\n");
+		control_send(p, peer, peer_len, env->request_id, PAN_EXIT_FAIL,
+		             NULL, "pan: out of memory\n");
 		goto out;
 	}
 	log_debug(
@@ -252,12 +308,14 @@ control_serve(struct pan *p)
 	fclose(errf);
 	out = errf = NULL;
 	if (status == PAN_CONTROL_DEFERRED) {
-		/* No control request is polled until the deferred answer. */
+		/* Answered by control_deferred_reply(); one at a time. */
 		p->control_deferred = true;
 		p->control_deferred_id = env->request_id;
+		memcpy(p->control_deferred_peer, peer, peer_len);
+		p->control_deferred_peer_len = peer_len;
 		goto out;
 	}
-	control_send(p, env->request_id, status, obuf, ebuf);
+	control_send(p, peer, peer_len, env->request_id, status, obuf, ebuf);
 out:
 	if (out != NULL)
 		fclose(out);
@@ -266,4 +324,9 @@ out:
 	free(obuf);
 	free(ebuf);
 	msg_free(env);
+	return;
+drain:
+	while (more &&
+	       control_frame(p, delim, sizeof(delim), &len, &more, 0) == 0)
+		;
 }

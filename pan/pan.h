@@ -52,10 +52,12 @@ struct signer;
 #define PAN_EXIT_USAGE 2 /* bad command line */
 /*
  * Not an exit status: a control command that answers later, from the
- * daemon loop (control_deferred_reply()); the control socket takes no
- * request meanwhile.
+ * daemon loop (control_deferred_reply()); the control socket (a ROUTER)
+ * serves other commands meanwhile.
  */
 #define PAN_CONTROL_DEFERRED (-1)
+/* Longest ZeroMQ routing id (the control socket's clients). */
+#define PAN_CONTROL_PEER_MAX 255
 
 /* Default CA key type: the product's internal CA uses RSA 4096. */
 #define PAN_CA_KEY_DEFAULT "rsa:4096"
@@ -193,6 +195,9 @@ struct pan {
 	int64_t rollover_t0; /* mono ms */
 	bool control_deferred;         /* a control answer is owed */
 	uint64_t control_deferred_id;  /* to this request */
+	/* ZeroMQ routing id of the client it is owed to (at most 255). */
+	uint8_t control_deferred_peer[PAN_CONTROL_PEER_MAX];
+	size_t control_deferred_peer_len;
 	pid_t ocsp_pid;        /* the "ocsp" process; 0 once it is gone */
 	struct pan_ocsp_settings ocsp;
 	/* AIA OCSP URL of the Endpoint Sub CA certificates we issue. */

@@ -259,6 +259,15 @@ rootchain_replace(struct pan *p, int argc, char **argv, FILE *out, FILE *errf)
 		fprintf(errf, "usage: pan ca replace-root-chain\n");
 		return PAN_EXIT_USAGE;
 	}
+	/* One at a time: the control socket owes one deferred answer. */
+	if (p->rollover || p->control_deferred) {
+		fprintf(errf,
+		        "pan ca replace-root-chain: the replacement of the "
+		        "root CA chain with generation %u is under way; try "
+		        "again when it is done\n",
+		        p->rollover_gen);
+		return PAN_EXIT_FAIL;
+	}
 	gen = rootchain_generation(p->datadir) + 1;
 	log_info(LOG_CA_SERVICE, "replacing the root CA chain: generation %u",
 	         gen);

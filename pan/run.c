@@ -458,8 +458,6 @@ run_loop(struct pan *p)
 	while (!p->stop) {
 		now = time_mono_ms();
 		wait = next_tick > now ? next_tick - now : 0;
-		/* A REP socket owes its answer before it takes a request. */
-		items[2].events = p->control_deferred ? 0 : ZMQ_POLLIN;
 		/* A root CA chain replacement: the signer's answer too. */
 		nitems = 4;
 		if (p->rollover &&

@@ -574,6 +574,13 @@ def test_daemon_serves_while_the_signer_makes_keys(lab):
     cli = threading.Thread(target=lambda: result.setdefault(
         "p", pan.cli("ca", "replace-root-chain", timeout=400)), daemon=True)
     cli.start()
+    # Other commands are answered meanwhile (the control socket is a
+    # ROUTER owing one deferred answer); a second replacement is refused.
+    wait_for(lambda: "replacing the root CA chain: generation 2" in pan.log_text(), 60,
+             "the replacement to begin", detail=pan.log_text)
+    second = pan.cli("ca", "replace-root-chain", timeout=60)
+    listed = pan.cli("node", "list", timeout=60)
+    during = cli.is_alive()
     acks = set()
     while cli.is_alive():
         m = ack.search(psn.status().stdout)
@@ -592,6 +599,10 @@ def test_daemon_serves_while_the_signer_makes_keys(lab):
     start, end = began[0], log_ms(done[0])
     if end - start < 2500:
         pytest.skip(f"the signer was done in {end - start:.0f} ms: too short to tell")
+    assert during, "pan ca replace-root-chain and node list waited for the first replacement"
+    assert second.returncode == 1 and "under way" in second.stderr, second.stdout + second.stderr
+    assert listed.returncode == 0 and "psn1" in listed.stdout, listed.stdout + listed.stderr
+    assert generation(pan) == "2"   # not 3: the second one did nothing
     inside = [a for a in acks
               if start < datetime.strptime(a, "%Y-%m-%d %H:%M:%S").replace(
                   tzinfo=timezone.utc).timestamp() * 1000 and
