@@ -50,11 +50,7 @@ def run(args, env=None, check=None, timeout=120, input=None):
     check=True asserts exit 0, check=False asserts non-zero, None: no check."""
     # None of the caller's ISELAB_* settings (passphrase, data dir,
     # configuration) may leak into a test.
-    full_env = {k: v for k, v in os.environ.items()
-                if not k.startswith("ISELAB_") or k == "ISELAB_BUILD_DIR"}
-    if env:
-        full_env.update(env)
-    p = subprocess.run(args, env=full_env, capture_output=True, text=True,
+    p = subprocess.run(args, env=clean_env(env), capture_output=True, text=True,
                        timeout=timeout, input=input)
     if check is True:
         assert p.returncode == 0, f"{args} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}"

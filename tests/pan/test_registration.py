@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
-from iselab import (EVENTS_PORT, HEARTBEAT_TIMEOUT, LINK_TIMEOUT,  # noqa: E402
+from iselab import (BUILD, EVENTS_PORT, HEARTBEAT_TIMEOUT, LINK_TIMEOUT,  # noqa: E402
                     MESSAGING_PORT, NODE_LIST_COLUMNS, _pid_names, cert_serial, cert_subject, lab,  # noqa: F401
-                    openssl, split_pem, tree_snapshot, verify, wait_for)
+                    openssl, run, split_pem, tree_snapshot, verify, wait_for)
 
 JOIN_LINE = r"iselab1\.[0-9a-f]{16}\.[0-9a-f]{64}\.[0-9a-f]{64}@{}:8671"
 TIMESTAMP = r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}"
@@ -97,6 +97,21 @@ def test_admin_commands_need_the_daemon(lab):
         p = pan.cli(*args, timeout=30)
         assert p.returncode > 0, args
         assert "running" in p.stderr, f"{args}: {p.stderr}"
+
+
+def test_control_socket_bad_input(lab):
+    """The admin commands' socket (0600: the daemon's user only) answers
+    what it can, drops what it cannot answer, and goes on serving."""
+    pan = lab.pan()
+    ctl = str(BUILD / "tests" / "tools" / "ctl")
+    for kind, want in (("garbage", "status 1: pan: malformed control request"),
+                       ("not-control", "status 1: pan: not a control request"),
+                       ("dealer", "no answer")):
+        p = run([ctl, "--raw", kind, str(pan.datadir)], check=True)
+        assert want in p.stdout, (kind, p.stdout, p.stderr)
+        assert "pan1" in pan.cli("status", check=True).stdout
+    assert "dropped a request without the REQ envelope" in pan.log_text()
+    assert pan.running
 
 
 def test_pan_run_refuses_second_instance(lab):
