@@ -178,8 +178,15 @@ http_ocsp_post(struct ocsp_responder *r, struct http_request *req)
 }
 
 void
-ocsp_http_slot_set(struct ocsp_http_slot *slot, struct ocsp_responder *r)
+ocsp_http_slot_init(struct ocsp_http_slot *slot, struct ocsp_responder *r)
 {
+	atomic_init(&slot->r, r);
+}
+
+void
+ocsp_http_slot_replace(struct ocsp_http_slot *slot, struct ocsp_responder *r)
+{
+	ocsp_responder_set_older(r, atomic_load(&slot->r));
 	atomic_store(&slot->r, r);
 }
 

@@ -69,15 +69,18 @@ void ocsp_http_handle(struct http_request *req, void *arg);
 /*
  * A responder that is replaced while the HTTP workers serve (a new root
  * CA chain generation taken in place): ocsp_http_handle_slot is the
- * http_handler, arg the slot.  Whoever sets a new responder keeps the
- * one it replaces alive (as the new one's older, ocsp_responder_set_older,
- * which also answers for the old generation): a worker may still be
- * answering with it.
+ * http_handler, arg the slot.  ocsp_http_slot_init() puts the first one
+ * in; ocsp_http_slot_replace() makes the one in the slot r's older
+ * (ocsp_responder_set_older: it answers for the old generation, and stays
+ * alive, since a worker may still be answering with it; freed with r)
+ * before r goes in.
  */
 struct ocsp_http_slot {
 	_Atomic(struct ocsp_responder *) r;
 };
-void ocsp_http_slot_set(struct ocsp_http_slot *slot, struct ocsp_responder *r);
+void ocsp_http_slot_init(struct ocsp_http_slot *slot, struct ocsp_responder *r);
+void ocsp_http_slot_replace(struct ocsp_http_slot *slot,
+                            struct ocsp_responder *r);
 void ocsp_http_handle_slot(struct http_request *req, void *arg);
 
 /*

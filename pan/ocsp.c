@@ -394,8 +394,7 @@ ocsp_worker_take(struct pan_ocsp_proc *o, struct ocsp_http_slot *slot,
 	if ((nr = ocsp_responder_new(fresh.signer, fresh.key, fresh.issuer, st,
 	                             oc, &e)) == NULL)
 		goto fail;
-	ocsp_responder_set_older(nr, *r);
-	ocsp_http_slot_set(slot, nr);
+	ocsp_http_slot_replace(slot, nr); /* *r is nr's older now */
 	*r = nr;
 	o->gen = gen;
 	if (node_path(path, sizeof(path), d,
@@ -455,7 +454,7 @@ ocsp_worker_main(void *arg)
 	                            &e)) == NULL ||
 	    ocsp_generations_attach(r, o->gens, o->ngens, st, &oc, &e) == -1)
 		goto out;
-	ocsp_http_slot_set(&slot, r);
+	ocsp_http_slot_init(&slot, r);
 	memset(&hc, 0, sizeof(hc));
 	hc.address = set->host;
 	hc.port = set->port;

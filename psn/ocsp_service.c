@@ -245,16 +245,15 @@ ocsp_svc_take_generation(struct ocsp_svc *s)
 	    node_path(path, sizeof(path), d, NODE_CA_DIR "/ocsp-responder.crt",
 	              &e) == -1 ||
 	    (signer = cert_load_pem(path, &e)) == NULL ||
-	    member_handover_path(d, "ocsp-responder", OCSP_SERVICE_PROCESS,
-	                         path, sizeof(path), &e) == -1 ||
-	    (key = key_handover_take(path, &s->args->own, &e)) == NULL)
+	    (key = member_handover_take(d, "ocsp-responder",
+	                                OCSP_SERVICE_PROCESS, &s->args->own,
+	                                signer, &e)) == NULL)
 		goto fail;
 	ocsp_svc_config(s, &oc);
 	if ((r = ocsp_responder_new(signer, key, sub, s->store, &oc, &e)) ==
 	    NULL)
 		goto fail;
-	ocsp_responder_set_older(r, s->r);
-	ocsp_http_slot_set(&s->slot, r);
+	ocsp_http_slot_replace(&s->slot, r); /* s->r is r's older now */
 	s->r = r;
 	X509_free(s->sub);
 	X509_free(s->signer);
@@ -350,7 +349,7 @@ ocsp_service_main(void *arg)
 	hc.timeout = (unsigned)config_get_duration(s.cfg, "ocsp.timeout");
 	hc.tls = NULL; /* RFC 6960 A.1: OCSP over plain HTTP */
 	hc.category = LOG_OCSP;
-	ocsp_http_slot_set(&s.slot, s.r);
+	ocsp_http_slot_init(&s.slot, s.r);
 	if ((s.srv = http_server_start(&hc, ocsp_http_handle_slot, &s.slot,
 	                               &e)) == NULL)
 		goto out;
