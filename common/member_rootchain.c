@@ -39,6 +39,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
@@ -405,6 +406,29 @@ member_handover_path(const char *datadir, const char *key,
 {
 	return node_ca_path(datadir, buf, len, err, "%s/%s.%s.handover",
 	                    NODE_CA_DIR, key, process);
+}
+
+EVP_PKEY *
+member_handover_take(const char *datadir, const char *key,
+                     const char *process, const struct secret *own,
+                     X509 *cert, struct error *err)
+{
+	char path[RENEW_PATH_MAX];
+	EVP_PKEY *k;
+
+	if (member_handover_path(datadir, key, process, path, sizeof(path),
+	                         err) == -1 ||
+	    (k = key_handover_take(path, own, err)) == NULL)
+		return NULL;
+	if (cert != NULL && X509_check_private_key(cert, k) != 1) {
+		ERR_clear_error();
+		error_set(err, "the hand-over key %s is not the key of the new "
+		               "%s certificate",
+		          path, key);
+		EVP_PKEY_free(k);
+		return NULL;
+	}
+	return k;
 }
 
 void

@@ -11,6 +11,9 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+
 #include "join.h"
 #include "node.h"
 
@@ -28,6 +31,15 @@ struct store;
 int member_handover_path(const char *datadir, const char *key,
                          const char *process, char *buf, size_t len,
                          struct error *err);
+/*
+ * The service's side: take its copy of D/ca/<key>.key (gone once taken)
+ * and, with cert (the new D/ca/<key>.crt) not NULL, check that it is that
+ * certificate's key.  NULL with err set when it is not there, not readable
+ * under own, or not the certificate's.
+ */
+EVP_PKEY *member_handover_take(const char *datadir, const char *key,
+                               const char *process, const struct secret *own,
+                               X509 *cert, struct error *err);
 /* One hand-over copy to write, and the most there are. */
 struct member_handover {
 	const char *key;     /* "est-server": D/ca/est-server.key */

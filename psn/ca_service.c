@@ -594,15 +594,10 @@ ca_take_generation(void *arg)
 	if (node_path(path, sizeof(path), d,
 	              NODE_CA_DIR "/endpoint-sub-ca.crt", &e) == -1 ||
 	    (sub = cert_load_pem(path, &e)) == NULL ||
-	    member_handover_path(d, "endpoint-sub-ca", CA_SERVICE_PROCESS,
-	                         path, sizeof(path), &e) == -1 ||
-	    (key = key_handover_take(path, &cp->args->own, &e)) == NULL)
+	    (key = member_handover_take(d, "endpoint-sub-ca",
+	                                CA_SERVICE_PROCESS, &cp->args->own, sub,
+	                                &e)) == NULL)
 		goto fail;
-	if (X509_check_private_key(sub, key) != 1) {
-		ERR_clear_error();
-		error_set(&e, "the hand-over key is not the new Sub CA's");
-		goto fail;
-	}
 	if (store_issuer_key_id(sub, kid, &e) == -1)
 		goto fail;
 	X509_free(cp->sub);

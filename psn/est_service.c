@@ -723,16 +723,9 @@ est_svc_take_generation(struct est_svc *s)
 	if (node_path(path, sizeof(path), d, NODE_CA_DIR "/est-server.crt",
 	              &e) == -1 ||
 	    (cert = cert_load_pem(path, &e)) == NULL ||
-	    member_handover_path(d, "est-server", EST_SERVICE_PROCESS,
-	                         path, sizeof(path), &e) == -1 ||
-	    (key = key_handover_take(path, &s->args->own, &e)) == NULL)
+	    (key = member_handover_take(d, "est-server", EST_SERVICE_PROCESS,
+	                                &s->args->own, cert, &e)) == NULL)
 		goto fail;
-	if (X509_check_private_key(cert, key) != 1) {
-		ERR_clear_error();
-		error_set(&e, "the hand-over key is not the new EST server "
-		              "certificate's");
-		goto fail;
-	}
 	if (node_path(path, sizeof(path), d,
 	              NODE_CA_DIR "/endpoint-sub-ca.crt", &e) == -1 ||
 	    (sub = cert_load_pem(path, &e)) == NULL ||

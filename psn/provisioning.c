@@ -1547,7 +1547,6 @@ prov_take_generation(struct prov *p)
 {
 	const char *d = p->args->datadir;
 	unsigned gen = node_ca_generation(d);
-	char path[PROV_PATH_MAX];
 	struct prov_ident *id = NULL, *old;
 	STACK_OF(X509) *chain = NULL, *sk;
 	EVP_PKEY *client_key = NULL, *tls_key = NULL, *k;
@@ -1557,12 +1556,14 @@ prov_take_generation(struct prov *p)
 
 	if (gen <= p->gen)
 		return 0;
-	if (member_handover_path(d, "est-client", PROVISIONING_PROCESS, path,
-	                         sizeof(path), &e) == -1 ||
-	    (client_key = key_handover_take(path, &p->args->own, &e)) == NULL ||
-	    member_handover_path(d, "est-server", PROVISIONING_PROCESS, path,
-	                         sizeof(path), &e) == -1 ||
-	    (tls_key = key_handover_take(path, &p->args->own, &e)) == NULL) {
+	/* prov_load_files() checks each against its certificate. */
+	if ((client_key = member_handover_take(d, "est-client",
+	                                       PROVISIONING_PROCESS,
+	                                       &p->args->own, NULL, &e)) ==
+	        NULL ||
+	    (tls_key = member_handover_take(d, "est-server",
+	                                    PROVISIONING_PROCESS, &p->args->own,
+	                                    NULL, &e)) == NULL) {
 		EVP_PKEY_free(client_key);
 		goto fail;
 	}
