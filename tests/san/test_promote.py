@@ -221,21 +221,26 @@ def test_promote(lab):
     wait_for(lambda: "connected" in link_line(psn3), LINK_TIMEOUT, "psn3 connected",
              detail=psn3.diagnostics)
 
-    # The old PAN comes back: refused as primary, refuses writes.
+    check_old_pan_refused(pan, psns)
+    check_old_node_ca_ocsp(lab, pan, san, psn2)
+
+
+def check_old_pan_refused(pan, psns):
+    """The old PAN started again: it learns epoch 2, refuses writes; the
+    PSNs stay with the new primary (deployment.conf and psn status)."""
     pan.start()
     wait_for(lambda: "not primary: epoch 1 < 2" in pan.cli("status").stdout, SWITCH_TIMEOUT,
              "the old PAN to learn epoch 2", detail=pan.diagnostics)
     p = pan.user_add("someone", "someone-password-1", check=False)
     assert p.returncode == 1 and "not primary: epoch 1 < 2, rejoin as secondary" in p.stderr, \
         p.stdout + p.stderr
+    p = pan.cli("cert", "revoke", "01", check=False)
+    assert p.returncode == 1 and "not primary" in p.stderr, p.stdout + p.stderr
     p = pan.cli("node", "add", "psn8", "--role", "psn", check=False)
-    assert p.returncode == 1 and "not primary" in p.stderr
-    # The PSNs stay with the new primary.
+    assert p.returncode == 1 and "not primary" in p.stderr, p.stdout + p.stderr
     for psn in psns:
         assert primary_of(psn) == ("san1", 2)
-        assert "san1" in link_line(psn), link_line(psn)
-
-    check_old_node_ca_ocsp(lab, pan, san, psn2)
+        assert re.search(r"connected \(primary san1, epoch 2\)", link_line(psn)), link_line(psn)
 
 
 def check_old_node_ca_ocsp(lab, pan, san, psn):

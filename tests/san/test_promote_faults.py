@@ -41,8 +41,8 @@ from estload import EstClient, Load, cert_list  # noqa: E402
 from iselab import (LINK_TIMEOUT, exe, lab, member_events, run,  # noqa: E402,F401
                     sanitizer_build, wait_for)
 from test_faults import GOOD, REVOKED, ocsp_status, outbox_waiting, store_serials  # noqa: E402
-from test_promote import (SWITCH_TIMEOUT, deployment, import_store, link_line,  # noqa: E402
-                          primary_of, wait_primary)
+from test_promote import (SWITCH_TIMEOUT, check_old_pan_refused, deployment,  # noqa: E402
+                          import_store, link_line, primary_of, wait_primary)
 
 SANITIZED = sanitizer_build() != "none"
 # Enrollments per PSN: a real load in a normal build, a small one of the
@@ -72,22 +72,6 @@ def pem(lab, name, cert):
     path = lab.tmp / f"{name}.pem"
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return path
-
-
-def check_old_pan_refused(pan, psns):
-    """The old PAN started again: it learns epoch 2, refuses writes; the
-    PSNs stay with the new primary (deployment.conf and psn status)."""
-    pan.start()
-    wait_for(lambda: "not primary: epoch 1 < 2" in pan.cli("status").stdout, SWITCH_TIMEOUT,
-             "the old PAN to learn epoch 2", detail=pan.diagnostics)
-    p = pan.user_add("someone", "someone-password-1", check=False)
-    assert p.returncode == 1 and "not primary: epoch 1 < 2, rejoin as secondary" in p.stderr, \
-        p.stdout + p.stderr
-    p = pan.cli("cert", "revoke", "01", check=False)
-    assert p.returncode == 1 and "not primary" in p.stderr, p.stdout + p.stderr
-    for psn in psns:
-        assert primary_of(psn) == ("san1", 2)
-        assert re.search(r"connected \(primary san1, epoch 2\)", link_line(psn)), link_line(psn)
 
 
 def test_promote_during_est_load(lab):
