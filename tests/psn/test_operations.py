@@ -102,6 +102,38 @@ def test_ca_killed_est_follows_alarm_raised_and_cleared(lab):
     assert re.search(r"^EST Service\s+running\s+\d+", st, re.M), st
 
 
+def test_ocsp_killed_alarm_raised_and_cleared(lab):
+    """The OCSP responder killed until a restart outlasts the grace time:
+    "OCSP Responder Down" on the PAN, critical, cleared by itself once the
+    supervisor has it back; 2560 answers again."""
+    pan, psn = running_psn(lab)
+    ip = psn.address.ip
+    assert est.tcp_listening(ip, 2560)
+    for crash in range(1, CRASHES_MAX + 1):
+        pid = wait_for(lambda: psn.pids_named("ocsp"), 60, "the OCSP responder",
+                       detail=lambda: tail(psn.log_path))[0]
+        os.kill(pid, signal.SIGKILL)
+
+        def back():
+            p = psn.pids_named("ocsp")
+            return p and p[0] != pid and est.tcp_listening(ip, 2560)
+        wait_for(back, 90, f"the OCSP responder back after crash {crash}",
+                 detail=lambda: tail(psn.log_path))
+        if alarm_rows(pan, "OCSP Responder Down", "psn1", all=True):
+            break
+    else:
+        raise AssertionError(f"no OCSP Responder Down alarm after {CRASHES_MAX} crashes:\n"
+                             + pan.alarms(all=True) + tail(psn.log_path))
+    wait_for(lambda: not alarm_rows(pan, "OCSP Responder Down", "psn1"), LINK_TIMEOUT,
+             "the OCSP alarm to clear", detail=lambda: pan.alarms() + tail(psn.log_path))
+    rows = alarm_rows(pan, "OCSP Responder Down", "psn1", all=True)
+    assert len(rows) == 1 and " critical " in rows[0], rows
+    assert "OCSP Responder on psn1" in rows[0], rows
+    assert re.search(r"\d\d:\d\d:\d\d\S*\s+\S+\s+psn1\s+.*Responder Down\s+\d{4}-", rows[0]), rows
+    # The other services never went down.
+    assert not alarm_rows(pan, "Service Down", "psn1", all=True)
+
+
 EXPIRATION = "Certificate Expiration"
 
 
